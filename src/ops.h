@@ -1,0 +1,83 @@
+/*
+ * ops.h - the compute kernels of one backend behind a table of function
+ * pointers (DESIGN.md: ops_cpu.c and cuda/ops.cu side by side). Ops know
+ * nothing of MPI, files or configs: pointers and sizes only.
+ *
+ * Layout: activations are NCHW float32, one sample after the other; dense
+ * activations are [n, features]. Weights follow PyTorch: conv [oc, ic, kh, kw],
+ * dense [out, in]; biases [oc] / [out].
+ *
+ * Conventions for backward ops: weight and bias gradients are ADDED to dw/db
+ * (the caller zeroes the gradient buffer once per step); input gradients are
+ * overwritten; a NULL din means "not needed" (first layer) and is skipped.
+ * Losses and their gradients are per-sample SUMS, not means: the trainer
+ * divides by the global batch after the all-reduce (invariant 1).
+ */
+#ifndef SPOTTRAIN_OPS_H
+#define SPOTTRAIN_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct conv_desc {
+	int in_c, in_h, in_w;    /* input per sample */
+	int out_c, out_h, out_w; /* output per sample */
+	int k_h, k_w;            /* kernel */
+	int stride_h, stride_w;
+	int pad_top, pad_left;   /* zero padding before the first row/column */
+} conv_desc;
+
+typedef struct pool_desc {
+	int c, in_h, in_w, out_h, out_w;
+	int k_h, k_w, stride_h, stride_w;
+} pool_desc;
+
+typedef struct dropout_desc {
+	float rate;          /* probability of dropping; kept values are scaled by 1/(1-rate) */
+	uint32_t seed;       /* run seed */
+	uint32_t layer;      /* layer index in the network */
+	uint32_t epoch;      /* epoch of the step */
+	size_t per_sample;   /* elements per sample */
+} dropout_desc;
+
+typedef struct backend {
+	const char *name;
+	/* Bytes of scratch memory conv needs for n samples (im2col buffers etc.). */
+	size_t (*conv2d_workspace)(const conv_desc *d, int n);
+	void (*conv2d_forward)(const conv_desc *d, int n, const float *in, const float *w,
+			       const float *b, float *out, float *ws);
+	void (*conv2d_backward)(const conv_desc *d, int n, const float *in, const float *w,
+				const float *dout, float *din, float *dw, float *db, float *ws);
+	/* argmax holds, per output element, the index of the chosen input element within its channel plane. */
+	void (*maxpool_forward)(const pool_desc *d, int n, const float *in, float *out, int32_t *argmax);
+	void (*maxpool_backward)(const pool_desc *d, int n, const float *dout, const int32_t *argmax,
+				 float *din);
+	void (*relu_forward)(size_t count, const float *in, float *out);
+	/* din = dout where out > 0, else 0. May run in place (din == dout). */
+	void (*relu_backward)(size_t count, const float *out, const float *dout, float *din);
+	/* samples[i] is the dataset index of sample i (keys the Philox mask).
+	 * mask receives the per-element scale (0 or 1/(1-rate)) for the backward pass. */
+	void (*dropout_forward)(const dropout_desc *d, int n, const uint32_t *samples, const float *in,
+				float *out, float *mask);
+	void (*dropout_backward)(size_t count, const float *mask, const float *dout, float *din);
+	/* out[n, o] = in[n, i] . w[o, i] + b[o] */
+	void (*dense_forward)(int n, int in_f, int out_f, const float *in, const float *w, const float *b,
+			      float *out);
+	void (*dense_backward)(int n, int in_f, int out_f, const float *in, const float *w,
+			       const float *dout, float *din, float *dw, float *db);
+	/* Softmax + cross-entropy on logits [n, classes]. Writes dlogits = softmax - onehot
+	 * (NULL: skip), returns the summed loss in *loss_sum and the number of correct argmax
+	 * predictions in *correct. Labels are validated by the caller (< classes). */
+	void (*softmax_xent)(int n, int classes, const float *logits, const uint8_t *labels,
+			     float *dlogits, double *loss_sum, int *correct);
+	/* x[i] *= a */
+	void (*scale)(size_t count, float a, float *x);
+	void (*zero)(size_t count, float *x);
+} backend;
+
+/* The CPU reference backend. threads <= 0 means all cores available to the process. */
+const backend *backend_cpu(void);
+void backend_cpu_set_threads(int threads);
+int backend_cpu_threads(void);
+
+#endif
