@@ -1,0 +1,112 @@
+/*
+ * config.h - the run configuration: an INI file (parsed with inih) plus
+ * --set section.key=value overrides. Unknown sections, keys and layer types
+ * are errors that name the file and line.
+ *
+ * Layers are sections named [layer.NAME], in file order:
+ *   [layer.conv1]  type = conv2d, filters = 32, kernel = 3 (or 3x5), stride = 1 (or 1x2),
+ *                  padding = valid|same, activation = relu|none
+ *   [layer.pool1]  type = maxpool, pool = 2 (or 2x2), stride = (default: pool)
+ *   [layer.drop1]  type = dropout, rate = 0.25
+ *   [layer.flat]   type = flatten
+ *   [layer.fc1]    type = dense, units = 128, activation = relu|none
+ *   [layer.r]      type = relu
+ *   [layer.loss]   type = softmax_xent  (must be last; the layer before gives the class count)
+ */
+#ifndef SPOTTRAIN_CONFIG_H
+#define SPOTTRAIN_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "optim.h"
+#include "spot.h"
+
+#define CONFIG_MAX_LAYERS 64
+#define CONFIG_PATH_MAX 1024
+
+typedef enum {
+	LAYER_CONV2D = 0,
+	LAYER_MAXPOOL,
+	LAYER_RELU,
+	LAYER_DROPOUT,
+	LAYER_FLATTEN,
+	LAYER_DENSE,
+	LAYER_SOFTMAX_XENT,
+} layer_kind;
+
+typedef enum { PAD_VALID = 0, PAD_SAME } padding_kind;
+typedef enum { CKPT_SCOPE_SHARED = 0, CKPT_SCOPE_NODE } ckpt_scope;
+typedef enum { DIST_AUTO = 0, DIST_MPI, DIST_NCCL } dist_backend_kind;
+typedef enum { DEVICE_AUTO = 0, DEVICE_CPU, DEVICE_CUDA } device_kind;
+
+typedef struct layer_spec {
+	layer_kind kind;
+	char name[48];            /* NAME of [layer.NAME]; an activation adds "NAME.relu" */
+	int filters;              /* conv2d */
+	int kernel_h, kernel_w;   /* conv2d */
+	int stride_h, stride_w;   /* conv2d, maxpool */
+	padding_kind padding;     /* conv2d */
+	int pool_h, pool_w;       /* maxpool */
+	float rate;               /* dropout */
+	int units;                /* dense */
+} layer_spec;
+
+typedef struct config {
+	char source[CONFIG_PATH_MAX];       /* the file it came from */
+	/* [model] */
+	int in_c, in_h, in_w;               /* input = CxHxW, default 1x28x28 */
+	int n_layers;
+	layer_spec layers[CONFIG_MAX_LAYERS];
+	/* [data] */
+	char data_dir[CONFIG_PATH_MAX];     /* default /usr/share/datasets/fashion-mnist */
+	char data_url[CONFIG_PATH_MAX];     /* base URL for missing files ("" = none) */
+	char data_sha256[4][65];            /* train-images, train-labels, t10k-images, t10k-labels */
+	/* [train] */
+	int epochs;                         /* default 12 */
+	int global_batch;                   /* B, default 128 */
+	optim_config optim;                 /* optimizer, lr, schedule ... */
+	uint32_t seed;                      /* default 1 */
+	long max_steps;                     /* 0 = no limit */
+	bool eval_each_epoch;               /* default true */
+	/* [checkpoint] */
+	int ckpt_every_steps;               /* 0 = only epoch ends, stops and final; default 200 */
+	int ckpt_keep;                      /* keep the last K periodic checkpoints, default 3 */
+	bool ckpt_keep_epoch_ends;          /* default true */
+	bool ckpt_async;                    /* default true */
+	ckpt_scope ckpt_scope;              /* shared (rank 0 writes) | node (local rank 0 writes) */
+	/* [run] */
+	char run_dir[CONFIG_PATH_MAX];      /* default runs/default */
+	int log_every;                      /* default 10 */
+	int threads;                        /* 0 = cores available to the rank */
+	device_kind device;                 /* auto | cpu | cuda */
+	double progress_timeout_s;          /* heartbeat interval contract for the launcher (info) */
+	/* [spot] */
+	spot_config spot;
+	/* [dist] */
+	dist_backend_kind dist_backend;
+	double collective_timeout_s;        /* default 300 */
+} config;
+
+/* Defaults for everything; no layers. */
+void config_defaults(config *c);
+
+/*
+ * Parse an INI file into c (which should hold defaults). On error prints
+ * "FILE:LINE: what" through log_error and returns EXIT_USAGE (64), or
+ * EXIT_NOINPUT (66) if the file cannot be read.
+ */
+int config_load_file(config *c, const char *path);
+/* Parse INI text (e.g. the config stored in a checkpoint); name is used in messages. */
+int config_load_string(config *c, const char *text, const char *name);
+/* Apply one override "section.key=value" (layer keys: "layer.NAME.key=value"). */
+int config_set(config *c, const char *assignment);
+/* Check cross-field constraints (batch > 0, last layer softmax_xent, ...). Returns 0 or 64. */
+int config_validate(const config *c);
+
+/* The resolved config as canonical INI text (malloc'ed; parseable by config_load_string). */
+char *config_dump(const config *c);
+
+const char *layer_kind_name(layer_kind k);
+
+#endif

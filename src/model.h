@@ -1,0 +1,99 @@
+/*
+ * model.h - a network: a list of layers with shapes inferred from the
+ * previous layer, and a table of named tensor views into ONE flat parameter
+ * buffer (DESIGN.md invariant 2). Gradients and every optimizer moment use the
+ * same layout, so zeroing, all-reduce and checkpoints each touch one block.
+ */
+#ifndef SPOTTRAIN_MODEL_H
+#define SPOTTRAIN_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "ops.h"
+
+#define MODEL_MAX_TENSORS (2 * CONFIG_MAX_LAYERS)
+
+typedef struct tensor_view {
+	char name[64];   /* e.g. "conv1.weight", "fc1.bias" (PyTorch state_dict style) */
+	int ndim;
+	int dims[4];     /* conv weight [oc, ic, kh, kw]; dense weight [out, in]; bias [n] */
+	size_t offset;   /* in floats, into the flat buffer */
+	size_t numel;
+} tensor_view;
+
+typedef struct layer {
+	layer_spec spec;
+	int in_c, in_h, in_w;    /* per-sample input shape (dense: in_c = features, h = w = 1) */
+	int out_c, out_h, out_w; /* per-sample output shape */
+	size_t in_numel, out_numel;
+	conv_desc conv;          /* LAYER_CONV2D */
+	pool_desc pool;          /* LAYER_MAXPOOL */
+	int w_tensor, b_tensor;  /* indices into model.tensors, -1 if none */
+} layer;
+
+typedef struct model {
+	int n_layers;
+	layer layers[CONFIG_MAX_LAYERS];
+	int n_tensors;
+	tensor_view tensors[MODEL_MAX_TENSORS];
+	size_t n_params;         /* floats in the flat parameter buffer */
+	int in_c, in_h, in_w;
+	int classes;
+	uint64_t hash;           /* of the architecture: layer kinds, shapes, tensor names and dims */
+	double flops_per_sample; /* forward multiply-adds x2 (training step ~ 3x this) */
+} model;
+
+/*
+ * Infer shapes and lay out tensors for the config's layers. Impossible shapes
+ * (kernel larger than input, zero-size outputs, no loss layer at the end,
+ * dense after conv without flatten ...) return EXIT_USAGE with a message naming the layer.
+ */
+int model_build(const config *c, model *m);
+
+/* Deterministic initialisation from the seed (Glorot uniform weights, zero biases, as Keras). */
+void model_init_params(const model *m, uint32_t seed, float *params);
+
+/* Find a tensor by name, -1 if absent. */
+int model_find_tensor(const model *m, const char *name);
+
+/* A one-line description per layer (for --help and logs) into buf. */
+void model_describe(const model *m, char *buf, size_t len);
+
+/*
+ * Per-rank activation and scratch memory for up to max_n samples, and the
+ * forward/backward passes through a backend.
+ */
+typedef struct net_workspace {
+	int max_n;
+	float *input;            /* max_n * in_c*in_h*in_w */
+	float **act;             /* per layer output, max_n * out_numel */
+	float **grad;            /* per layer d(output), same sizes */
+	int32_t **argmax;        /* maxpool */
+	float **mask;            /* dropout */
+	float *scratch;          /* conv workspace (largest) */
+	size_t scratch_bytes;
+	float *dlogits;
+} net_workspace;
+
+int net_workspace_alloc(const model *m, const backend *be, int max_n, net_workspace *ws);
+void net_workspace_free(const model *m, net_workspace *ws);
+
+/* Everything a pass needs to know about its samples. */
+typedef struct batch_info {
+	int n;                   /* samples in this rank's part (may be 0) */
+	const uint32_t *samples; /* dataset indices, keys dropout masks */
+	const uint8_t *labels;   /* n labels */
+	uint32_t seed, epoch;
+	int training;            /* dropout active */
+} batch_info;
+
+/* Forward pass over ws->input; returns summed loss and correct count. */
+void net_forward(const model *m, const backend *be, const float *params, net_workspace *ws,
+		 const batch_info *b, double *loss_sum, int *correct);
+/* Backward pass after net_forward (training); adds per-sample-summed gradients into grads. */
+void net_backward(const model *m, const backend *be, const float *params, float *grads,
+		  net_workspace *ws, const batch_info *b);
+
+#endif
