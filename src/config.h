@@ -50,6 +50,7 @@ typedef struct layer_spec {
 	int pool_h, pool_w;       /* maxpool */
 	float rate;               /* dropout */
 	int units;                /* dense */
+	bool relu_after;          /* conv2d, dense: activation = relu adds a relu layer after it */
 } layer_spec;
 
 typedef struct config {

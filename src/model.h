@@ -42,7 +42,8 @@ typedef struct model {
 	int in_c, in_h, in_w;
 	int classes;
 	uint64_t hash;           /* of the architecture: layer kinds, shapes, tensor names and dims */
-	double flops_per_sample; /* forward multiply-adds x2 (training step ~ 3x this) */
+	double flops_per_sample;       /* forward pass, 2 per multiply-add */
+	double train_flops_per_sample; /* forward + backward (weight and input gradients) */
 } model;
 
 /*
@@ -78,7 +79,7 @@ typedef struct net_workspace {
 } net_workspace;
 
 int net_workspace_alloc(const model *m, const backend *be, int max_n, net_workspace *ws);
-void net_workspace_free(const model *m, net_workspace *ws);
+void net_workspace_free(const model *m, const backend *be, net_workspace *ws);
 
 /* Everything a pass needs to know about its samples. */
 typedef struct batch_info {

@@ -42,6 +42,12 @@ typedef struct dropout_desc {
 
 typedef struct backend {
 	const char *name;
+	/* Memory the ops work on (CPU: 64-byte aligned host memory; CUDA: device memory). */
+	void *(*alloc)(size_t bytes);
+	void (*release)(void *p);
+	/* Copies between host memory and backend memory (CPU: memcpy). */
+	void (*upload)(void *dst, const void *src, size_t bytes);
+	void (*download)(void *dst, const void *src, size_t bytes);
 	/* Bytes of scratch memory conv needs for n samples (im2col buffers etc.). */
 	size_t (*conv2d_workspace)(const conv_desc *d, int n);
 	void (*conv2d_forward)(const conv_desc *d, int n, const float *in, const float *w,

@@ -1,0 +1,199 @@
+/*
+ * bench.c - `spottrain bench`: times training steps on synthetic data (no
+ * data loading, no I/O) after a warm-up, per phase, and measures this
+ * machine's sgemm rate in the same run so that the achieved GFLOP/s can be
+ * read as a fraction of what the hardware does on a large matrix product.
+ */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "contract.h"
+#include "device.h"
+#include "dist.h"
+#include "log.h"
+#include "model.h"
+#include "optim.h"
+#include "philox.h"
+#include "train.h"
+
+/* Best-of-5 GFLOP/s of an n x n x n sgemm with the current BLAS threads. */
+static double measure_sgemm(int n)
+{
+	size_t sz = (size_t)n * n;
+	float *a = malloc(sz * sizeof(float)), *b = malloc(sz * sizeof(float)), *c = malloc(sz * sizeof(float));
+	double best = 0;
+	if (a && b && c) {
+		for (size_t i = 0; i < sz; i++) {
+			a[i] = (float)((i * 7) % 13) * 0.01f;
+			b[i] = (float)((i * 5) % 11) * 0.01f;
+		}
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+		for (int r = 0; r < 5; r++) {
+			double t0 = now_mono();
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+			double dt = now_mono() - t0;
+			double g = 2.0 * n * (double)n * n / dt / 1e9;
+			best = g > best ? g : best;
+		}
+	}
+	free(a);
+	free(b);
+	free(c);
+	return best;
+}
+
+typedef struct phase_times {
+	double fwd, bwd, allreduce, optim, total;
+} phase_times;
+
+int bench_main(int *argc, char ***argv, const run_args *a)
+{
+	config cfg;
+	model m;
+	int rc = load_run_config(a, &cfg);
+	if (!rc)
+		rc = model_build(&cfg, &m);
+	if (rc)
+		return rc;
+	dist d;
+	if ((rc = dist_init(argc, argv, cfg.collective_timeout_s, &d)))
+		return rc;
+	const backend *be = NULL;
+	rc = dist_agree(&d, device_select(cfg.device, d.local_rank, &be));
+	if (rc) {
+		dist_finalize(&d);
+		return rc;
+	}
+	if (be == backend_cpu())
+		backend_cpu_set_threads(cfg.threads);
+	int B = cfg.global_batch, W = d.world;
+	int lo = B * d.rank / W, hi = B * (d.rank + 1) / W, n = hi - lo, max_n = (B + W - 1) / W;
+	size_t np = m.n_params, in_numel = (size_t)m.in_c * m.in_h * m.in_w;
+	int n_states = optim_n_states(&cfg.optim);
+	float *params = be->alloc(np * sizeof(float)), *grads = be->alloc((np + 8) * sizeof(float));
+	float *states[4] = {0};
+	float *host = malloc((np > (size_t)max_n * in_numel ? np : (size_t)max_n * in_numel) * sizeof(float));
+	uint32_t *samples = malloc((size_t)max_n * sizeof *samples);
+	uint8_t *labels = malloc((size_t)max_n);
+	net_workspace ws;
+	rc = params && grads && host && samples && labels ? 0 : EXIT_OSERR;
+	for (int i = 0; !rc && i < n_states; i++)
+		if (!(states[i] = be->alloc(np * sizeof(float))))
+			rc = EXIT_OSERR;
+	if (!rc)
+		rc = net_workspace_alloc(&m, be, max_n, &ws);
+	rc = dist_agree(&d, rc);
+	if (rc) {
+		log_error("out of memory for the benchmark");
+		dist_finalize(&d);
+		return rc;
+	}
+	/* synthetic data: fixed pseudo-random pixels and labels */
+	philox_key key = {{cfg.seed, 77}};
+	for (size_t i = 0; i < (size_t)max_n * in_numel; i++) {
+		philox_ctr c = {{(uint32_t)i, 0, 0, 9}};
+		host[i] = philox_uniform(philox4x32(c, key).v[0]);
+	}
+	be->upload(ws.input, host, (size_t)max_n * in_numel * sizeof(float));
+	for (int i = 0; i < max_n; i++) {
+		samples[i] = (uint32_t)(lo + i);
+		labels[i] = (uint8_t)(i % m.classes);
+	}
+	model_init_params(&m, cfg.seed, host);
+	be->upload(params, host, np * sizeof(float));
+	for (int i = 0; i < n_states; i++)
+		be->zero(np, states[i]);
+
+	phase_times acc = {0};
+	int total = a->warmup + a->steps;
+	double wait0 = 0;
+	for (int s = 0; s < total; s++) {
+		if (s == a->warmup) {
+			memset(&acc, 0, sizeof acc);
+			dist_barrier(&d);
+			wait0 = d.wait_s;
+		}
+		batch_info b = {n, samples, labels, cfg.seed, 0, 1};
+		double loss;
+		int correct;
+		double t0 = now_mono();
+		be->zero(np + 8, grads);
+		net_forward(&m, be, params, &ws, &b, &loss, &correct);
+		double t1 = now_mono();
+		net_backward(&m, be, params, grads, &ws, &b);
+		double t2 = now_mono();
+		dist_allreduce_sum_f(&d, grads, np + 6);
+		double t3 = now_mono();
+		be->scale(np, 1.0f / (float)B, grads);
+		optim_step(&cfg.optim, cfg.optim.lr, s + 1, np, params, grads, states);
+		double t4 = now_mono();
+		acc.fwd += t1 - t0;
+		acc.bwd += t2 - t1;
+		acc.allreduce += t3 - t2;
+		acc.optim += t4 - t3;
+		acc.total += t4 - t0;
+	}
+	(void)wait0;
+	/* the slowest rank sets the pace: take the max of each phase over ranks */
+	double mx[5] = {acc.fwd, acc.bwd, acc.allreduce, acc.optim, acc.total};
+	for (int i = 0; i < 5; i++)
+		mx[i] = -mx[i];
+	dist_allreduce_min_d(&d, mx, 5);
+	for (int i = 0; i < 5; i++)
+		mx[i] = -mx[i] / a->steps;
+	double sgemm = be == backend_cpu() ? measure_sgemm(1024) : 0;
+	double ips = B / mx[4];
+	double gflops = ips * m.train_flops_per_sample / 1e9;
+	double bytes = (double)(np + 6) * sizeof(float);
+	double algbw = mx[2] > 0 ? bytes / mx[2] / 1e9 : 0;
+	double busbw = W > 1 ? algbw * 2.0 * (W - 1) / W : 0;
+	if (d.rank == 0) {
+		fprintf(stderr,
+			"bench: %s, backend %s, %d threads per rank, world %d, global batch %d, %d steps after %d warm-up\n"
+			"  forward   %8.3f ms\n  backward  %8.3f ms\n  allreduce %8.3f ms (%.1f MB, busbw %.2f GB/s)\n"
+			"  optimizer %8.3f ms\n  step      %8.3f ms  ->  %.0f images/s\n"
+			"  achieved %.1f GFLOP/s (world), sgemm %.1f GFLOP/s per rank (%.0f%% of %d ranks' sgemm)\n",
+			cfg.source, be->name, backend_cpu_threads(), W, B, a->steps, a->warmup, mx[0] * 1e3,
+			mx[1] * 1e3, mx[2] * 1e3, bytes / 1e6, busbw, mx[3] * 1e3, mx[4] * 1e3, ips, gflops, sgemm,
+			sgemm > 0 ? 100.0 * gflops / (sgemm * W) : 0, W);
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "config", cfg.source);
+		cJSON_AddStringToObject(o, "backend", be->name);
+		cJSON_AddNumberToObject(o, "world_size", W);
+		cJSON_AddNumberToObject(o, "threads", backend_cpu_threads());
+		cJSON_AddNumberToObject(o, "global_batch", B);
+		cJSON_AddNumberToObject(o, "steps", a->steps);
+		cJSON_AddNumberToObject(o, "images_per_s", ips);
+		cJSON_AddNumberToObject(o, "images_per_s_per_rank", ips / W);
+		cJSON_AddNumberToObject(o, "step_ms", mx[4] * 1e3);
+		cJSON_AddNumberToObject(o, "forward_ms", mx[0] * 1e3);
+		cJSON_AddNumberToObject(o, "backward_ms", mx[1] * 1e3);
+		cJSON_AddNumberToObject(o, "allreduce_ms", mx[2] * 1e3);
+		cJSON_AddNumberToObject(o, "optimizer_ms", mx[3] * 1e3);
+		cJSON_AddNumberToObject(o, "allreduce_bytes", bytes);
+		cJSON_AddNumberToObject(o, "allreduce_busbw_gbs", busbw);
+		cJSON_AddNumberToObject(o, "gflops", gflops);
+		cJSON_AddNumberToObject(o, "sgemm_gflops", sgemm);
+		cJSON_AddNumberToObject(o, "fraction_of_sgemm", sgemm > 0 ? gflops / (sgemm * W) : 0);
+		char *s = cJSON_PrintUnformatted(o);
+		if (s)
+			printf("%s\n", s);
+		fflush(stdout);
+		free(s);
+		cJSON_Delete(o);
+	}
+	net_workspace_free(&m, be, &ws);
+	be->release(params);
+	be->release(grads);
+	for (int i = 0; i < n_states; i++)
+		be->release(states[i]);
+	free(host);
+	free(samples);
+	free(labels);
+	dist_finalize(&d);
+	return 0;
+}

@@ -1,0 +1,657 @@
+/*
+ * config.c - INI configuration through inih. Plain keys are described by one
+ * table (section, key, type, field) used for parsing, --set overrides and the
+ * canonical dump alike, so the three can never disagree.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "contract.h"
+#include "log.h"
+
+typedef enum { K_INT, K_LONG, K_U32, K_FLOAT, K_DOUBLE, K_BOOL, K_STR, K_ENUM, K_SIZE } key_type;
+
+typedef struct key_desc {
+	const char *section;
+	const char *key;
+	key_type type;
+	size_t offset;
+	size_t size;                 /* K_STR: buffer size */
+	double min, max;             /* numeric range (inclusive) */
+	const char *const *names;    /* K_ENUM: NULL-terminated names, value = index */
+} key_desc;
+
+static const char *const optim_names[] = {"sgd", "adam", "adamw", "adadelta", NULL};
+static const char *const sched_names[] = {"constant", "step", "cosine", NULL};
+static const char *const scope_names[] = {"shared", "node", NULL};
+static const char *const dist_names[] = {"auto", "mpi", "nccl", NULL};
+static const char *const device_names[] = {"auto", "cpu", "cuda", NULL};
+static const char *const provider_names[] = {"none", "auto", "aws", "gcp", "azure", NULL};
+
+#define OFF(f) offsetof(config, f)
+#define STR(f) OFF(f), sizeof(((config *)0)->f)
+static const key_desc keys[] = {
+	{"data", "dir", K_STR, STR(data_dir), 0, 0, NULL},
+	{"data", "url", K_STR, STR(data_url), 0, 0, NULL},
+	{"data", "sha256_train_images", K_STR, STR(data_sha256[0]), 0, 0, NULL},
+	{"data", "sha256_train_labels", K_STR, STR(data_sha256[1]), 0, 0, NULL},
+	{"data", "sha256_test_images", K_STR, STR(data_sha256[2]), 0, 0, NULL},
+	{"data", "sha256_test_labels", K_STR, STR(data_sha256[3]), 0, 0, NULL},
+	{"train", "epochs", K_INT, OFF(epochs), 0, 0, 1e6, NULL},
+	{"train", "global_batch", K_INT, OFF(global_batch), 0, 1, 1 << 20, NULL},
+	{"train", "optimizer", K_ENUM, OFF(optim.kind), 0, 0, 0, optim_names},
+	{"train", "lr", K_FLOAT, OFF(optim.lr), 0, 0, 1e6, NULL},
+	{"train", "momentum", K_FLOAT, OFF(optim.momentum), 0, 0, 1, NULL},
+	{"train", "nesterov", K_BOOL, OFF(optim.nesterov), 0, 0, 0, NULL},
+	{"train", "weight_decay", K_FLOAT, OFF(optim.weight_decay), 0, 0, 1e3, NULL},
+	{"train", "beta1", K_FLOAT, OFF(optim.beta1), 0, 0, 1, NULL},
+	{"train", "beta2", K_FLOAT, OFF(optim.beta2), 0, 0, 1, NULL},
+	{"train", "eps", K_FLOAT, OFF(optim.eps), 0, 0, 1, NULL},
+	{"train", "rho", K_FLOAT, OFF(optim.rho), 0, 0, 1, NULL},
+	{"train", "schedule", K_ENUM, OFF(optim.schedule), 0, 0, 0, sched_names},
+	{"train", "warmup_steps", K_LONG, OFF(optim.warmup_steps), 0, 0, 1e12, NULL},
+	{"train", "step_every", K_LONG, OFF(optim.step_every), 0, 0, 1e12, NULL},
+	{"train", "gamma", K_FLOAT, OFF(optim.gamma), 0, 0, 1e3, NULL},
+	{"train", "min_lr", K_FLOAT, OFF(optim.min_lr), 0, 0, 1e6, NULL},
+	{"train", "seed", K_U32, OFF(seed), 0, 0, 4294967295.0, NULL},
+	{"train", "max_steps", K_LONG, OFF(max_steps), 0, 0, 1e15, NULL},
+	{"train", "eval_each_epoch", K_BOOL, OFF(eval_each_epoch), 0, 0, 0, NULL},
+	{"checkpoint", "every_steps", K_INT, OFF(ckpt_every_steps), 0, 0, 1e9, NULL},
+	{"checkpoint", "keep", K_INT, OFF(ckpt_keep), 0, 1, 1e6, NULL},
+	{"checkpoint", "keep_epoch_ends", K_BOOL, OFF(ckpt_keep_epoch_ends), 0, 0, 0, NULL},
+	{"checkpoint", "async", K_BOOL, OFF(ckpt_async), 0, 0, 0, NULL},
+	{"checkpoint", "scope", K_ENUM, OFF(ckpt_scope), 0, 0, 0, scope_names},
+	{"run", "dir", K_STR, STR(run_dir), 0, 0, NULL},
+	{"run", "log_every", K_INT, OFF(log_every), 0, 1, 1e9, NULL},
+	{"run", "threads", K_INT, OFF(threads), 0, 0, 4096, NULL},
+	{"run", "device", K_ENUM, OFF(device), 0, 0, 0, device_names},
+	{"spot", "provider", K_ENUM, OFF(spot.provider), 0, 0, 0, provider_names},
+	{"spot", "metadata_url", K_STR, STR(spot.metadata_url), 0, 0, NULL},
+	{"spot", "poll_ms", K_INT, OFF(spot.poll_ms), 0, 10, 3.6e6, NULL},
+	{"spot", "connect_timeout_ms", K_INT, OFF(spot.connect_timeout_ms), 0, 1, 6e5, NULL},
+	{"spot", "timeout_ms", K_INT, OFF(spot.timeout_ms), 0, 1, 6e5, NULL},
+	{"spot", "max_response", K_SIZE, OFF(spot.max_response), 0, 256, 1 << 26, NULL},
+	{"spot", "vm_name", K_STR, STR(spot.vm_name), 0, 0, NULL},
+	{"dist", "backend", K_ENUM, OFF(dist_backend), 0, 0, 0, dist_names},
+	{"dist", "collective_timeout_s", K_DOUBLE, OFF(collective_timeout_s), 0, 0.1, 1e7, NULL},
+};
+#undef OFF
+#undef STR
+
+/* Parse state shared by the inih handler and its caller. */
+typedef struct parse_ctx {
+	config *c;
+	const char *name;     /* file name for messages */
+	char err[512];        /* first error */
+} parse_ctx;
+
+const char *layer_kind_name(layer_kind k)
+{
+	static const char *const n[] = {"conv2d", "maxpool", "relu", "dropout",
+					"flatten", "dense", "softmax_xent"};
+	return (unsigned)k < sizeof n / sizeof n[0] ? n[k] : "?";
+}
+
+void config_defaults(config *c)
+{
+	memset(c, 0, sizeof *c);
+	c->in_c = 1;
+	c->in_h = 28;
+	c->in_w = 28;
+	snprintf(c->data_dir, sizeof c->data_dir, "%s", "/usr/share/datasets/fashion-mnist");
+	c->epochs = 12;
+	c->global_batch = 128;
+	optim_config_defaults(&c->optim, OPT_ADADELTA);
+	c->seed = 1;
+	c->eval_each_epoch = true;
+	c->ckpt_every_steps = 200;
+	c->ckpt_keep = 3;
+	c->ckpt_keep_epoch_ends = true;
+	c->ckpt_async = true;
+	snprintf(c->run_dir, sizeof c->run_dir, "%s", "runs/default");
+	c->log_every = 10;
+	spot_config_defaults(&c->spot);
+	c->collective_timeout_s = 300.0;
+}
+
+static const key_desc *find_key(const char *section, const char *key)
+{
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+		if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].key, key) == 0)
+			return &keys[i];
+	return NULL;
+}
+
+static bool parse_double(const char *s, double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	while (isspace((unsigned char)*end))
+		end++;
+	if (errno || end == s || *end || !isfinite(v))
+		return false;
+	*out = v;
+	return true;
+}
+
+static bool parse_bool(const char *s, bool *out)
+{
+	static const char *const t[] = {"1", "true", "yes", "on"};
+	static const char *const f[] = {"0", "false", "no", "off"};
+	for (int i = 0; i < 4; i++) {
+		if (strcasecmp(s, t[i]) == 0) {
+			*out = true;
+			return true;
+		}
+		if (strcasecmp(s, f[i]) == 0) {
+			*out = false;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Store value into the field k describes; on failure writes a message to err. */
+static bool set_key(config *c, const key_desc *k, const char *value, char *err, size_t errlen)
+{
+	char *field = (char *)c + k->offset;
+	double v;
+	switch (k->type) {
+	case K_STR:
+		if (strlen(value) >= k->size) {
+			snprintf(err, errlen, "value of %s.%s is longer than %zu characters", k->section,
+				 k->key, k->size - 1);
+			return false;
+		}
+		memcpy(field, value, strlen(value) + 1);
+		return true;
+	case K_BOOL:
+		if (!parse_bool(value, (bool *)field)) {
+			snprintf(err, errlen, "%s.%s must be true or false, not '%s'", k->section, k->key, value);
+			return false;
+		}
+		return true;
+	case K_ENUM:
+		for (int i = 0; k->names[i]; i++) {
+			if (strcasecmp(value, k->names[i]) == 0) {
+				memcpy(field, &i, sizeof i); /* all enums here are int-sized */
+				return true;
+			}
+		}
+		{
+			char choices[256] = "";
+			for (int i = 0; k->names[i]; i++) {
+				strncat(choices, i ? ", " : "", sizeof choices - strlen(choices) - 1);
+				strncat(choices, k->names[i], sizeof choices - strlen(choices) - 1);
+			}
+			snprintf(err, errlen, "%s.%s must be one of %s, not '%s'", k->section, k->key, choices,
+				 value);
+		}
+		return false;
+	default:
+		break;
+	}
+	if (!parse_double(value, &v) || v < k->min || v > k->max ||
+	    (k->type != K_FLOAT && k->type != K_DOUBLE && v != floor(v))) {
+		snprintf(err, errlen, "%s.%s must be a%s number in [%g, %g], not '%s'", k->section, k->key,
+			 (k->type == K_FLOAT || k->type == K_DOUBLE) ? "" : "n integer", k->min, k->max,
+			 value);
+		return false;
+	}
+	switch (k->type) {
+	case K_INT: *(int *)field = (int)v; break;
+	case K_LONG: *(long *)field = (long)v; break;
+	case K_U32: *(uint32_t *)field = (uint32_t)v; break;
+	case K_SIZE: *(size_t *)field = (size_t)v; break;
+	case K_FLOAT: *(float *)field = (float)v; break;
+	case K_DOUBLE: *(double *)field = v; break;
+	default: break;
+	}
+	return true;
+}
+
+/* "3" -> 3x3, "3x5" -> 3x5. */
+static bool parse_pair(const char *s, int *a, int *b, int lo, int hi)
+{
+	char *end;
+	errno = 0;
+	long x = strtol(s, &end, 10), y;
+	if (errno || end == s || x < lo || x > hi)
+		return false;
+	if (*end == 0) {
+		*a = *b = (int)x;
+		return true;
+	}
+	if (*end != 'x' && *end != 'X')
+		return false;
+	const char *p = end + 1;
+	y = strtol(p, &end, 10);
+	if (errno || end == p || *end || y < lo || y > hi)
+		return false;
+	*a = (int)x;
+	*b = (int)y;
+	return true;
+}
+
+static layer_spec *find_or_add_layer(config *c, const char *name, char *err, size_t errlen)
+{
+	for (int i = 0; i < c->n_layers; i++)
+		if (strcmp(c->layers[i].name, name) == 0)
+			return &c->layers[i];
+	if (c->n_layers >= CONFIG_MAX_LAYERS) {
+		snprintf(err, errlen, "too many layers (at most %d)", CONFIG_MAX_LAYERS);
+		return NULL;
+	}
+	if (strlen(name) == 0 || strlen(name) >= sizeof c->layers[0].name - 6) {
+		snprintf(err, errlen, "layer name '%s' must have 1 to %zu characters", name,
+			 sizeof c->layers[0].name - 7);
+		return NULL;
+	}
+	for (const char *p = name; *p; p++) {
+		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-') {
+			snprintf(err, errlen, "layer name '%s' may hold only letters, digits, '_' and '-'", name);
+			return NULL;
+		}
+	}
+	layer_spec *l = &c->layers[c->n_layers++];
+	memset(l, 0, sizeof *l);
+	l->kind = (layer_kind)-1;
+	snprintf(l->name, sizeof l->name, "%s", name);
+	l->stride_h = l->stride_w = 0; /* 0: default (1 for conv, pool size for maxpool) */
+	return l;
+}
+
+/* Which keys each layer type accepts. */
+static bool layer_key_allowed(layer_kind k, const char *key)
+{
+	static const char *const conv[] = {"filters", "kernel", "stride", "padding", "activation", NULL};
+	static const char *const pool[] = {"pool", "stride", NULL};
+	static const char *const drop[] = {"rate", NULL};
+	static const char *const dense[] = {"units", "activation", NULL};
+	static const char *const none[] = {NULL};
+	const char *const *list = none;
+	switch (k) {
+	case LAYER_CONV2D: list = conv; break;
+	case LAYER_MAXPOOL: list = pool; break;
+	case LAYER_DROPOUT: list = drop; break;
+	case LAYER_DENSE: list = dense; break;
+	default: break;
+	}
+	for (int i = 0; list[i]; i++)
+		if (strcmp(list[i], key) == 0)
+			return true;
+	return false;
+}
+
+
+static bool set_layer_key(config *c, const char *lname, const char *key, const char *value, char *err,
+			  size_t errlen)
+{
+	layer_spec *l = find_or_add_layer(c, lname, err, errlen);
+	if (!l)
+		return false;
+	if (strcmp(key, "type") == 0) {
+		for (int k = LAYER_CONV2D; k <= LAYER_SOFTMAX_XENT; k++) {
+			if (strcmp(value, layer_kind_name((layer_kind)k)) == 0) {
+				l->kind = (layer_kind)k;
+				return true;
+			}
+		}
+		snprintf(err, errlen,
+			 "unknown layer type '%s' in [layer.%s] (conv2d, maxpool, relu, dropout, flatten, dense, softmax_xent)",
+			 value, lname);
+		return false;
+	}
+	if ((int)l->kind < 0) {
+		snprintf(err, errlen, "[layer.%s]: 'type' must come before '%s'", lname, key);
+		return false;
+	}
+	if (!layer_key_allowed(l->kind, key)) {
+		snprintf(err, errlen, "unknown key '%s' for a %s layer in [layer.%s]", key,
+			 layer_kind_name(l->kind), lname);
+		return false;
+	}
+	double v;
+	if (strcmp(key, "filters") == 0 || strcmp(key, "units") == 0) {
+		if (!parse_double(value, &v) || v < 1 || v > 1 << 20 || v != floor(v)) {
+			snprintf(err, errlen, "[layer.%s] %s must be an integer in [1, %d], not '%s'", lname, key,
+				 1 << 20, value);
+			return false;
+		}
+		if (key[0] == 'f')
+			l->filters = (int)v;
+		else
+			l->units = (int)v;
+		return true;
+	}
+	if (strcmp(key, "kernel") == 0 || strcmp(key, "pool") == 0 || strcmp(key, "stride") == 0) {
+		int a, b;
+		if (!parse_pair(value, &a, &b, 1, 4096)) {
+			snprintf(err, errlen, "[layer.%s] %s must be N or HxW with values in [1, 4096], not '%s'",
+				 lname, key, value);
+			return false;
+		}
+		if (key[0] == 'k') {
+			l->kernel_h = a;
+			l->kernel_w = b;
+		} else if (key[0] == 'p') {
+			l->pool_h = a;
+			l->pool_w = b;
+		} else {
+			l->stride_h = a;
+			l->stride_w = b;
+		}
+		return true;
+	}
+	if (strcmp(key, "padding") == 0) {
+		if (strcmp(value, "valid") == 0)
+			l->padding = PAD_VALID;
+		else if (strcmp(value, "same") == 0)
+			l->padding = PAD_SAME;
+		else {
+			snprintf(err, errlen, "[layer.%s] padding must be valid or same, not '%s'", lname, value);
+			return false;
+		}
+		return true;
+	}
+	if (strcmp(key, "activation") == 0) {
+		if (strcmp(value, "relu") == 0)
+			l->relu_after = true;
+		else if (strcmp(value, "none") == 0 || strcmp(value, "linear") == 0)
+			l->relu_after = false;
+		else {
+			snprintf(err, errlen, "[layer.%s] activation must be relu or none, not '%s'", lname, value);
+			return false;
+		}
+		return true;
+	}
+	/* rate */
+	if (!parse_double(value, &v) || v < 0 || v >= 1) {
+		snprintf(err, errlen, "[layer.%s] rate must be in [0, 1), not '%s'", lname, value);
+		return false;
+	}
+	l->rate = (float)v;
+	return true;
+}
+
+static bool set_model_key(config *c, const char *key, const char *value, char *err, size_t errlen)
+{
+	if (strcmp(key, "input") == 0) {
+		int ch, h, w;
+		char tail;
+		if (sscanf(value, "%dx%dx%d%c", &ch, &h, &w, &tail) != 3 || ch < 1 || h < 1 || w < 1 ||
+		    ch > 4096 || h > 4096 || w > 4096) {
+			snprintf(err, errlen, "model.input must be CxHxW (e.g. 1x28x28), not '%s'", value);
+			return false;
+		}
+		c->in_c = ch;
+		c->in_h = h;
+		c->in_w = w;
+		return true;
+	}
+	if (strcmp(key, "name") == 0)
+		return true; /* informational */
+	snprintf(err, errlen, "unknown key '%s' in section [model]", key);
+	return false;
+}
+
+/* One key = value, from a file or from --set. */
+static bool apply(config *c, const char *section, const char *key, const char *value, char *err,
+		  size_t errlen)
+{
+	if (strncmp(section, "layer.", 6) == 0)
+		return set_layer_key(c, section + 6, key, value, err, errlen);
+	if (strcmp(section, "model") == 0)
+		return set_model_key(c, key, value, err, errlen);
+	const key_desc *k = find_key(section, key);
+	if (!k) {
+		bool known_section = false;
+		for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+			known_section |= strcmp(keys[i].section, section) == 0;
+		if (known_section)
+			snprintf(err, errlen, "unknown key '%s' in section [%s]", key, section);
+		else
+			snprintf(err, errlen, "unknown section [%s] (key '%s')", section, key);
+		return false;
+	}
+	if (!set_key(c, k, value, err, errlen))
+		return false;
+	if (k->offset == offsetof(config, optim.kind)) {
+		/* choosing an optimizer resets its hyper-parameters to that optimizer's defaults;
+		 * keys given later in the file override them */
+		optim_config fresh;
+		optim_config_defaults(&fresh, c->optim.kind);
+		fresh.schedule = c->optim.schedule;
+		fresh.warmup_steps = c->optim.warmup_steps;
+		fresh.step_every = c->optim.step_every;
+		fresh.gamma = c->optim.gamma;
+		fresh.min_lr = c->optim.min_lr;
+		c->optim = fresh;
+	}
+	return true;
+}
+
+static int on_ini_key(void *user, const char *section, const char *name, const char *value)
+{
+	parse_ctx *p = user;
+	if (p->err[0])
+		return 1; /* report only the first error */
+	if (!apply(p->c, section, name, value, p->err, sizeof p->err))
+		return 0;
+	return 1;
+}
+
+static int finish_parse(parse_ctx *p, int rc)
+{
+	if (rc == 0 && !p->err[0])
+		return 0;
+	if (rc < 0) {
+		log_error("cannot read config %s", p->name);
+		return EXIT_NOINPUT;
+	}
+	if (p->err[0])
+		log_error("%s:%d: %s", p->name, rc, p->err);
+	else
+		log_error("%s:%d: syntax error (expected [section] or key = value)", p->name, rc);
+	return EXIT_USAGE;
+}
+
+int config_load_file(config *c, const char *path)
+{
+	parse_ctx p = {.c = c, .name = path};
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		log_error("cannot open config %s: %s", path, strerror(errno));
+		return errno == ENOENT ? EXIT_NOINPUT : EXIT_USAGE;
+	}
+	int rc = ini_parse_file(f, on_ini_key, &p);
+	fclose(f);
+	if (rc == 0 && !p.err[0])
+		snprintf(c->source, sizeof c->source, "%s", path);
+	return finish_parse(&p, rc);
+}
+
+int config_load_string(config *c, const char *text, const char *name)
+{
+	parse_ctx p = {.c = c, .name = name};
+	return finish_parse(&p, ini_parse_string(text, on_ini_key, &p));
+}
+
+int config_set(config *c, const char *assignment)
+{
+	char buf[CONFIG_PATH_MAX + 128];
+	char err[512] = "";
+	if (strlen(assignment) >= sizeof buf) {
+		log_error("--set %.40s...: too long", assignment);
+		return EXIT_USAGE;
+	}
+	snprintf(buf, sizeof buf, "%s", assignment);
+	char *eq = strchr(buf, '=');
+	char *dot = NULL;
+	for (char *q = buf; eq && q < eq; q++)
+		if (*q == '.')
+			dot = q;
+	if (!eq || !dot || dot == buf || dot + 1 == eq) {
+		log_error("--set %s: expected section.key=value (e.g. train.lr=0.5)", assignment);
+		return EXIT_USAGE;
+	}
+	*eq = 0;
+	*dot = 0;
+	if (!apply(c, buf, dot + 1, eq + 1, err, sizeof err)) {
+		log_error("--set %s: %s", assignment, err);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+int config_validate(const config *c)
+{
+	if (c->n_layers == 0) {
+		log_error("%s: the config defines no layers ([layer.NAME] sections)",
+			  c->source[0] ? c->source : "config");
+		return EXIT_USAGE;
+	}
+	for (int i = 0; i < c->n_layers; i++) {
+		const layer_spec *l = &c->layers[i];
+		if ((int)l->kind < 0) {
+			log_error("[layer.%s] has no type", l->name);
+			return EXIT_USAGE;
+		}
+		if (l->kind == LAYER_CONV2D && (l->filters < 1 || l->kernel_h < 1)) {
+			log_error("[layer.%s] conv2d needs filters and kernel", l->name);
+			return EXIT_USAGE;
+		}
+		if (l->kind == LAYER_MAXPOOL && l->pool_h < 1) {
+			log_error("[layer.%s] maxpool needs pool", l->name);
+			return EXIT_USAGE;
+		}
+		if (l->kind == LAYER_DENSE && l->units < 1) {
+			log_error("[layer.%s] dense needs units", l->name);
+			return EXIT_USAGE;
+		}
+		if (l->kind == LAYER_SOFTMAX_XENT && i != c->n_layers - 1) {
+			log_error("[layer.%s] softmax_xent must be the last layer", l->name);
+			return EXIT_USAGE;
+		}
+	}
+	if (c->layers[c->n_layers - 1].kind != LAYER_SOFTMAX_XENT) {
+		log_error("the last layer must be softmax_xent (it is [layer.%s], a %s)",
+			  c->layers[c->n_layers - 1].name, layer_kind_name(c->layers[c->n_layers - 1].kind));
+		return EXIT_USAGE;
+	}
+	if (c->optim.nesterov && c->optim.momentum <= 0) {
+		log_error("train.nesterov needs train.momentum > 0");
+		return EXIT_USAGE;
+	}
+	if (c->optim.schedule == SCHED_STEP && c->optim.step_every < 1) {
+		log_error("train.schedule = step needs train.step_every >= 1");
+		return EXIT_USAGE;
+	}
+	if (c->epochs < 1 && c->max_steps < 1) {
+		log_error("train.epochs must be at least 1");
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+/* Append to a growing string; returns false on allocation failure. */
+typedef struct sbuf {
+	char *s;
+	size_t len, cap;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	for (;;) {
+		if (!b->s)
+			return;
+		va_start(ap, fmt);
+		int n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+			return;
+		if ((size_t)n < b->cap - b->len) {
+			b->len += (size_t)n;
+			return;
+		}
+		size_t cap = b->cap * 2 + (size_t)n;
+		char *s = realloc(b->s, cap);
+		if (!s) {
+			free(b->s);
+			b->s = NULL;
+			return;
+		}
+		b->s = s;
+		b->cap = cap;
+	}
+}
+
+static void dump_key(sbuf *b, const config *c, const key_desc *k)
+{
+	const char *field = (const char *)c + k->offset;
+	switch (k->type) {
+	case K_STR: sb_printf(b, "%s = %s\n", k->key, field); break;
+	case K_BOOL: sb_printf(b, "%s = %s\n", k->key, *(const bool *)field ? "true" : "false"); break;
+	case K_ENUM: sb_printf(b, "%s = %s\n", k->key, k->names[*(const int *)field]); break;
+	case K_INT: sb_printf(b, "%s = %d\n", k->key, *(const int *)field); break;
+	case K_LONG: sb_printf(b, "%s = %ld\n", k->key, *(const long *)field); break;
+	case K_U32: sb_printf(b, "%s = %u\n", k->key, *(const uint32_t *)field); break;
+	case K_SIZE: sb_printf(b, "%s = %zu\n", k->key, *(const size_t *)field); break;
+	case K_FLOAT: sb_printf(b, "%s = %.9g\n", k->key, (double)*(const float *)field); break;
+	case K_DOUBLE: sb_printf(b, "%s = %.17g\n", k->key, *(const double *)field); break;
+	}
+}
+
+char *config_dump(const config *c)
+{
+	sbuf b = {malloc(4096), 0, 4096};
+	if (!b.s)
+		return NULL;
+	b.s[0] = 0;
+	sb_printf(&b, "# resolved spottrain config (from %s)\n[model]\ninput = %dx%dx%d\n",
+		  c->source[0] ? c->source : "defaults", c->in_c, c->in_h, c->in_w);
+	for (int i = 0; i < c->n_layers; i++) {
+		const layer_spec *l = &c->layers[i];
+		sb_printf(&b, "\n[layer.%s]\ntype = %s\n", l->name, layer_kind_name(l->kind));
+		switch (l->kind) {
+		case LAYER_CONV2D:
+			sb_printf(&b, "filters = %d\nkernel = %dx%d\nstride = %dx%d\npadding = %s\n", l->filters,
+				  l->kernel_h, l->kernel_w, l->stride_h ? l->stride_h : 1,
+				  l->stride_w ? l->stride_w : 1, l->padding == PAD_SAME ? "same" : "valid");
+			sb_printf(&b, "activation = %s\n", l->relu_after ? "relu" : "none");
+			break;
+		case LAYER_MAXPOOL:
+			sb_printf(&b, "pool = %dx%d\nstride = %dx%d\n", l->pool_h, l->pool_w,
+				  l->stride_h ? l->stride_h : l->pool_h, l->stride_w ? l->stride_w : l->pool_w);
+			break;
+		case LAYER_DROPOUT: sb_printf(&b, "rate = %.9g\n", (double)l->rate); break;
+		case LAYER_DENSE:
+			sb_printf(&b, "units = %d\nactivation = %s\n", l->units,
+				  l->relu_after ? "relu" : "none");
+			break;
+		default: break;
+		}
+	}
+	const char *section = "";
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+		if (strcmp(section, keys[i].section) != 0) {
+			section = keys[i].section;
+			sb_printf(&b, "\n[%s]\n", section);
+		}
+		dump_key(&b, c, &keys[i]);
+	}
+	return b.s;
+}

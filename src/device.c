@@ -1,0 +1,53 @@
+#include "device.h"
+
+#include "contract.h"
+#include "log.h"
+
+#ifdef SPOTTRAIN_HAVE_CUDA
+#include "../cuda/cuda_backend.h"
+#endif
+
+int device_gpu_count(void)
+{
+#ifdef SPOTTRAIN_HAVE_CUDA
+	return cuda_device_count();
+#else
+	return 0;
+#endif
+}
+
+int device_select(device_kind want, int local_rank, const backend **out)
+{
+	*out = backend_cpu();
+	if (want == DEVICE_CPU)
+		return 0;
+#ifdef SPOTTRAIN_HAVE_CUDA
+	int n = cuda_device_count();
+	if (n > 0) {
+		const backend *be = cuda_backend_open(local_rank % n);
+		if (be) {
+			*out = be;
+			return 0;
+		}
+		if (want == DEVICE_CUDA) {
+			log_error("--device cuda: GPU %d could not be initialised", local_rank % n);
+			return EXIT_USAGE;
+		}
+		log_info("GPU %d could not be initialised: using the CPU backend", local_rank % n);
+		return 0;
+	}
+	if (want == DEVICE_CUDA) {
+		log_error("--device cuda: no CUDA GPU is usable on this machine (%s)", cuda_probe_error());
+		return EXIT_USAGE;
+	}
+	log_info("no GPU found (%s): using the CPU backend", cuda_probe_error());
+#else
+	(void)local_rank;
+	if (want == DEVICE_CUDA) {
+		log_error("--device cuda: this spottrain was built without CUDA (configure with -DSPOTTRAIN_CUDA=ON)");
+		return EXIT_USAGE;
+	}
+	log_info("no GPU support in this build: using the CPU backend");
+#endif
+	return 0;
+}

@@ -1,0 +1,21 @@
+/*
+ * device.h - choosing the compute backend at start (DESIGN.md: chosen once,
+ * through a table of function pointers).
+ */
+#ifndef SPOTTRAIN_DEVICE_H
+#define SPOTTRAIN_DEVICE_H
+
+#include "config.h"
+#include "ops.h"
+
+/*
+ * DEVICE_CPU: the CPU backend. DEVICE_CUDA: the GPU of this local rank, or
+ * EXIT_USAGE (64) when there is none or the build has no CUDA. DEVICE_AUTO:
+ * the GPU when one is present, else the CPU with one line saying so.
+ */
+int device_select(device_kind want, int local_rank, const backend **out);
+
+/* Number of usable GPUs (0 without CUDA or without a driver); never fails. */
+int device_gpu_count(void);
+
+#endif

@@ -1,0 +1,43 @@
+/*
+ * dist.h - the only module that calls MPI collectives (DESIGN.md). Every
+ * collective wait is bounded (invariant 6): nonblocking MPI calls polled with
+ * MPI_Test against dist.collective_timeout_s; past it the world is aborted so
+ * that the launcher can re-form it.
+ */
+#ifndef SPOTTRAIN_DIST_H
+#define SPOTTRAIN_DIST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <mpi.h>
+
+typedef struct dist {
+	int rank, world;
+	int local_rank, local_size;  /* within this node */
+	int node_index, n_nodes;     /* nodes ordered by their first rank */
+	char node[128];              /* SIM_NODE (fleet simulation) or the host name */
+	MPI_Comm comm;               /* a duplicate of MPI_COMM_WORLD */
+	MPI_Comm node_comm;          /* ranks of this node */
+	MPI_Comm leaders_comm;       /* local rank 0 of every node (MPI_COMM_NULL elsewhere) */
+	double timeout_s;            /* collective_timeout_s */
+	double wait_s;               /* seconds spent waiting in collectives (all-reduce time) */
+} dist;
+
+/* MPI_Init (thread level FUNNELED) and the communicators. Returns 0 or EXIT_OSERR. */
+int dist_init(int *argc, char ***argv, double timeout_s, dist *d);
+void dist_finalize(dist *d);
+/* MPI_Abort the world with code after logging why. Does not return. */
+void dist_abort(dist *d, int code) __attribute__((noreturn));
+
+/* In-place sums; bounded waits. On timeout the world is aborted. */
+void dist_allreduce_sum_f(dist *d, float *buf, size_t n);
+void dist_allreduce_sum_d(dist *d, double *buf, int n);
+void dist_allreduce_max_l(dist *d, long *buf, int n);
+void dist_allreduce_min_d(dist *d, double *buf, int n);
+void dist_bcast(dist *d, void *buf, size_t bytes, int root);
+void dist_barrier(dist *d);
+/* Agree on a status: every rank returns the largest rc any rank passed (0 if all 0). */
+int dist_agree(dist *d, int rc);
+
+#endif

@@ -1,0 +1,50 @@
+# Helpers for the integration tests (sourced). Environment from CTest:
+#   SPOTTRAIN  the worker binary     CONFIGS  the configs/ folder
+#   MNIST_DIR  original MNIST files  FASHION_DIR  Fashion-MNIST files
+#   TESTS_DIR  tests/ folder
+set -euo pipefail
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Open MPI keeps its own allocations until exit: leak reports under mpirun are not ours.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/spottrain-it.XXXXXX")
+cleanup() { rm -rf "$WORK"; }
+trap cleanup EXIT
+
+# The data set for short tests: the original MNIST when present, else Fashion-MNIST.
+if [ -n "${MNIST_DIR:-}" ] && [ -e "$MNIST_DIR/train-images-idx3-ubyte.gz" ]; then
+  DATA="$MNIST_DIR"
+else
+  DATA="${FASHION_DIR:-/usr/share/datasets/fashion-mnist}"
+fi
+
+# mpirun on this machine: loopback only, any number of ranks on 2 cores.
+run_mpi() {
+  local np=$1; shift
+  mpirun -np "$np" --oversubscribe --bind-to none \
+    --mca btl self,vader,tcp --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo \
+    "$@"
+}
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# expect_exit CODE CMD...: run CMD, require exit CODE, keep its stderr in $WORK/last.err
+expect_exit() {
+  local want=$1; shift
+  local rc=0
+  "$@" >"$WORK/last.out" 2>"$WORK/last.err" || rc=$?
+  if [ "$rc" -ne "$want" ]; then
+    cat "$WORK/last.err" >&2
+    fail "expected exit $want, got $rc: $*"
+  fi
+}
+
+# expect_err PATTERN: the last stderr matches PATTERN (grep -E)
+expect_err() {
+  grep -Eq "$1" "$WORK/last.err" || { cat "$WORK/last.err" >&2; fail "stderr lacks /$1/"; }
+}
+
+# last_json FILE KEY: a key of the JSON object on the last line of FILE
+last_json() {
+  tail -n 1 "$1" | python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$2'])"
+}
