@@ -25,7 +25,11 @@ static void node_name(char *out, size_t len)
 	int n = 0;
 	if (MPI_Get_processor_name(host, &n) != MPI_SUCCESS || n <= 0)
 		snprintf(host, sizeof host, "localhost");
-	snprintf(out, len, "%s", host);
+	size_t l = strnlen(host, sizeof host);
+	if (l >= len)
+		l = len - 1;
+	memcpy(out, host, l);
+	out[l] = 0;
 }
 
 int dist_init(int *argc, char ***argv, double timeout_s, dist *d)

@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct optim_config;
+
 typedef struct conv_desc {
 	int in_c, in_h, in_w;    /* input per sample */
 	int out_c, out_h, out_w; /* output per sample */
@@ -76,6 +78,13 @@ typedef struct backend {
 	 * predictions in *correct. Labels are validated by the caller (< classes). */
 	void (*softmax_xent)(int n, int classes, const float *logits, const uint8_t *labels,
 			     float *dlogits, double *loss_sum, int *correct);
+	/* out[i, :] = images[idx[i], :] * scale for i < n, pixels per image; images is backend
+	 * memory (the dataset uploaded once), idx is host memory. */
+	void (*gather_images)(const uint8_t *images, const uint32_t *idx, int n, size_t pixels, float scale,
+			      float *out);
+	/* One optimizer step over the flat buffers (optim.h semantics; CPU: optim_step). */
+	void (*optim_step)(const struct optim_config *c, float lr, long t, size_t n, float *params,
+			   const float *grads, float *const *states);
 	/* x[i] *= a */
 	void (*scale)(size_t count, float a, float *x);
 	void (*zero)(size_t count, float *x);

@@ -42,12 +42,14 @@ typedef struct trainer {
 	float *params, *grads;       /* grads has n_params + TAIL_N floats */
 	float *states[CKPT_MAX_STATES];
 	int n_states;
+	/* host copies for checkpoint I/O: the same pointers on the CPU backend, mirrors elsewhere */
+	float *h_params, *h_states[CKPT_MAX_STATES];
 	net_workspace ws;
 	uint32_t *perm;              /* this epoch's permutation */
 	long perm_epoch;
 	uint32_t *samples;           /* this rank's sample indices of the step */
 	uint8_t *labels;
-	float *host_input;           /* staging for backends whose memory is not host memory */
+	uint8_t *train_images, *test_images; /* the images in backend memory */
 	/* position: the next sample is perm[pos] of epoch `epoch`; `step` steps are done */
 	long step, epoch, pos, optim_step;
 	long steps_per_epoch, total_steps;
@@ -117,19 +119,27 @@ static void epoch_permutation(uint32_t seed, long epoch, uint32_t *perm, size_t 
 	}
 }
 
-/* Scale the pixels of the listed samples into the input buffer. */
-static void gather_input(trainer *t, const dataset *ds, const uint32_t *idx, int n)
+/* Scale the pixels of the listed samples into the input buffer (on the backend). */
+static void gather_input(trainer *t, const uint8_t *images, const uint32_t *idx, int n)
 {
-	size_t px = (size_t)ds->rows * ds->cols;
-	float *dst = t->host_input ? t->host_input : t->ws.input;
-	for (int i = 0; i < n; i++) {
-		const uint8_t *src = ds->images + (size_t)idx[i] * px;
-		float *o = dst + (size_t)i * px;
-		for (size_t j = 0; j < px; j++)
-			o[j] = (float)src[j] * (1.0f / 255.0f);
+	t->be->gather_images(images, idx, n, (size_t)t->m.in_h * t->m.in_w, 1.0f / 255.0f, t->ws.input);
+}
+
+/* The images in backend memory: the dataset is uploaded once (the CPU backend uses it in place). */
+static int upload_images(trainer *t, const dataset *ds, uint8_t **out)
+{
+	size_t bytes = ds->count * (size_t)ds->rows * (size_t)ds->cols;
+	if (t->be == backend_cpu() || bytes == 0) {
+		*out = ds->images;
+		return 0;
 	}
-	if (t->host_input)
-		t->be->upload(t->ws.input, t->host_input, (size_t)n * px * sizeof(float));
+	*out = t->be->alloc(bytes);
+	if (!*out) {
+		log_error("cannot place the %zu-byte data set in %s memory", bytes, t->be->name);
+		return EXIT_OSERR;
+	}
+	t->be->upload(*out, ds->images, bytes);
+	return 0;
 }
 
 static int load_data(trainer *t, bool with_train)
@@ -177,6 +187,17 @@ static int alloc_buffers(trainer *t)
 			goto oom;
 		t->be->zero(n, t->states[i]);
 	}
+	if (t->be == backend_cpu()) {
+		t->h_params = t->params;
+		for (int i = 0; i < t->n_states; i++)
+			t->h_states[i] = t->states[i];
+	} else {
+		if (!(t->h_params = calloc(n, sizeof(float))))
+			goto oom;
+		for (int i = 0; i < t->n_states; i++)
+			if (!(t->h_states[i] = calloc(n, sizeof(float))))
+				goto oom;
+	}
 	t->perm_epoch = -1;
 	return net_workspace_alloc(&t->m, t->be, max_n, &t->ws);
 oom:
@@ -197,10 +218,20 @@ static void free_buffers(trainer *t)
 			if (t->states[i])
 				t->be->release(t->states[i]);
 	}
+	if (t->h_params != t->params) {
+		free(t->h_params);
+		for (int i = 0; i < t->n_states; i++)
+			free(t->h_states[i]);
+	}
 	free(t->perm);
 	free(t->samples);
 	free(t->labels);
-	free(t->host_input);
+	if (t->be && t->be != backend_cpu()) {
+		if (t->train_images)
+			t->be->release(t->train_images);
+		if (t->test_images)
+			t->be->release(t->test_images);
+	}
 	dataset_free(&t->train);
 	dataset_free(&t->test);
 }
@@ -212,12 +243,33 @@ static void ckpt_dir(const trainer *t, char *out, size_t len)
 
 static ckpt_buffers layout(trainer *t)
 {
-	ckpt_buffers b = {.params = t->params, .n_states = t->n_states};
+	ckpt_buffers b = {.params = t->h_params, .n_states = t->n_states};
 	for (int i = 0; i < t->n_states; i++) {
 		b.state_names[i] = optim_state_name(&t->cfg.optim, i);
-		b.states[i] = t->states[i];
+		b.states[i] = t->h_states[i];
 	}
 	return b;
+}
+
+/* Backend state -> host mirrors (before a checkpoint) and back (after a resume). */
+static void state_to_host(trainer *t)
+{
+	if (t->h_params == t->params)
+		return;
+	size_t bytes = t->m.n_params * sizeof(float);
+	t->be->download(t->h_params, t->params, bytes);
+	for (int i = 0; i < t->n_states; i++)
+		t->be->download(t->h_states[i], t->states[i], bytes);
+}
+
+static void state_to_backend(trainer *t)
+{
+	if (t->h_params == t->params)
+		return;
+	size_t bytes = t->m.n_params * sizeof(float);
+	t->be->upload(t->params, t->h_params, bytes);
+	for (int i = 0; i < t->n_states; i++)
+		t->be->upload(t->states[i], t->h_states[i], bytes);
 }
 
 /*
@@ -251,13 +303,14 @@ static int resume(trainer *t, const run_args *a, bool *fresh)
 		ckpt_meta_free(&meta);
 		*fresh = true;
 		if (a->init_from) {
-			ckpt_buffers wb = {.params = t->params};
+			ckpt_buffers wb = {.params = t->h_params};
 			rc = 0;
 			if (t->d.rank == 0)
 				rc = ckpt_read(a->init_from, &t->m, true, NULL, &wb);
 			if ((rc = dist_agree(&t->d, rc)))
 				return rc;
-			dist_bcast(&t->d, t->params, t->m.n_params * sizeof(float), 0);
+			dist_bcast(&t->d, t->h_params, t->m.n_params * sizeof(float), 0);
+			t->be->upload(t->params, t->h_params, t->m.n_params * sizeof(float));
 			*fresh = false;
 			log_info("initialised the weights from %s (fine-tuning: optimizer state and position start fresh)",
 				 a->init_from);
@@ -270,9 +323,10 @@ static int resume(trainer *t, const run_args *a, bool *fresh)
 	double wall = meta.wall_time_s;
 	dist_bcast(&t->d, pos, sizeof pos, holder);
 	dist_bcast(&t->d, &wall, sizeof wall, holder);
-	dist_bcast(&t->d, t->params, t->m.n_params * sizeof(float), holder);
+	dist_bcast(&t->d, t->h_params, t->m.n_params * sizeof(float), holder);
 	for (int i = 0; i < t->n_states; i++)
-		dist_bcast(&t->d, t->states[i], t->m.n_params * sizeof(float), holder);
+		dist_bcast(&t->d, t->h_states[i], t->m.n_params * sizeof(float), holder);
+	state_to_backend(t);
 	t->step = pos[0];
 	t->epoch = pos[1];
 	t->pos = pos[2];
@@ -358,6 +412,7 @@ static int save_checkpoint(trainer *t, bool sync, bool epoch_end, char *out_path
 	int rc = finish_pending(t);
 	if (rc)
 		return rc;
+	state_to_host(t);
 	char *text = config_dump(&t->cfg);
 	ckpt_meta meta;
 	fill_meta(t, &meta, epoch_end, text);
@@ -386,6 +441,7 @@ static int save_final(trainer *t)
 {
 	if (t->d.rank != 0)
 		return 0;
+	state_to_host(t);
 	char path[4096], *text = config_dump(&t->cfg);
 	snprintf(path, sizeof path, "%s/%s", t->cfg.run_dir, RUN_FINAL_FILE);
 	ckpt_meta meta;
@@ -411,7 +467,7 @@ static void evaluate(trainer *t, double *loss, double *acc)
 			t->samples[j] = (uint32_t)(i + (size_t)j);
 			t->labels[j] = t->test.labels[i + (size_t)j];
 		}
-		gather_input(t, &t->test, t->samples, cnt);
+		gather_input(t, t->test_images, t->samples, cnt);
 		batch_info b = {cnt, t->samples, t->labels, t->cfg.seed, 0, 0};
 		double l;
 		int c;
@@ -533,7 +589,7 @@ static void train_step(trainer *t, int bsz, float *tail_out)
 	}
 	size_t np = t->m.n_params;
 	t->be->zero(np + TAIL_N, t->grads);
-	gather_input(t, &t->train, t->samples, n);
+	gather_input(t, t->train_images, t->samples, n);
 	batch_info b = {n, t->samples, t->labels, t->cfg.seed, (uint32_t)t->epoch, 1};
 	double loss = 0;
 	int correct = 0;
@@ -551,7 +607,7 @@ static void train_step(trainer *t, int bsz, float *tail_out)
 	t->be->scale(np, 1.0f / (float)bsz, t->grads);
 	t->optim_step++;
 	t->last_lr = optim_lr_at(&t->cfg.optim, t->optim_step, t->total_steps);
-	optim_step(&t->cfg.optim, t->last_lr, t->optim_step, np, t->params, t->grads, t->states);
+	t->be->optim_step(&t->cfg.optim, t->last_lr, t->optim_step, np, t->params, t->grads, t->states);
 	t->step++;
 	t->pos += bsz;
 }
@@ -669,8 +725,8 @@ static int train_loop(trainer *t)
 					cJSON_AddNumberToObject(o, "world_size", t->d.world);
 					cJSON_AddNumberToObject(o, "generation", t->generation);
 					cJSON_AddNumberToObject(o, "time", now_wall());
-					runlog_metrics(t->cfg.run_dir, o);
 					runlog_event(t->cfg.run_dir, EV_EPOCH, cJSON_Duplicate(o, 1));
+					runlog_metrics(t->cfg.run_dir, o);
 				}
 				window_t0 = now_mono();
 			}
@@ -774,9 +830,10 @@ int train_main(int *argc, char ***argv, const run_args *a)
 	if (!rc)
 		rc = alloc_buffers(t);
 	rc = dist_agree(&t->d, rc);
-	if (!rc && t->be != backend_cpu() &&
-	    !(t->host_input = malloc((size_t)t->ws.max_n * t->m.in_c * t->m.in_h * t->m.in_w * sizeof(float))))
-		rc = EXIT_OSERR;
+	if (!rc)
+		rc = upload_images(t, &t->train, &t->train_images);
+	if (!rc)
+		rc = upload_images(t, &t->test, &t->test_images);
 	bool fresh = true;
 	if (!rc)
 		rc = resume(t, a, &fresh);
@@ -890,17 +947,17 @@ int eval_main(int *argc, char ***argv, const run_args *a)
 	rc = dist_agree(&t->d, rc);
 	if (!rc)
 		rc = alloc_buffers(t);
-	if (!rc && t->be != backend_cpu() &&
-	    !(t->host_input = malloc((size_t)t->ws.max_n * t->m.in_c * t->m.in_h * t->m.in_w * sizeof(float))))
-		rc = EXIT_OSERR;
+	if (!rc)
+		rc = upload_images(t, &t->test, &t->test_images);
 	rc = dist_agree(&t->d, rc);
 	if (!rc && t->d.rank == 0) {
-		ckpt_buffers wb = {.params = t->params};
+		ckpt_buffers wb = {.params = t->h_params};
 		rc = ckpt_read(a->ckpt, &t->m, true, NULL, &wb);
 	}
 	rc = dist_agree(&t->d, rc);
 	if (!rc) {
-		dist_bcast(&t->d, t->params, t->m.n_params * sizeof(float), 0);
+		dist_bcast(&t->d, t->h_params, t->m.n_params * sizeof(float), 0);
+		t->be->upload(t->params, t->h_params, t->m.n_params * sizeof(float));
 		double loss, acc;
 		evaluate(t, &loss, &acc);
 		if (t->d.rank == 0) {

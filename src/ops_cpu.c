@@ -1,0 +1,717 @@
+/*
+ * ops_cpu.c - the CPU backend: the reference the GPU backend is tested
+ * against, and fast enough to train on its own.
+ *
+ * Threading strategy (measured, see the report in the lead's log): OpenMP
+ * threads split the samples of a batch into contiguous blocks, one block per
+ * thread; each thread runs im2col on its own workspace slice and calls a
+ * SINGLE-threaded OpenBLAS sgemm per sample. OpenBLAS's own pool is kept at
+ * one thread, so the two pools never fight over the cores. Weight gradients
+ * go to per-thread accumulators that are reduced in thread order, so results
+ * are bit-identical from run to run for a given thread count (no atomics, no
+ * race-order sums). Dense layers split their output columns or rows across
+ * the same OpenMP threads.
+ *
+ * Layouts and conventions: see ops.h.
+ */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
+
+#include "ops.h"
+#include "optim.h"
+#include "philox.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Element-wise loops below this size run on one thread: a parallel region costs microseconds. */
+#define PAR_MIN_ELEMS ((size_t)1 << 15)
+/* Dense layers below this many multiply-adds run on one thread. */
+#define PAR_MIN_MACS ((size_t)1 << 18)
+
+/* The thread count of this backend; 0 until first resolved. */
+static int g_threads;
+
+static int cpus_available(void)
+{
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof set, &set) == 0) {
+		int c = CPU_COUNT(&set);
+		if (c > 0)
+			return c;
+	}
+	long c = sysconf(_SC_NPROCESSORS_ONLN);
+	return c > 0 ? (int)c : 1;
+}
+
+void backend_cpu_set_threads(int threads)
+{
+	if (threads <= 0)
+		threads = cpus_available();
+	g_threads = threads;
+	/* A fixed team size: the sample partition (and so the summation order) depends on it. */
+	omp_set_dynamic(0);
+	omp_set_num_threads(threads);
+	/* Parallelism comes from OpenMP; every sgemm call runs on the calling thread. */
+	openblas_set_num_threads(1);
+}
+
+int backend_cpu_threads(void)
+{
+	if (g_threads <= 0)
+		backend_cpu_set_threads(0);
+	return g_threads;
+}
+
+/* First index of part t of [0, n) split into nt contiguous parts of sizes differing by at most one. */
+static inline size_t part_lo(size_t n, int t, int nt)
+{
+	return n * (size_t)t / (size_t)nt;
+}
+
+/* Floats rounded up to whole 64-byte lines, so per-thread slices stay aligned and apart. */
+static inline size_t round_line(size_t floats)
+{
+	return (floats + 15) & ~(size_t)15;
+}
+
+/* ---------------------------------------------------------------- conv2d */
+
+static size_t conv_k(const conv_desc *d)
+{
+	return (size_t)d->in_c * (size_t)d->k_h * (size_t)d->k_w;
+}
+
+static size_t conv_in_numel(const conv_desc *d)
+{
+	return (size_t)d->in_c * (size_t)d->in_h * (size_t)d->in_w;
+}
+
+static size_t conv_out_plane(const conv_desc *d)
+{
+	return (size_t)d->out_h * (size_t)d->out_w;
+}
+
+/* A descriptor the loops below can run on without dividing by zero or indexing out of bounds. */
+static bool conv_desc_ok(const conv_desc *d)
+{
+	return d->in_c > 0 && d->in_h > 0 && d->in_w > 0 && d->out_c > 0 && d->out_h > 0 &&
+	       d->out_w > 0 && d->k_h > 0 && d->k_w > 0 && d->stride_h > 0 && d->stride_w > 0;
+}
+
+/* A 1x1, stride-1, unpadded conv is a plain matrix product on the input: no im2col. */
+static bool conv_is_pointwise(const conv_desc *d)
+{
+	return d->k_h == 1 && d->k_w == 1 && d->stride_h == 1 && d->stride_w == 1 &&
+	       d->pad_top == 0 && d->pad_left == 0 && d->out_h == d->in_h && d->out_w == d->in_w;
+}
+
+static size_t conv_col_floats(const conv_desc *d)
+{
+	return conv_is_pointwise(d) ? 0 : round_line(conv_k(d) * conv_out_plane(d));
+}
+
+/* One thread's slice: im2col buffer (reused for the column gradient), dw and db accumulators. */
+static size_t conv_slot_floats(const conv_desc *d)
+{
+	return conv_col_floats(d) + round_line((size_t)d->out_c * conv_k(d)) + round_line((size_t)d->out_c);
+}
+
+/* Threads a conv call over n samples uses: never more than samples. */
+static int conv_team(int n)
+{
+	int t = backend_cpu_threads();
+	return n < t ? (n < 1 ? 1 : n) : t;
+}
+
+/* Valid output columns [lo, hi) for kernel column kj: those whose input column lies inside the image. */
+static void conv_valid_cols(const conv_desc *d, int kj, int *lo, int *hi)
+{
+	int sw = d->stride_w, off = kj - d->pad_left; /* iw = ow*sw + off */
+	int l = off >= 0 ? 0 : (-off + sw - 1) / sw;
+	int h = d->in_w - off <= 0 ? 0 : (d->in_w - off - 1) / sw + 1;
+	if (h > d->out_w)
+		h = d->out_w;
+	if (l > h)
+		l = h;
+	*lo = l;
+	*hi = h;
+}
+
+/*
+ * col[(c*kh + ki)*kw + kj][oh*out_w + ow] = x[c][oh*sh - pad_top + ki][ow*sw - pad_left + kj],
+ * zero outside the image. Reads only inside x, whatever the descriptor says.
+ */
+static void im2col(const conv_desc *d, const float *x, float *col)
+{
+	const int ow_n = d->out_w, sw = d->stride_w;
+	const size_t plane = (size_t)d->in_h * d->in_w, opl = conv_out_plane(d);
+	for (int c = 0; c < d->in_c; c++) {
+		const float *xc = x + (size_t)c * plane;
+		for (int ki = 0; ki < d->k_h; ki++) {
+			for (int kj = 0; kj < d->k_w; kj++) {
+				float *row = col + ((size_t)(c * d->k_h + ki) * d->k_w + kj) * opl;
+				int lo, hi;
+				conv_valid_cols(d, kj, &lo, &hi);
+				const int off = kj - d->pad_left;
+				for (int oh = 0; oh < d->out_h; oh++) {
+					float *r = row + (size_t)oh * ow_n;
+					int ih = oh * d->stride_h - d->pad_top + ki;
+					if (ih < 0 || ih >= d->in_h || lo >= hi) {
+						memset(r, 0, sizeof(float) * (size_t)ow_n);
+						continue;
+					}
+					const float *xr = xc + (size_t)ih * d->in_w;
+					for (int ow = 0; ow < lo; ow++)
+						r[ow] = 0.0f;
+					if (sw == 1) {
+						const float *xo = xr + off;
+#pragma omp simd
+						for (int ow = lo; ow < hi; ow++)
+							r[ow] = xo[ow];
+					} else {
+						for (int ow = lo; ow < hi; ow++)
+							r[ow] = xr[ow * sw + off];
+					}
+					for (int ow = hi; ow < ow_n; ow++)
+						r[ow] = 0.0f;
+				}
+			}
+		}
+	}
+}
+
+/* The adjoint of im2col: dx = 0, then dx[...] += col[...] for every in-image tap. */
+static void col2im(const conv_desc *d, const float *col, float *dx)
+{
+	const int ow_n = d->out_w, sw = d->stride_w;
+	const size_t plane = (size_t)d->in_h * d->in_w, opl = conv_out_plane(d);
+	memset(dx, 0, sizeof(float) * conv_in_numel(d));
+	for (int c = 0; c < d->in_c; c++) {
+		float *xc = dx + (size_t)c * plane;
+		for (int ki = 0; ki < d->k_h; ki++) {
+			for (int kj = 0; kj < d->k_w; kj++) {
+				const float *row = col + ((size_t)(c * d->k_h + ki) * d->k_w + kj) * opl;
+				int lo, hi;
+				conv_valid_cols(d, kj, &lo, &hi);
+				const int off = kj - d->pad_left;
+				for (int oh = 0; oh < d->out_h; oh++) {
+					int ih = oh * d->stride_h - d->pad_top + ki;
+					if (ih < 0 || ih >= d->in_h)
+						continue;
+					const float *r = row + (size_t)oh * ow_n;
+					float *xr = xc + (size_t)ih * d->in_w;
+					if (sw == 1) {
+						float *xo = xr + off;
+#pragma omp simd
+						for (int ow = lo; ow < hi; ow++)
+							xo[ow] += r[ow];
+					} else {
+						for (int ow = lo; ow < hi; ow++)
+							xr[ow * sw + off] += r[ow];
+					}
+				}
+			}
+		}
+	}
+}
+
+/*
+ * Bytes of workspace for a call over n samples: one slice per thread of
+ * min(n, backend_cpu_threads()), so it depends on the thread count at the time
+ * of the query. Query again after backend_cpu_set_threads().
+ */
+static size_t cpu_conv2d_workspace(const conv_desc *d, int n)
+{
+	if (!conv_desc_ok(d))
+		return 0;
+	return sizeof(float) * conv_slot_floats(d) * (size_t)conv_team(n);
+}
+
+static void cpu_conv2d_forward(const conv_desc *d, int n, const float *in, const float *w,
+			       const float *b, float *out, float *ws)
+{
+	if (n <= 0 || !conv_desc_ok(d))
+		return;
+	const int oc = d->out_c, K = (int)conv_k(d), P = (int)conv_out_plane(d);
+	const size_t in_sz = conv_in_numel(d), out_sz = (size_t)oc * P, slot = conv_slot_floats(d);
+	const bool pw = conv_is_pointwise(d);
+
+#pragma omp parallel num_threads(conv_team(n))
+	{
+		const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+		float *col = ws + (size_t)t * slot;
+		for (size_t i = part_lo((size_t)n, t, nt); i < part_lo((size_t)n, t + 1, nt); i++) {
+			const float *x = in + i * in_sz;
+			float *y = out + i * out_sz;
+			const float *B = x;
+			if (!pw) {
+				im2col(d, x, col);
+				B = col;
+			}
+			float beta = 0.0f;
+			if (b) {
+				for (int o = 0; o < oc; o++) {
+					float *yo = y + (size_t)o * P, bo = b[o];
+#pragma omp simd
+					for (int p = 0; p < P; p++)
+						yo[p] = bo;
+				}
+				beta = 1.0f;
+			}
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, P, K, 1.0f, w, K, B, P,
+				    beta, y, P);
+		}
+	}
+}
+
+static void cpu_conv2d_backward(const conv_desc *d, int n, const float *in, const float *w,
+				const float *dout, float *din, float *dw, float *db, float *ws)
+{
+	if (n <= 0 || !conv_desc_ok(d))
+		return;
+	const int oc = d->out_c, K = (int)conv_k(d), P = (int)conv_out_plane(d);
+	const size_t in_sz = conv_in_numel(d), out_sz = (size_t)oc * P, slot = conv_slot_floats(d);
+	const size_t col_f = conv_col_floats(d), dw_f = round_line((size_t)oc * K);
+	const size_t dw_n = (size_t)oc * K;
+	const bool pw = conv_is_pointwise(d);
+
+#pragma omp parallel num_threads(conv_team(n))
+	{
+		const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+		float *col = ws + (size_t)t * slot;
+		float *dwt = col + col_f, *dbt = dwt + dw_f;
+		memset(dwt, 0, sizeof(float) * (dw_f + (size_t)oc));
+		for (size_t i = part_lo((size_t)n, t, nt); i < part_lo((size_t)n, t + 1, nt); i++) {
+			const float *x = in + i * in_sz, *dy = dout + i * out_sz;
+			const float *B = x;
+			if (!pw) {
+				im2col(d, x, col);
+				B = col;
+			}
+			/* dw[oc, K] += dy[oc, P] . col[K, P]^T */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, K, P, 1.0f, dy, P, B, P,
+				    1.0f, dwt, K);
+			for (int o = 0; o < oc; o++) {
+				const float *dyo = dy + (size_t)o * P;
+				float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+				for (int p = 0; p < P; p++)
+					s += dyo[p];
+				dbt[o] += s;
+			}
+			if (din) {
+				/* dcol[K, P] = w[oc, K]^T . dy[oc, P]; pointwise: that is dx itself. */
+				float *dx = din + i * in_sz;
+				float *dcol = pw ? dx : col;
+				cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, oc, 1.0f, w, K, dy,
+					    P, 0.0f, dcol, P);
+				if (!pw)
+					col2im(d, dcol, dx);
+			}
+		}
+#pragma omp barrier
+		/* Reduce the per-thread sums in thread order: the same bits on every run. */
+		const size_t lo = part_lo(dw_n, t, nt), hi = part_lo(dw_n, t + 1, nt);
+		for (size_t e = lo; e < hi; e++) {
+			float s = dw[e];
+			for (int u = 0; u < nt; u++)
+				s += ws[(size_t)u * slot + col_f + e];
+			dw[e] = s;
+		}
+		if (db && t == nt - 1) {
+			for (int o = 0; o < oc; o++) {
+				float s = db[o];
+				for (int u = 0; u < nt; u++)
+					s += ws[(size_t)u * slot + col_f + dw_f + o];
+				db[o] = s;
+			}
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- maxpool */
+
+static void cpu_maxpool_forward(const pool_desc *d, int n, const float *in, float *out,
+				int32_t *argmax)
+{
+	const size_t planes = (size_t)n * d->c;
+	const size_t ipl = (size_t)d->in_h * d->in_w, opl = (size_t)d->out_h * d->out_w;
+	const bool k2s2 = d->k_h == 2 && d->k_w == 2 && d->stride_h == 2 && d->stride_w == 2 &&
+			  2 * d->out_h <= d->in_h && 2 * d->out_w <= d->in_w;
+
+#pragma omp parallel for schedule(static) num_threads(backend_cpu_threads()) if (planes * opl >= PAR_MIN_ELEMS)
+	for (size_t p = 0; p < planes; p++) {
+		const float *x = in + p * ipl;
+		float *y = out + p * opl;
+		int32_t *a = argmax + p * opl;
+		for (int oh = 0; oh < d->out_h; oh++) {
+			if (k2s2) {
+				/* Branch-free; ties keep the first element in scan order, like the general loop. */
+				const int iw = d->in_w;
+				const float *r0 = x + (size_t)(2 * oh) * iw, *r1 = r0 + iw;
+				float *yo = y + (size_t)oh * d->out_w;
+				int32_t *ao = a + (size_t)oh * d->out_w;
+				const int32_t base = 2 * oh * iw;
+#pragma omp simd
+				for (int ow = 0; ow < d->out_w; ow++) {
+					const int j = 2 * ow;
+					float a0 = r0[j], a1 = r0[j + 1], a2 = r1[j], a3 = r1[j + 1];
+					float m0 = a1 > a0 ? a1 : a0, m1 = a3 > a2 ? a3 : a2;
+					int32_t i0 = a1 > a0 ? j + 1 : j, i1 = a3 > a2 ? iw + j + 1 : iw + j;
+					yo[ow] = m1 > m0 ? m1 : m0;
+					ao[ow] = base + (m1 > m0 ? i1 : i0);
+				}
+				continue;
+			}
+			for (int ow = 0; ow < d->out_w; ow++) {
+				int h0 = oh * d->stride_h, w0 = ow * d->stride_w;
+				int h1 = h0 + d->k_h < d->in_h ? h0 + d->k_h : d->in_h;
+				int w1 = w0 + d->k_w < d->in_w ? w0 + d->k_w : d->in_w;
+				float best = 0.0f;
+				int32_t bi = -1;
+				for (int ih = h0; ih < h1; ih++)
+					for (int iw = w0; iw < w1; iw++) {
+						float v = x[(size_t)ih * d->in_w + iw];
+						if (bi < 0 || v > best) {
+							best = v;
+							bi = ih * d->in_w + iw;
+						}
+					}
+				y[(size_t)oh * d->out_w + ow] = best;
+				a[(size_t)oh * d->out_w + ow] = bi;
+			}
+		}
+	}
+}
+
+static void cpu_maxpool_backward(const pool_desc *d, int n, const float *dout,
+				 const int32_t *argmax, float *din)
+{
+	const size_t planes = (size_t)n * d->c;
+	const size_t ipl = (size_t)d->in_h * d->in_w, opl = (size_t)d->out_h * d->out_w;
+
+#pragma omp parallel for schedule(static) num_threads(backend_cpu_threads()) if (planes * ipl >= PAR_MIN_ELEMS)
+	for (size_t p = 0; p < planes; p++) {
+		float *dx = din + p * ipl;
+		const float *dy = dout + p * opl;
+		const int32_t *a = argmax + p * opl;
+		memset(dx, 0, sizeof(float) * ipl);
+		for (size_t o = 0; o < opl; o++) {
+			int32_t j = a[o];
+			if (j >= 0 && (size_t)j < ipl)
+				dx[j] += dy[o];
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- element-wise */
+
+static void cpu_relu_forward(size_t count, const float *in, float *out)
+{
+#pragma omp parallel for simd schedule(static) num_threads(backend_cpu_threads()) if (count >= PAR_MIN_ELEMS)
+	for (size_t i = 0; i < count; i++)
+		out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+}
+
+static void cpu_relu_backward(size_t count, const float *out, const float *dout, float *din)
+{
+#pragma omp parallel for simd schedule(static) num_threads(backend_cpu_threads()) if (count >= PAR_MIN_ELEMS)
+	for (size_t i = 0; i < count; i++)
+		din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+/* Counters per batch of the lane-parallel Philox below (each counter covers four elements). */
+#define PHILOX_LANES 8
+
+/*
+ * Philox4x32-10 of philox.h on the PHILOX_LANES dropout counters
+ * {sample, g0 + l, epoch, PHILOX_DROPOUT}, written lane-parallel so that the
+ * compiler vectorises it. bits[4*l + w] receives word w of counter l, i.e. the
+ * random word of element 4*(g0 + l) + w: exactly what philox_dropout_keep()
+ * draws for that element.
+ */
+static void philox_dropout_bits(philox_key k, uint32_t sample, uint32_t g0, uint32_t epoch,
+				uint32_t bits[4 * PHILOX_LANES])
+{
+	uint32_t v0[PHILOX_LANES], v1[PHILOX_LANES], v2[PHILOX_LANES], v3[PHILOX_LANES];
+	for (int l = 0; l < PHILOX_LANES; l++) {
+		v0[l] = sample;
+		v1[l] = g0 + (uint32_t)l;
+		v2[l] = epoch;
+		v3[l] = PHILOX_DROPOUT;
+	}
+	uint32_t k0 = k.k[0], k1 = k.k[1];
+	for (int r = 0; r < 10; r++) {
+#pragma omp simd
+		for (int l = 0; l < PHILOX_LANES; l++) {
+			uint64_t p0 = (uint64_t)0xD2511F53u * v0[l];
+			uint64_t p1 = (uint64_t)0xCD9E8D57u * v2[l];
+			uint32_t n0 = (uint32_t)(p1 >> 32) ^ v1[l] ^ k0;
+			uint32_t n2 = (uint32_t)(p0 >> 32) ^ v3[l] ^ k1;
+			v1[l] = (uint32_t)p1;
+			v3[l] = (uint32_t)p0;
+			v0[l] = n0;
+			v2[l] = n2;
+		}
+		k0 += 0x9E3779B9u;
+		k1 += 0xBB67AE85u;
+	}
+	for (int l = 0; l < PHILOX_LANES; l++) {
+		bits[4 * l + 0] = v0[l];
+		bits[4 * l + 1] = v1[l];
+		bits[4 * l + 2] = v2[l];
+		bits[4 * l + 3] = v3[l];
+	}
+}
+
+/*
+ * Element e of sample i is kept iff philox_dropout_keep(seed, layer, epoch,
+ * samples[i], e, rate): the same mask on every world size and backend.
+ */
+static void cpu_dropout_forward(const dropout_desc *d, int n, const uint32_t *samples,
+				const float *in, float *out, float *mask)
+{
+	const size_t ps = d->per_sample, total = (size_t)(n > 0 ? n : 0) * ps;
+	const float rate = d->rate;
+	if (!(rate > 0.0f)) { /* rate 0 (or nonsense): identity */
+#pragma omp parallel for simd schedule(static) num_threads(backend_cpu_threads()) if (total >= PAR_MIN_ELEMS)
+		for (size_t i = 0; i < total; i++) {
+			out[i] = in[i];
+			mask[i] = 1.0f;
+		}
+		return;
+	}
+	const float scale = rate < 1.0f ? 1.0f / (1.0f - rate) : 0.0f;
+	const philox_key key = {{d->seed, d->layer}};
+	const size_t chunk = 4 * PHILOX_LANES;
+
+#pragma omp parallel for schedule(static) num_threads(backend_cpu_threads()) if (total >= PAR_MIN_ELEMS / 4)
+	for (int i = 0; i < n; i++) {
+		const float *x = in + (size_t)i * ps;
+		float *y = out + (size_t)i * ps, *m = mask + (size_t)i * ps;
+		for (size_t e0 = 0; e0 < ps; e0 += chunk) {
+			uint32_t bits[4 * PHILOX_LANES];
+			philox_dropout_bits(key, samples[i], (uint32_t)(e0 >> 2), d->epoch, bits);
+			const size_t len = ps - e0 < chunk ? ps - e0 : chunk;
+#pragma omp simd
+			for (size_t e = 0; e < len; e++) {
+				float s = philox_uniform(bits[e]) >= rate ? scale : 0.0f;
+				m[e0 + e] = s;
+				y[e0 + e] = x[e0 + e] * s;
+			}
+		}
+	}
+}
+
+static void cpu_dropout_backward(size_t count, const float *mask, const float *dout, float *din)
+{
+#pragma omp parallel for simd schedule(static) num_threads(backend_cpu_threads()) if (count >= PAR_MIN_ELEMS)
+	for (size_t i = 0; i < count; i++)
+		din[i] = dout[i] * mask[i];
+}
+
+static void cpu_scale(size_t count, float a, float *x)
+{
+#pragma omp parallel for simd schedule(static) num_threads(backend_cpu_threads()) if (count >= PAR_MIN_ELEMS)
+	for (size_t i = 0; i < count; i++)
+		x[i] *= a;
+}
+
+static void cpu_zero(size_t count, float *x)
+{
+	if (count < PAR_MIN_ELEMS * 4) {
+		memset(x, 0, sizeof(float) * count);
+		return;
+	}
+#pragma omp parallel num_threads(backend_cpu_threads())
+	{
+		int t = omp_get_thread_num(), nt = omp_get_num_threads();
+		size_t lo = part_lo(count, t, nt), hi = part_lo(count, t + 1, nt);
+		memset(x + lo, 0, sizeof(float) * (hi - lo));
+	}
+}
+
+/* ---------------------------------------------------------------- dense */
+
+/* Threads for a dense product of this many multiply-adds. */
+static int dense_team(size_t macs)
+{
+	return macs >= PAR_MIN_MACS ? backend_cpu_threads() : 1;
+}
+
+/* Split [0, len) for part t of nt on 16-float boundaries (whole cache lines per thread). */
+static void split16(int len, int t, int nt, int *lo, int *hi)
+{
+	int blocks = (len + 15) / 16;
+	int b0 = (int)part_lo((size_t)blocks, t, nt), b1 = (int)part_lo((size_t)blocks, t + 1, nt);
+	*lo = b0 * 16 < len ? b0 * 16 : len;
+	*hi = b1 * 16 < len ? b1 * 16 : len;
+}
+
+static void cpu_dense_forward(int n, int in_f, int out_f, const float *in, const float *w,
+			      const float *b, float *out)
+{
+	if (n <= 0 || out_f <= 0)
+		return;
+	const bool by_rows = n >= 4 * backend_cpu_threads();
+
+#pragma omp parallel num_threads(dense_team((size_t)n * in_f * out_f))
+	{
+		const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+		int r0 = 0, r1 = n, c0 = 0, c1 = out_f;
+		if (by_rows) {
+			r0 = (int)part_lo((size_t)n, t, nt);
+			r1 = (int)part_lo((size_t)n, t + 1, nt);
+		} else {
+			split16(out_f, t, nt, &c0, &c1);
+		}
+		if (r1 > r0 && c1 > c0) {
+			float beta = 0.0f;
+			if (b) {
+				for (int r = r0; r < r1; r++)
+					memcpy(out + (size_t)r * out_f + c0, b + c0, sizeof(float) * (size_t)(c1 - c0));
+				beta = 1.0f;
+			}
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, c1 - c0, in_f, 1.0f,
+				    in + (size_t)r0 * in_f, in_f, w + (size_t)c0 * in_f, in_f, beta,
+				    out + (size_t)r0 * out_f + c0, out_f);
+		}
+	}
+}
+
+static void cpu_dense_backward(int n, int in_f, int out_f, const float *in, const float *w,
+			       const float *dout, float *din, float *dw, float *db)
+{
+	if (n <= 0 || out_f <= 0 || in_f <= 0)
+		return;
+	/* db[o] += sum_n dout[n, o], summed in sample order. */
+	if (db) {
+		for (int i = 0; i < n; i++) {
+			const float *dy = dout + (size_t)i * out_f;
+#pragma omp simd
+			for (int o = 0; o < out_f; o++)
+				db[o] += dy[o];
+		}
+	}
+	/* Both products split the input-feature columns: each thread owns its columns of dw and din. */
+#pragma omp parallel num_threads(dense_team((size_t)n * in_f * out_f * (din ? 2 : 1)))
+	{
+		const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+		int c0, c1;
+		split16(in_f, t, nt, &c0, &c1);
+		if (c1 > c0) {
+			/* dw[out, in] += dout[n, out]^T . in[n, in] */
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_f, c1 - c0, n, 1.0f, dout,
+				    out_f, in + c0, in_f, 1.0f, dw + c0, in_f);
+			/* din[n, in] = dout[n, out] . w[out, in] */
+			if (din)
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, c1 - c0, out_f, 1.0f,
+					    dout, out_f, w + c0, in_f, 0.0f, din + c0, in_f);
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- loss */
+
+static void cpu_softmax_xent(int n, int classes, const float *logits, const uint8_t *labels,
+			     float *dlogits, double *loss_sum, int *correct)
+{
+	double loss = 0.0;
+	int ok = 0;
+	for (int i = 0; i < n && classes > 0; i++) {
+		const float *z = logits + (size_t)i * classes;
+		const int y = labels[i];
+		float m = z[0];
+		int am = 0;
+		for (int j = 1; j < classes; j++)
+			if (z[j] > m) {
+				m = z[j];
+				am = j;
+			}
+		double s = 0.0;
+		for (int j = 0; j < classes; j++)
+			s += exp((double)z[j] - (double)m);
+		loss += log(s) - ((double)z[y] - (double)m);
+		ok += am == y;
+		if (dlogits) {
+			float *g = dlogits + (size_t)i * classes;
+			for (int j = 0; j < classes; j++)
+				g[j] = (float)(exp((double)z[j] - (double)m) / s) - (j == y ? 1.0f : 0.0f);
+		}
+	}
+	if (loss_sum)
+		*loss_sum = loss;
+	if (correct)
+		*correct = ok;
+}
+
+/* ---------------------------------------------------------------- memory */
+
+/* 64-byte aligned host memory, zeroed (so that fresh buffers never hold garbage). */
+static void *cpu_alloc(size_t bytes)
+{
+	size_t rounded = (bytes + 63) & ~(size_t)63;
+	void *p = aligned_alloc(64, rounded ? rounded : 64);
+	if (p)
+		memset(p, 0, rounded);
+	return p;
+}
+
+static void cpu_release(void *p) { free(p); }
+
+static void cpu_copy(void *dst, const void *src, size_t bytes)
+{
+	if (dst != src)
+		memcpy(dst, src, bytes);
+}
+
+static void cpu_gather_images(const uint8_t *images, const uint32_t *idx, int n, size_t pixels, float scale,
+			      float *out)
+{
+#pragma omp parallel for schedule(static) if (n * pixels > PAR_MIN_ELEMS)
+	for (int i = 0; i < n; i++) {
+		const uint8_t *src = images + (size_t)idx[i] * pixels;
+		float *o = out + (size_t)i * pixels;
+#pragma omp simd
+		for (size_t j = 0; j < pixels; j++)
+			o[j] = (float)src[j] * scale;
+	}
+}
+
+/* ---------------------------------------------------------------- table */
+
+static const backend cpu_backend = {
+	.name = "cpu",
+	.alloc = cpu_alloc,
+	.release = cpu_release,
+	.upload = cpu_copy,
+	.download = cpu_copy,
+	.conv2d_workspace = cpu_conv2d_workspace,
+	.conv2d_forward = cpu_conv2d_forward,
+	.conv2d_backward = cpu_conv2d_backward,
+	.maxpool_forward = cpu_maxpool_forward,
+	.maxpool_backward = cpu_maxpool_backward,
+	.relu_forward = cpu_relu_forward,
+	.relu_backward = cpu_relu_backward,
+	.dropout_forward = cpu_dropout_forward,
+	.dropout_backward = cpu_dropout_backward,
+	.dense_forward = cpu_dense_forward,
+	.dense_backward = cpu_dense_backward,
+	.softmax_xent = cpu_softmax_xent,
+	.gather_images = cpu_gather_images,
+	.optim_step = optim_step,
+	.scale = cpu_scale,
+	.zero = cpu_zero,
+};
+
+const backend *backend_cpu(void)
+{
+	backend_cpu_threads(); /* resolve the thread count and pin OpenBLAS to one thread */
+	return &cpu_backend;
+}
