@@ -13,12 +13,17 @@
 
 #include "contract.h"
 #include "device.h"
+#include "grad.h"
 #include "dist.h"
 #include "log.h"
 #include "model.h"
 #include "optim.h"
 #include "philox.h"
 #include "train.h"
+
+#ifdef SPOTTRAIN_HAVE_CUDA
+#include "../cuda/cuda_backend.h"
+#endif
 
 /* Best-of-5 GFLOP/s of an n x n x n sgemm with the current BLAS threads. */
 static double measure_sgemm(int n)
@@ -46,9 +51,37 @@ static double measure_sgemm(int n)
 	return best;
 }
 
+/* GPU backend (cuda/): its ops are queued on a stream; wait for them before reading the clock. */
+static void backend_sync(const backend *be)
+{
+#ifdef SPOTTRAIN_HAVE_CUDA
+	if (be != backend_cpu())
+		cuda_synchronize();
+#else
+	(void)be;
+#endif
+}
+
 typedef struct phase_times {
 	double fwd, bwd, allreduce, optim, total;
 } phase_times;
+
+/* Synthetic shard: fixed pseudo-random pixels, labels cycling through the classes. */
+typedef struct synth {
+	const float *pixels; /* max_n images, host memory */
+	size_t in_numel;
+	int classes;
+} synth;
+
+static void fill_synthetic(void *ctx, long first, int n, float *input, uint32_t *samples, uint8_t *labels)
+{
+	const synth *s = ctx;
+	memcpy(input, s->pixels, (size_t)n * s->in_numel * sizeof(float));
+	for (int i = 0; i < n; i++) {
+		samples[i] = (uint32_t)(first + i);
+		labels[i] = (uint8_t)((first + i) % s->classes);
+	}
+}
 
 int bench_main(int *argc, char ***argv, const run_args *a)
 {
@@ -64,6 +97,8 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 		return rc;
 	const backend *be = NULL;
 	rc = dist_agree(&d, device_select(cfg.device, d.local_rank, &be));
+	if (!rc) /* GPU buffers: NCCL all-reduce (or host staging); every rank calls it */
+		rc = dist_agree(&d, dist_enable_device_allreduce(&d, cfg.dist_backend));
 	if (rc) {
 		dist_finalize(&d);
 		return rc;
@@ -80,12 +115,16 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 	uint32_t *samples = malloc((size_t)max_n * sizeof *samples);
 	uint8_t *labels = malloc((size_t)max_n);
 	net_workspace ws;
+	grad_engine ge = {0};
+	bool exact = be == backend_cpu();
 	rc = params && grads && host && samples && labels ? 0 : EXIT_OSERR;
 	for (int i = 0; !rc && i < n_states; i++)
 		if (!(states[i] = be->alloc(np * sizeof(float))))
 			rc = EXIT_OSERR;
 	if (!rc)
 		rc = net_workspace_alloc(&m, be, max_n, &ws);
+	if (!rc && exact)
+		rc = grad_engine_init(&ge, &m, be, cfg.shard_samples, backend_cpu_threads());
 	rc = dist_agree(&d, rc);
 	if (rc) {
 		log_error("out of memory for the benchmark");
@@ -99,6 +138,7 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 		host[i] = philox_uniform(philox4x32(c, key).v[0]);
 	}
 	be->upload(ws.input, host, (size_t)max_n * in_numel * sizeof(float));
+	(void)n;
 	for (int i = 0; i < max_n; i++) {
 		samples[i] = (uint32_t)(lo + i);
 		labels[i] = (uint8_t)(i % m.classes);
@@ -117,19 +157,38 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 			dist_barrier(&d);
 			wait0 = d.wait_s;
 		}
-		batch_info b = {n, samples, labels, cfg.seed, 0, 1};
-		double loss;
-		int correct;
-		double t0 = now_mono();
-		be->zero(np + 8, grads);
-		net_forward(&m, be, params, &ws, &b, &loss, &correct);
-		double t1 = now_mono();
-		net_backward(&m, be, params, grads, &ws, &b);
-		double t2 = now_mono();
-		dist_allreduce_sum_f(&d, grads, np + 6);
-		double t3 = now_mono();
-		be->scale(np, 1.0f / (float)B, grads);
+		double t0 = now_mono(), t1, t2, t3;
+		if (exact) {
+			/* what training does on the CPU: exact sharded sums (grad.h) */
+			synth sy = {host, in_numel, m.classes};
+			grad_compute(&ge, params, B, d.rank, W, cfg.seed, 0, fill_synthetic, &sy);
+			/* split the parallel compute time in the proportions thread 0 measured */
+			double busy = ge.t_fwd + ge.t_bwd + ge.t_fix;
+			t1 = t0 + (busy > 0 ? ge.t_compute * ge.t_fwd / busy : 0);
+			t2 = t0 + ge.t_compute;
+			dist_allreduce_sum_i64(&d, ge.acc[0], np + GTAIL_N);
+			t3 = now_mono();
+			grad_finish(&ge, B, grads);
+		} else {
+			batch_info b = {n, samples, labels, cfg.seed, 0, 1};
+			double loss;
+			int correct;
+			backend_sync(be);
+			t0 = now_mono();
+			be->zero(np + 8, grads);
+			net_forward(&m, be, params, &ws, &b, &loss, &correct);
+			backend_sync(be);
+			t1 = now_mono();
+			net_backward(&m, be, params, grads, &ws, &b);
+			backend_sync(be);
+			t2 = now_mono();
+			dist_allreduce_sum_f(&d, grads, np + 6);
+			backend_sync(be);
+			t3 = now_mono();
+			be->scale(np, 1.0f / (float)B, grads);
+		}
 		be->optim_step(&cfg.optim, cfg.optim.lr, s + 1, np, params, grads, states);
+		backend_sync(be);
 		double t4 = now_mono();
 		acc.fwd += t1 - t0;
 		acc.bwd += t2 - t1;
@@ -153,15 +212,21 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 		sgemm = measure_sgemm(2048);
 		openblas_set_num_threads(1);
 	}
+#ifdef SPOTTRAIN_HAVE_CUDA
+	else {
+		/* cuBLAS FP32 sgemm on this rank's GPU: the precision of the backend's products */
+		sgemm = cuda_measure_sgemm_gflops(8192);
+	}
+#endif
 	double ips = B / mx[4];
 	double gflops = ips * m.train_flops_per_sample / 1e9;
-	double bytes = (double)(np + 6) * sizeof(float);
+	double bytes = exact ? (double)(np + GTAIL_N) * sizeof(int64_t) : (double)(np + 6) * sizeof(float);
 	double algbw = mx[2] > 0 ? bytes / mx[2] / 1e9 : 0;
 	double busbw = W > 1 ? algbw * 2.0 * (W - 1) / W : 0;
 	if (d.rank == 0) {
 		fprintf(stderr,
 			"bench: %s, backend %s, %d threads per rank, world %d, global batch %d, %d steps after %d warm-up\n"
-			"  forward   %8.3f ms\n  backward  %8.3f ms\n  allreduce %8.3f ms (%.1f MB, busbw %.2f GB/s)\n"
+			"  forward   %8.3f ms\n  backward  %8.3f ms (with the exact fixed-point accumulation on the CPU)\n  allreduce %8.3f ms (%.1f MB, busbw %.2f GB/s)\n"
 			"  optimizer %8.3f ms\n  step      %8.3f ms  ->  %.0f images/s\n"
 			"  achieved %.1f GFLOP/s (world), sgemm %.1f GFLOP/s per rank (%.0f%% of %d ranks' sgemm)\n",
 			cfg.source, be->name, backend_cpu_threads(), W, B, a->steps, a->warmup, mx[0] * 1e3,
@@ -193,6 +258,8 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 		free(s);
 		cJSON_Delete(o);
 	}
+	if (exact)
+		grad_engine_free(&ge);
 	net_workspace_free(&m, be, &ws);
 	be->release(params);
 	be->release(grads);

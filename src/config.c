@@ -84,6 +84,7 @@ static const key_desc keys[] = {
 	{"spot", "vm_name", K_STR, STR(spot.vm_name), 0, 0, NULL},
 	{"dist", "backend", K_ENUM, OFF(dist_backend), 0, 0, 0, dist_names},
 	{"dist", "collective_timeout_s", K_DOUBLE, OFF(collective_timeout_s), 0, 0.1, 1e7, NULL},
+	{"dist", "shard_samples", K_INT, OFF(shard_samples), 0, 1, 1 << 16, NULL},
 };
 #undef OFF
 #undef STR
@@ -122,6 +123,7 @@ void config_defaults(config *c)
 	c->log_every = 10;
 	spot_config_defaults(&c->spot);
 	c->collective_timeout_s = 300.0;
+	c->shard_samples = 16;
 }
 
 static const key_desc *find_key(const char *section, const char *key)

@@ -87,6 +87,7 @@ typedef struct config {
 	/* [dist] */
 	dist_backend_kind dist_backend;
 	double collective_timeout_s;        /* default 300 */
+	int shard_samples;                  /* S: samples per gradient shard (grad.h), default 16 */
 } config;
 
 /* Defaults for everything; no layers. */

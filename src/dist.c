@@ -11,8 +11,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "contract.h"
 #include "log.h"
+
+#ifdef SPOTTRAIN_HAVE_CUDA
+#include "../cuda/cuda_backend.h"
+#endif
 
 static void node_name(char *out, size_t len)
 {
@@ -79,6 +84,12 @@ int dist_init(int *argc, char ***argv, double timeout_s, dist *d)
 
 void dist_finalize(dist *d)
 {
+#ifdef SPOTTRAIN_HAVE_CUDA
+	cuda_nccl_destroy(d->nccl);
+	d->nccl = NULL;
+#endif
+	free(d->dev_stage);
+	d->dev_stage = NULL;
 	if (d->leaders_comm != MPI_COMM_NULL && d->leaders_comm)
 		MPI_Comm_free(&d->leaders_comm);
 	if (d->node_comm)
@@ -124,12 +135,144 @@ static void wait_bounded(dist *d, MPI_Request *req, const char *what)
 	d->wait_s += now_mono() - t0;
 }
 
-void dist_allreduce_sum_f(dist *d, float *buf, size_t n)
+static void allreduce_host_f(dist *d, float *buf, size_t n)
 {
 	for (size_t off = 0; off < n; off += INT_MAX / 2) {
 		int cnt = (int)(n - off < (size_t)INT_MAX / 2 ? n - off : (size_t)INT_MAX / 2);
 		MPI_Request req;
 		MPI_Iallreduce(MPI_IN_PLACE, buf + off, cnt, MPI_FLOAT, MPI_SUM, d->comm, &req);
+		wait_bounded(d, &req, "gradient all-reduce");
+	}
+}
+
+#ifdef SPOTTRAIN_HAVE_CUDA
+/* ---- GPU buffers (cuda/): NCCL, or a copy through host memory for MPI ---- */
+
+static void allreduce_device_f(dist *d, float *buf, size_t n)
+{
+	if (d->world == 1)
+		return; /* the sum over one rank: nothing to move */
+	if (d->nccl) {
+		char msg[512] = "";
+		double t0 = now_mono();
+		int r = cuda_nccl_allreduce_sum_f(d->nccl, buf, n, d->timeout_s, msg, sizeof msg);
+		if (r == -2) {
+			log_error("gradient all-reduce (NCCL): %s (dist.collective_timeout_s = %g): a rank or node is "
+				  "lost or frozen; aborting so the world can be re-formed",
+				  msg, d->timeout_s);
+			d->nccl = NULL; /* aborted by cuda_nccl_allreduce_sum_f */
+			dist_abort(d, EXIT_SOFTWARE);
+		}
+		if (r) {
+			log_error("gradient all-reduce (NCCL) failed: %s; aborting so the world can be re-formed", msg);
+			d->nccl = NULL;
+			dist_abort(d, EXIT_SOFTWARE);
+		}
+		d->wait_s += now_mono() - t0;
+		return;
+	}
+	if (d->dev_stage_n < n) {
+		free(d->dev_stage);
+		d->dev_stage = malloc(n * sizeof(float));
+		d->dev_stage_n = d->dev_stage ? n : 0;
+		if (!d->dev_stage) {
+			log_error("out of memory staging %zu gradient floats for MPI", n);
+			dist_abort(d, EXIT_OSERR);
+		}
+	}
+	cuda_copy_to_host(d->dev_stage, buf, n * sizeof(float));
+	allreduce_host_f(d, d->dev_stage, n);
+	cuda_copy_to_device(buf, d->dev_stage, n * sizeof(float));
+}
+#endif
+
+void dist_allreduce_sum_f(dist *d, float *buf, size_t n)
+{
+#ifdef SPOTTRAIN_HAVE_CUDA
+	if (n > 0 && cuda_is_device_pointer(buf)) {
+		allreduce_device_f(d, buf, n);
+		return;
+	}
+#endif
+	allreduce_host_f(d, buf, n);
+}
+
+int dist_enable_device_allreduce(dist *d, int backend_kind)
+{
+	int dev = -1;
+#ifdef SPOTTRAIN_HAVE_CUDA
+	dev = cuda_backend_device();
+#endif
+	/* which ranks hold a GPU: any = max, all = -max(-has) */
+	long has[2] = {dev >= 0, -(long)(dev >= 0)};
+	dist_allreduce_max_l(d, has, 2);
+	const bool any = has[0] > 0, all = -has[1] > 0;
+	if (!all) {
+		if (backend_kind == DIST_NCCL) {
+			if (d->rank == 0)
+				log_error("dist.backend = nccl needs a GPU on every rank, but %s the CPU backend "
+					  "(use dist.backend = auto or mpi)",
+					  any ? "some ranks use" : "every rank uses");
+			return EXIT_USAGE;
+		}
+		if (any && d->rank == 0)
+			log_warn("some ranks have no GPU: GPU gradients are copied to host memory for MPI_Allreduce");
+		return 0;
+	}
+	if (backend_kind == DIST_MPI) {
+		if (d->rank == 0 && d->world > 1)
+			log_info("dist.backend = mpi: GPU gradients are copied to host memory for MPI_Allreduce");
+		return 0;
+	}
+	if (d->world == 1 || d->nccl)
+		return 0;
+#ifdef SPOTTRAIN_HAVE_CUDA
+	unsigned char id[CUDA_NCCL_ID_BYTES];
+	char msg[512] = "";
+	int rc = 0;
+	memset(id, 0, sizeof id);
+	if (d->rank == 0 && cuda_nccl_unique_id(id, msg, sizeof msg)) {
+		log_error("NCCL: %s", msg);
+		rc = EXIT_SOFTWARE;
+	}
+	if (!(rc = dist_agree(d, rc))) {
+		dist_bcast(d, id, sizeof id, 0);
+		int r = cuda_nccl_init(id, d->world, d->rank, d->timeout_s, &d->nccl, msg, sizeof msg);
+		if (r == -2) {
+			log_error("NCCL: %s (dist.collective_timeout_s = %g): a rank or node is lost or frozen; "
+				  "aborting so the world can be re-formed",
+				  msg, d->timeout_s);
+			dist_abort(d, EXIT_SOFTWARE);
+		}
+		if (r) {
+			log_error("NCCL on rank %d (%s): %s", d->rank, d->node, msg);
+			rc = EXIT_SOFTWARE;
+		}
+		rc = dist_agree(d, rc);
+	}
+	if (rc) {
+		cuda_nccl_destroy(d->nccl);
+		d->nccl = NULL;
+		if (backend_kind == DIST_NCCL)
+			return rc;
+		if (d->rank == 0)
+			log_warn("NCCL could not start: GPU gradients are copied to host memory for MPI_Allreduce");
+		return 0;
+	}
+	if (d->rank == 0)
+		log_info("gradient all-reduce on the GPUs: %s", msg);
+	return 0;
+#else
+	return 0; /* no GPU can be open in a build without CUDA: not reached */
+#endif
+}
+
+void dist_allreduce_sum_i64(dist *d, int64_t *buf, size_t n)
+{
+	for (size_t off = 0; off < n; off += INT_MAX / 2) {
+		int cnt = (int)(n - off < (size_t)INT_MAX / 2 ? n - off : (size_t)INT_MAX / 2);
+		MPI_Request req;
+		MPI_Iallreduce(MPI_IN_PLACE, buf + off, cnt, MPI_INT64_T, MPI_SUM, d->comm, &req);
 		wait_bounded(d, &req, "gradient all-reduce");
 	}
 }

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <mpi.h>
 
@@ -22,6 +23,11 @@ typedef struct dist {
 	MPI_Comm leaders_comm;       /* local rank 0 of every node (MPI_COMM_NULL elsewhere) */
 	double timeout_s;            /* collective_timeout_s */
 	double wait_s;               /* seconds spent waiting in collectives (all-reduce time) */
+	/* GPU buffers (cuda/): NCCL communicator once dist_enable_device_allreduce() set it up,
+	 * else device buffers are staged through host memory and MPI */
+	struct cuda_comm *nccl;
+	float *dev_stage;            /* host staging buffer for device buffers without NCCL */
+	size_t dev_stage_n;          /* its size in floats */
 } dist;
 
 /* MPI_Init (thread level FUNNELED) and the communicators. Returns 0 or EXIT_OSERR. */
@@ -30,9 +36,29 @@ void dist_finalize(dist *d);
 /* MPI_Abort the world with code after logging why. Does not return. */
 void dist_abort(dist *d, int code) __attribute__((noreturn));
 
-/* In-place sums; bounded waits. On timeout the world is aborted. */
+/*
+ * Collective (every rank calls it, after choosing its compute backend): how
+ * dist_allreduce_sum_f() reduces GPU buffers. backend_kind is the config's
+ * dist.backend (a dist_backend_kind: DIST_AUTO, DIST_MPI or DIST_NCCL). With
+ * auto or nccl and a GPU on every rank of a world larger than one, an NCCL
+ * communicator is made (unique id from rank 0 by broadcast, non-blocking init
+ * bounded by timeout_s); with mpi, or when some rank has no GPU, device
+ * buffers are copied to host memory for MPI_Allreduce. Returns 0, EXIT_USAGE
+ * when dist.backend = nccl cannot be honoured (a rank without a GPU, or a
+ * build without CUDA), or EXIT_SOFTWARE when NCCL fails to start under
+ * dist.backend = nccl (auto falls back to MPI with a warning). The same
+ * return on every rank.
+ */
+int dist_enable_device_allreduce(dist *d, int backend_kind);
+
+/*
+ * In-place sums; bounded waits. On timeout the world is aborted. The float sum
+ * also takes device memory of the GPU backend (the gradient buffer): through
+ * NCCL on the backend's stream when enabled, else staged through host memory.
+ */
 void dist_allreduce_sum_f(dist *d, float *buf, size_t n);
 void dist_allreduce_sum_d(dist *d, double *buf, int n);
+void dist_allreduce_sum_i64(dist *d, int64_t *buf, size_t n);
 void dist_allreduce_max_l(dist *d, long *buf, int n);
 void dist_allreduce_min_d(dist *d, double *buf, int n);
 void dist_bcast(dist *d, void *buf, size_t bytes, int root);

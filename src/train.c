@@ -22,6 +22,7 @@
 #include "contract.h"
 #include "data.h"
 #include "device.h"
+#include "grad.h"
 #include "dist.h"
 #include "log.h"
 #include "model.h"
@@ -30,8 +31,8 @@
 #include "runlog.h"
 #include "spot.h"
 
-/* The floats that ride after the gradients in the all-reduce. */
-enum { TAIL_NOTICE, TAIL_SIGNAL, TAIL_RESCALE, TAIL_CKPT_NOW, TAIL_LOSS, TAIL_CORRECT, TAIL_N };
+/* The request flags and counters ride after the gradients in the all-reduce (grad.h GTAIL_*). */
+#define TAIL_N GTAIL_N
 
 typedef struct trainer {
 	config cfg;
@@ -44,7 +45,9 @@ typedef struct trainer {
 	int n_states;
 	/* host copies for checkpoint I/O: the same pointers on the CPU backend, mirrors elsewhere */
 	float *h_params, *h_states[CKPT_MAX_STATES];
-	net_workspace ws;
+	net_workspace ws;            /* evaluation, and training on non-CPU backends */
+	bool exact;                  /* CPU: exact sharded gradient sums (grad.h) */
+	grad_engine ge;
 	uint32_t *perm;              /* this epoch's permutation */
 	long perm_epoch;
 	uint32_t *samples;           /* this rank's sample indices of the step */
@@ -199,6 +202,9 @@ static int alloc_buffers(trainer *t)
 				goto oom;
 	}
 	t->perm_epoch = -1;
+	t->exact = t->be == backend_cpu();
+	if (t->exact && grad_engine_init(&t->ge, &t->m, t->be, t->cfg.shard_samples, backend_cpu_threads()))
+		return EXIT_OSERR;
 	return net_workspace_alloc(&t->m, t->be, max_n, &t->ws);
 oom:
 	log_error("out of memory for %zu parameters", n);
@@ -207,6 +213,8 @@ oom:
 
 static void free_buffers(trainer *t)
 {
+	if (t->ge.ws)
+		grad_engine_free(&t->ge);
 	if (t->ws.act)
 		net_workspace_free(&t->m, t->be, &t->ws);
 	if (t->be) {
@@ -527,18 +535,18 @@ static void log_metrics(trainer *t, double loss, double acc, double ips)
 /* ---------------------------------------------------------------- one step */
 
 /* Local stop requests: signals on every rank, notices from this node's watcher. */
-static void poll_requests(trainer *t, float *tail)
+static void poll_requests(trainer *t, int64_t *tail)
 {
 	double when = 0;
 	signal_request s = spot_signals_pending(&when);
 	if (s == SIG_REQ_TERM || s == SIG_REQ_INT) {
-		tail[TAIL_SIGNAL] = 1;
+		tail[GTAIL_SIGNAL] = 1;
 		if (!t->notice_wall) {
 			t->notice_wall = when;
 			t->notice_reason = s == SIG_REQ_TERM ? STOP_SIGTERM : STOP_SIGINT;
 		}
 	} else if (s == SIG_REQ_RESCALE) {
-		tail[TAIL_RESCALE] = 1;
+		tail[GTAIL_RESCALE] = 1;
 		if (!t->notice_wall) {
 			t->notice_wall = when;
 			t->notice_reason = STOP_RESCALE;
@@ -566,19 +574,30 @@ static void poll_requests(trainer *t, float *tail)
 		} else {
 			runlog_event(t->cfg.run_dir, EV_REBALANCE, o);
 			log_info("rebalance recommendation on node %s: checkpointing now", t->cfg.spot.node);
-			tail[TAIL_CKPT_NOW] = 1;
+			tail[GTAIL_CKPT_NOW] = 1;
 		}
 	}
 	if (t->watcher_stop_seen)
-		tail[TAIL_NOTICE] = 1;
+		tail[GTAIL_NOTICE] = 1;
+}
+
+/* grad.h shard_fill_fn: step positions [first, first+n) of the current step. */
+static void fill_train_shard(void *ctx, long first, int n, float *input, uint32_t *samples, uint8_t *labels)
+{
+	trainer *t = ctx;
+	for (int i = 0; i < n; i++) {
+		samples[i] = t->perm[t->pos + first + i];
+		labels[i] = t->train.labels[samples[i]];
+	}
+	t->be->gather_images(t->train_images, samples, n, (size_t)t->m.in_h * t->m.in_w, 1.0f / 255.0f, input);
 }
 
 /*
- * One global step over perm[pos, pos+bsz): this rank's contiguous part,
- * forward, backward, the all-reduce with the request tail, the update.
- * Returns the reduced tail in tail_out.
+ * Non-CPU backends: one pass over this rank's contiguous part of the step
+ * (sizes differ by at most one), float all-reduce (NCCL). The counters are
+ * carried as floats and returned as integers.
  */
-static void train_step(trainer *t, int bsz, float *tail_out)
+static void float_step(trainer *t, int bsz, const int64_t *req, int64_t *tail_out)
 {
 	int W = t->d.world, r = t->d.rank;
 	long lo = (long)bsz * r / W, hi = (long)bsz * (r + 1) / W;
@@ -595,16 +614,43 @@ static void train_step(trainer *t, int bsz, float *tail_out)
 	int correct = 0;
 	net_forward(&t->m, t->be, t->params, &t->ws, &b, &loss, &correct);
 	net_backward(&t->m, t->be, t->params, t->grads, &t->ws, &b);
-
 	float tail[TAIL_N] = {0};
-	poll_requests(t, tail);
-	tail[TAIL_LOSS] = (float)loss;
-	tail[TAIL_CORRECT] = (float)correct;
+	for (int i = 0; i < GTAIL_LOSS; i++)
+		tail[i] = (float)req[i];
+	tail[GTAIL_LOSS] = (float)loss;
+	tail[GTAIL_CORRECT] = (float)correct;
 	t->be->upload(t->grads + np, tail, sizeof tail);
 	dist_allreduce_sum_f(&t->d, t->grads, np + TAIL_N);
-	t->be->download(tail_out, t->grads + np, sizeof tail);
-
+	t->be->download(tail, t->grads + np, sizeof tail);
+	for (int i = 0; i < TAIL_N; i++)
+		tail_out[i] = i == GTAIL_LOSS ? (int64_t)ldexp(tail[i], GRAD_FIX_BITS) : (int64_t)tail[i];
 	t->be->scale(np, 1.0f / (float)bsz, t->grads);
+}
+
+/*
+ * One global step over perm[pos, pos+bsz): forward, backward, the all-reduce
+ * with the request tail, the update. Returns the reduced tail in tail_out.
+ */
+static void train_step(trainer *t, int bsz, int64_t *tail_out)
+{
+	size_t np = t->m.n_params;
+	int64_t req[TAIL_N] = {0};
+	poll_requests(t, req);
+	if (t->exact) {
+		grad_compute(&t->ge, t->params, bsz, t->d.rank, t->d.world, t->cfg.seed, (uint32_t)t->epoch,
+			     fill_train_shard, t);
+		int64_t *acc = t->ge.acc[0];
+		for (int i = 0; i < GTAIL_LOSS; i++)
+			acc[np + i] = req[i];
+		dist_allreduce_sum_i64(&t->d, acc, np + TAIL_N);
+		memcpy(tail_out, acc + np, TAIL_N * sizeof(int64_t));
+		grad_finish(&t->ge, bsz, t->grads);
+		if (tail_out[GTAIL_OVERFLOW] > 0 && t->d.rank == 0)
+			log_warn("step %ld: %lld gradient values beyond +-2^19 were clipped in the exact sum "
+				 "(is training diverging?)", t->step + 1, (long long)tail_out[GTAIL_OVERFLOW]);
+	} else {
+		float_step(t, bsz, req, tail_out);
+	}
 	t->optim_step++;
 	t->last_lr = optim_lr_at(&t->cfg.optim, t->optim_step, t->total_steps);
 	t->be->optim_step(&t->cfg.optim, t->last_lr, t->optim_step, np, t->params, t->grads, t->states);
@@ -613,10 +659,10 @@ static void train_step(trainer *t, int bsz, float *tail_out)
 }
 
 /* The agreed stop: checkpoint, events, acknowledgement. Returns the exit code. */
-static int agreed_stop(trainer *t, const float *tail)
+static int agreed_stop(trainer *t, const int64_t *tail)
 {
-	const char *reason = tail[TAIL_NOTICE] > 0   ? STOP_NOTICE
-			     : tail[TAIL_SIGNAL] > 0 ? (t->notice_reason && strcmp(t->notice_reason, STOP_SIGINT) == 0
+	const char *reason = tail[GTAIL_NOTICE] > 0   ? STOP_NOTICE
+			     : tail[GTAIL_SIGNAL] > 0 ? (t->notice_reason && strcmp(t->notice_reason, STOP_SIGINT) == 0
 							? STOP_SIGINT : STOP_SIGTERM)
 						     : STOP_RESCALE;
 	double first = t->notice_wall > 0 ? t->notice_wall : 1e300;
@@ -686,15 +732,16 @@ static int train_loop(trainer *t)
 			t->perm_epoch = t->epoch;
 		}
 		int bsz = (int)((N - (size_t)t->pos) < (size_t)B ? N - (size_t)t->pos : (size_t)B);
-		float tail[TAIL_N];
+		int64_t tail[TAIL_N];
 		double t0 = now_mono();
 		train_step(t, bsz, tail);
 		t->train_time += now_mono() - t0;
 		t->images_done += bsz;
-		window_loss += tail[TAIL_LOSS];
-		window_correct += tail[TAIL_CORRECT];
+		double step_loss = ldexp((double)tail[GTAIL_LOSS], -GRAD_FIX_BITS);
+		window_loss += step_loss;
+		window_correct += (double)tail[GTAIL_CORRECT];
 		window_n += bsz;
-		t->last_loss = tail[TAIL_LOSS] / bsz;
+		t->last_loss = step_loss / bsz;
 		if (t->d.rank == 0)
 			runlog_heartbeat(t->cfg.run_dir, t->step, t->generation);
 		bool epoch_done = (size_t)t->pos >= N;
@@ -708,7 +755,7 @@ static int train_loop(trainer *t)
 			window_t0 = now_mono();
 			window_loss = window_correct = window_n = 0;
 		}
-		if (tail[TAIL_NOTICE] > 0 || tail[TAIL_SIGNAL] > 0 || tail[TAIL_RESCALE] > 0)
+		if (tail[GTAIL_NOTICE] > 0 || tail[GTAIL_SIGNAL] > 0 || tail[GTAIL_RESCALE] > 0)
 			return agreed_stop(t, tail);
 		int rc = 0;
 		if (epoch_done) {
@@ -732,7 +779,7 @@ static int train_loop(trainer *t)
 			}
 			rc = save_checkpoint(t, false, true, NULL, 0);
 		} else if ((t->cfg.ckpt_every_steps > 0 && t->step % t->cfg.ckpt_every_steps == 0) ||
-			   tail[TAIL_CKPT_NOW] > 0) {
+			   tail[GTAIL_CKPT_NOW] > 0) {
 			rc = save_checkpoint(t, false, false, NULL, 0);
 		}
 		if (rc && (rc = dist_agree(&t->d, rc)))
@@ -883,7 +930,7 @@ int train_main(int *argc, char ***argv, const run_args *a)
 	if (t->writer)
 		ckpt_writer_destroy(t->writer);
 	spot_watcher_stop(t->watcher);
-	if (t->d.rank == 0) {
+	if (t->d.rank == 0 && t->t_start > 0) {
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddNumberToObject(o, "code", rc ? rc : prc);
 		cJSON_AddNumberToObject(o, "step", (double)t->step);

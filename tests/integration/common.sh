@@ -7,6 +7,9 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # Open MPI keeps its own allocations until exit: leak reports under mpirun are not ours.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 
+# Debian's python3 (with python3-h5py), not whatever python3 comes first on PATH
+PYTHON=/usr/bin/python3
+
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/spottrain-it.XXXXXX")
 cleanup() { rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -41,10 +44,10 @@ expect_exit() {
 
 # expect_err PATTERN: the last stderr matches PATTERN (grep -E)
 expect_err() {
-  grep -Eq "$1" "$WORK/last.err" || { cat "$WORK/last.err" >&2; fail "stderr lacks /$1/"; }
+  grep -Eq -- "$1" "$WORK/last.err" || { cat "$WORK/last.err" >&2; fail "stderr lacks /$1/"; }
 }
 
 # last_json FILE KEY: a key of the JSON object on the last line of FILE
 last_json() {
-  tail -n 1 "$1" | python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$2'])"
+  tail -n 1 "$1" | "$PYTHON" -c "import json,sys; print(json.loads(sys.stdin.read())['$2'])"
 }

@@ -7,7 +7,7 @@ run_mpi 2 "$SPOTTRAIN" train --config "$CONFIGS/mnist_cnn.ini" --data-dir "$FASH
 tail -n 3 "$WORK/err"
 acc=$(last_json "$WORK/out" test_accuracy)
 echo "test accuracy after 1 epoch: $acc"
-python3 -c "import sys; sys.exit(0 if float('$acc') >= 0.85 else 1)" || fail "accuracy $acc < 0.85"
+"$PYTHON" -c "import sys; sys.exit(0 if float('$acc') >= 0.85 else 1)" || fail "accuracy $acc < 0.85"
 [ -s "$WORK/run/metrics.jsonl" ] || fail "no metrics.jsonl"
 grep -q '"test_accuracy"' "$WORK/run/metrics.jsonl" || fail "no epoch line in metrics.jsonl"
 [ -s "$WORK/run/final.h5" ] || fail "no final.h5"

@@ -14,14 +14,14 @@ for w in 1 2 3; do
 done
 run_mpi 2 "$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/w2b" >"$WORK/w2b.out" 2>"$WORK/w2b.err" \
   || { cat "$WORK/w2b.err"; fail "second W=2 run failed"; }
-python3 "$TESTS_DIR/integration/compare_params.py" "$WORK/w1/final.h5" "$WORK/w2/final.h5" --rtol 1e-5 \
+"$PYTHON" "$TESTS_DIR/integration/compare_params.py" "$WORK/w1/final.h5" "$WORK/w2/final.h5" --rtol 1e-5 \
   || fail "W=1 vs W=2"
-python3 "$TESTS_DIR/integration/compare_params.py" "$WORK/w1/final.h5" "$WORK/w3/final.h5" --rtol 1e-5 \
+"$PYTHON" "$TESTS_DIR/integration/compare_params.py" "$WORK/w1/final.h5" "$WORK/w3/final.h5" --rtol 1e-5 \
   || fail "W=1 vs W=3"
-python3 "$TESTS_DIR/integration/compare_params.py" "$WORK/w2/final.h5" "$WORK/w2b/final.h5" --bitwise --optim \
+"$PYTHON" "$TESTS_DIR/integration/compare_params.py" "$WORK/w2/final.h5" "$WORK/w2b/final.h5" --bitwise --optim \
   || fail "W=2 twice is not bit-identical"
 # the parameters did move: a run of 0 steps would pass the comparisons above
-python3 - "$WORK/w1/final.h5" <<'PY' || fail "loss did not fall"
+"$PYTHON" - "$WORK/w1/final.h5" <<'PY' || fail "loss did not fall"
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1].replace("final.h5", "metrics.jsonl"))]
 losses = [l["loss"] for l in lines if "loss" in l]

@@ -1,0 +1,85 @@
+/*
+ * grad.h - the gradient of one global step, summed exactly.
+ *
+ * Float addition is not associative: summing the same per-sample gradients
+ * in another grouping (another world size, another thread count) changes the
+ * last bits, and ReLU/max-pool networks on data with exact zeros (MNIST's
+ * background) amplify such differences into visibly different trajectories
+ * within a few dozen steps. So spottrain fixes the grouping instead:
+ *
+ *   - a global batch is cut into shards of dist.shard_samples samples
+ *     (positions [k*S, k*S+S) of the step), the same for every world size;
+ *   - each shard's gradient is computed by one thread, alone, in float, in a
+ *     fixed order: the same bits wherever and by whomever it is computed;
+ *   - shard gradients are converted to 64-bit fixed point (2^-32 units,
+ *     round to nearest) and summed as integers, within a rank (threads) and
+ *     across ranks (MPI_Allreduce on int64): integer addition is exact, so
+ *     the order no longer matters.
+ *
+ * Rank r of W takes the contiguous whole shards [K*r/W, K*(r+1)/W) of the
+ * step's K shards. The result: a step's gradient, and so the whole training
+ * trajectory, is bit-identical for every world size and thread count.
+ */
+#ifndef SPOTTRAIN_GRAD_H
+#define SPOTTRAIN_GRAD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "ops.h"
+
+/* Fixed-point scale: one unit is 2^-GRAD_FIX_BITS. Values beyond +-2^(51-GRAD_FIX_BITS) saturate. */
+#define GRAD_FIX_BITS 32
+
+/* Integers that ride after the gradients in the same all-reduce (invariant 3). */
+enum {
+	GTAIL_NOTICE,    /* ranks that saw an interruption notice */
+	GTAIL_SIGNAL,    /* ranks that got SIGTERM/SIGINT */
+	GTAIL_RESCALE,   /* ranks that got SIGUSR1 */
+	GTAIL_CKPT_NOW,  /* ranks that got a rebalance recommendation */
+	GTAIL_LOSS,      /* summed loss in 2^-GRAD_FIX_BITS units */
+	GTAIL_CORRECT,   /* correct predictions */
+	GTAIL_OVERFLOW,  /* gradient values that saturated */
+	GTAIL_NONFINITE, /* NaN or infinite gradient values */
+	GTAIL_N
+};
+
+/* Fills a shard: the images of step positions [first, first+n) into input, their dataset
+ * indices into samples and labels into labels. */
+typedef void (*shard_fill_fn)(void *ctx, long first, int n, float *input, uint32_t *samples,
+			      uint8_t *labels);
+
+typedef struct grad_engine {
+	const model *m;
+	const backend *be;
+	int shard;               /* S */
+	int threads;             /* T: shards run in parallel, one per thread */
+	net_workspace *ws;       /* per thread, S samples each */
+	float **g;               /* per thread float gradient of one shard */
+	int64_t **acc;           /* per thread; acc[0] holds the rank's sum + GTAIL_N integers */
+	uint32_t **samples;
+	uint8_t **labels;
+	/* timings of the last step (seconds) */
+	double t_compute, t_fwd, t_bwd, t_fix;
+} grad_engine;
+
+int grad_engine_init(grad_engine *e, const model *m, const backend *be, int shard, int threads);
+void grad_engine_free(grad_engine *e);
+
+/* This rank's shards of a step of bsz samples in a world of W: [*k0, *k1). */
+void grad_rank_shards(int bsz, int shard, int rank, int world, int *k0, int *k1);
+
+/*
+ * Forward and backward over this rank's shards of a step of bsz samples; leaves
+ * the rank's exact sum in e->acc[0][0..n_params) and the loss/correct/overflow
+ * counters in e->acc[0][n_params + GTAIL_*] (the request flags are left zero for
+ * the caller). uint32 epoch and seed key the dropout masks.
+ */
+void grad_compute(grad_engine *e, const float *params, int bsz, int rank, int world, uint32_t seed,
+		  uint32_t epoch, shard_fill_fn fill, void *ctx);
+
+/* After the all-reduce: grads = acc * 2^-GRAD_FIX_BITS / bsz (NaN everywhere if any value was not finite). */
+void grad_finish(grad_engine *e, int bsz, float *grads);
+
+#endif
