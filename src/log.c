@@ -1,6 +1,8 @@
 #include "log.h"
 
+#include <fcntl.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -59,4 +61,15 @@ double now_mono(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void log_never_block_under_mpirun(void)
+{
+	if (!getenv("OMPI_COMM_WORLD_RANK") && !getenv("PMIX_RANK"))
+		return;
+	for (int fd = 1; fd <= 2; fd++) {
+		int fl = fcntl(fd, F_GETFL);
+		if (fl >= 0)
+			fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	}
 }

@@ -17,6 +17,16 @@ void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/*
+ * Under mpirun, stdout and stderr are a pty and a pipe read by mpirun, which
+ * stops reading when it is told to shut down (SIGTERM) while the ranks keep
+ * running until their own SIGTERM comes odls_base_sigkill_timeout later. A
+ * rank blocked writing a log line then never reaches its agreed stop. So under
+ * mpirun both are made non-blocking: a line nobody reads is dropped instead.
+ * (Events and metrics go to files in the run directory, never lost this way.)
+ */
+void log_never_block_under_mpirun(void);
+
 /* Wall-clock seconds (CLOCK_REALTIME) and monotonic seconds. */
 double now_wall(void);
 double now_mono(void);

@@ -149,6 +149,7 @@ static int parse_options(int argc, char **argv, run_args *a)
 
 int main(int argc, char **argv)
 {
+	log_never_block_under_mpirun();
 	if (argc < 2)
 		return usage_error("%s", "no command given (train, eval, inspect, bench)");
 	const char *cmd = argv[1];

@@ -930,10 +930,13 @@ int train_main(int *argc, char ***argv, const run_args *a)
 	if (t->writer)
 		ckpt_writer_destroy(t->writer);
 	spot_watcher_stop(t->watcher);
-	if (t->d.rank == 0 && t->t_start > 0) {
+	if (t->t_start > 0) {
+		/* every rank records its exit: the agreed stop is visible as W equal lines */
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddNumberToObject(o, "code", rc ? rc : prc);
 		cJSON_AddNumberToObject(o, "step", (double)t->step);
+		cJSON_AddNumberToObject(o, "rank", t->d.rank);
+		cJSON_AddStringToObject(o, "node", t->d.node);
 		cJSON_AddNumberToObject(o, "generation", t->generation);
 		runlog_event(t->cfg.run_dir, EV_EXIT, o);
 	}

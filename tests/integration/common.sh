@@ -22,11 +22,11 @@ else
 fi
 
 # mpirun on this machine: loopback only, any number of ranks on 2 cores.
+MPIRUN_ARGS=(--oversubscribe --bind-to none
+  --mca btl self,vader,tcp --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo)
 run_mpi() {
   local np=$1; shift
-  mpirun -np "$np" --oversubscribe --bind-to none \
-    --mca btl self,vader,tcp --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo \
-    "$@"
+  mpirun -np "$np" "${MPIRUN_ARGS[@]}" "$@"
 }
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
