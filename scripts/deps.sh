@@ -7,7 +7,7 @@ SPOTTRAIN_PACKAGES=(
   build-essential cmake pkg-config
   openmpi-bin libopenmpi-dev
   libhdf5-dev hdf5-tools
-  libcurl4-openssl-dev libopenblas-dev zlib1g-dev
+  libcurl4-openssl-dev libssl-dev libopenblas-dev zlib1g-dev
   libinih-dev libcjson-dev libcmocka-dev libmicrohttpd-dev
   dataset-fashion-mnist
   python3 python3-h5py python3-numpy

@@ -24,6 +24,7 @@
 #include "device.h"
 #include "grad.h"
 #include "dist.h"
+#include "fetch.h"
 #include "log.h"
 #include "model.h"
 #include "optim.h"
@@ -143,6 +144,25 @@ static int upload_images(trainer *t, const dataset *ds, uint8_t **out)
 	}
 	t->be->upload(*out, ds->images, bytes);
 	return 0;
+}
+
+/*
+ * Download missing IDX files (data.url) on the first rank of each node, the
+ * other ranks waiting in the agreement. Collective: every rank calls it with
+ * its rc so far and gets the same code back. The download's deadline stays
+ * inside dist.collective_timeout_s, so it fails with its own message (74)
+ * before the waiting ranks abort the world.
+ */
+static int fetch_data(trainer *t, int rc)
+{
+	if (!rc && t->cfg.data_url[0] && t->d.local_rank == 0) {
+		fetch_options o;
+		fetch_options_default(&o);
+		if (o.deadline_s > 0.8 * t->cfg.collective_timeout_s)
+			o.deadline_s = 0.8 * t->cfg.collective_timeout_s;
+		rc = fetch_dataset_opts(t->cfg.data_dir, t->cfg.data_url, t->cfg.data_sha256, &o);
+	}
+	return dist_agree(&t->d, rc);
 }
 
 static int load_data(trainer *t, bool with_train)
@@ -871,6 +891,7 @@ int train_main(int *argc, char ***argv, const run_args *a)
 	rc = dist_agree(&t->d, rc);
 	if (!rc && t->cfg.ckpt_scope == CKPT_SCOPE_NODE && t->d.local_rank == 0)
 		rc = runlog_prepare_dir(t->cfg.run_dir);
+	rc = fetch_data(t, rc); /* every rank: it contains the agreement */
 	if (!rc)
 		rc = load_data(t, true);
 	rc = dist_agree(&t->d, rc);
