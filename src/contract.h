@@ -28,7 +28,12 @@ enum {
 #define RUN_LAUNCHER_DIR "launcher"
 #define RUN_STATE_FILE "launcher/state.json"
 #define RUN_FINAL_FILE "final.h5"
-#define RUN_HEARTBEAT_FILE "heartbeat" /* rank 0 rewrites it every step */
+#define RUN_HEARTBEAT_FILE "heartbeat" /* rank 0 rewrites it every step (and during evaluation) */
+
+/* Environment: the launcher's generation, and a per-node metadata service URL
+ * (overrides spot.metadata_url; the fleet simulator gives each fake node its own mock). */
+#define ENV_GENERATION "SPOTLAUNCH_GENERATION"
+#define ENV_METADATA_URL "SPOTTRAIN_METADATA_URL"
 
 /*
  * events.jsonl: one JSON object per line, always with "event" (one of the
@@ -46,6 +51,7 @@ enum {
 #define EV_GENERATION "generation"   /* launcher: generation, np, hosts */
 #define EV_RELAUNCH "relaunch"       /* launcher: reason, exit_code */
 #define EV_LAUNCHER_EXIT "launcher_exit"
+#define EV_FIRST_STEP "first_step"     /* launcher: a generation's first step seen in the heartbeat */
 
 /* Stop reasons recorded in EV_STOP. */
 #define STOP_NOTICE "notice"

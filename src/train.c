@@ -312,6 +312,7 @@ static int resume(trainer *t, const run_args *a, bool *fresh)
 	ckpt_dir(t, dir, sizeof dir);
 	int rc = 0;
 	ckpt_meta meta = {0};
+	double t_load = now_mono();
 	if (t->d.local_rank == 0) {
 		rc = ckpt_find_newest(dir, &t->m, &b, path, sizeof path, &step);
 		if (rc == EXIT_NOINPUT) {
@@ -372,6 +373,7 @@ static int resume(trainer *t, const run_args *a, bool *fresh)
 		cJSON_AddNumberToObject(o, "from_world_size", meta.world_size);
 		cJSON_AddNumberToObject(o, "world_size", t->d.world);
 		cJSON_AddNumberToObject(o, "generation", t->generation);
+		cJSON_AddNumberToObject(o, "load_s", now_mono() - t_load);
 		runlog_event(t->cfg.run_dir, EV_RESUME, o);
 	}
 	ckpt_meta_free(&meta);
@@ -502,6 +504,8 @@ static void evaluate(trainer *t, double *loss, double *acc)
 		net_forward(&t->m, t->be, t->params, &t->ws, &b, &l, &c);
 		sums[0] += l;
 		sums[1] += c;
+		if (t->d.rank == 0)
+			runlog_heartbeat(t->cfg.run_dir, t->step, t->generation); /* alive, not stuck */
 	}
 	dist_allreduce_sum_d(&t->d, sums, 2);
 	*loss = sums[0] / (double)n;
@@ -881,7 +885,10 @@ int train_main(int *argc, char ***argv, const run_args *a)
 	}
 	log_set_verbose(a->verbose);
 	spot_signals_install();
-	const char *gen = getenv("SPOTLAUNCH_GENERATION");
+	const char *gen = getenv(ENV_GENERATION);
+	const char *url = getenv(ENV_METADATA_URL);
+	if (url && *url)
+		snprintf(t->cfg.spot.metadata_url, sizeof t->cfg.spot.metadata_url, "%s", url);
 	t->generation = gen ? atoi(gen) : 0;
 	t->ckpt_writer_rank = t->cfg.ckpt_scope == CKPT_SCOPE_NODE ? t->d.local_rank == 0 : t->d.rank == 0;
 

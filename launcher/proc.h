@@ -1,0 +1,61 @@
+/*
+ * proc.h - processes: spawning argv vectors (never a shell, invariant 7) in
+ * their own process group, running a command with a timeout and capturing its
+ * output, and recognising a process again after a launcher restart by its pid
+ * and start time (/proc/PID/stat) or by a token in its environment.
+ */
+#ifndef SPOTLAUNCH_PROC_H
+#define SPOTLAUNCH_PROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct spawn_opts {
+	char *const *argv;    /* argv[0] is looked up in PATH when it has no '/' */
+	char *const *envp;    /* NULL: this process's environment */
+	int stdout_fd;        /* -1: inherit */
+	int stderr_fd;        /* -1: inherit */
+	bool new_group;       /* setpgid(0, 0) in the child: signals to -pid reach only its group */
+} spawn_opts;
+
+/*
+ * Start a process: stdin from /dev/null, default signal dispositions and an
+ * empty signal mask (the launcher blocks the signals it waits for).
+ * Returns 0 or an errno value (ENOENT: the program was not found).
+ */
+int proc_spawn(const spawn_opts *o, pid_t *pid);
+
+/*
+ * Run argv with stdout captured (at most max_out bytes kept), waiting at most
+ * timeout_s; on timeout its process group is killed. *status is a waitpid
+ * status, or -1 on timeout. Returns 0 or an errno value (spawn failure).
+ */
+int proc_run_capture(char *const *argv, double timeout_s, size_t max_out, char **out, int *status);
+
+/* The start time of a process in clock ticks since boot (/proc/PID/stat field 22); 0 if gone or a zombie. */
+unsigned long long proc_start_ticks(pid_t pid);
+/* The process exists, is not a zombie, and started at start_ticks. */
+bool proc_alive(pid_t pid, unsigned long long start_ticks);
+/* The parent pid (0 if unknown). */
+pid_t proc_ppid(pid_t pid);
+
+/*
+ * The processes whose environment holds the exact string "NAME=VALUE" and whose
+ * parent does not: the roots of the process trees started with that variable.
+ * Fills up to max pids; returns how many were found.
+ */
+int proc_find_env_roots(const char *name_value, pid_t *pids, int max);
+
+/* The process's argv holds a, immediately followed by b. */
+bool proc_cmdline_has_pair(pid_t pid, const char *a, const char *b);
+
+/* Send sig to the process group pgid (the group of a process spawned with new_group), else to the pid. */
+int proc_signal_group(pid_t pgid, int sig);
+
+/* "exit 3", "signal 9 (Killed)" for a waitpid status. */
+void proc_describe_status(int status, char *buf, size_t len);
+/* 0..255 for an exit, 128+N for a signal: the launcher's view of a waitpid status. */
+int proc_status_code(int status);
+
+#endif
