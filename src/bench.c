@@ -62,6 +62,19 @@ static void backend_sync(const backend *be)
 #endif
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The q-quantile of n sorted values (nearest rank). */
+static double percentile(const double *sorted, int n, double q)
+{
+	int i = (int)(q * n + 0.999999) - 1;
+	return sorted[i < 0 ? 0 : (i >= n ? n - 1 : i)];
+}
+
 typedef struct phase_times {
 	double fwd, bwd, allreduce, optim, total;
 } phase_times;
@@ -150,6 +163,12 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 
 	phase_times acc = {0};
 	int total = a->warmup + a->steps;
+	double *step_s = calloc((size_t)a->steps, sizeof *step_s);
+	if (!step_s) {
+		log_error("out of memory");
+		dist_finalize(&d);
+		return EXIT_OSERR;
+	}
 	double wait0 = 0;
 	for (int s = 0; s < total; s++) {
 		if (s == a->warmup) {
@@ -195,7 +214,15 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 		acc.allreduce += t3 - t2;
 		acc.optim += t4 - t3;
 		acc.total += t4 - t0;
+		if (s >= a->warmup)
+			step_s[s - a->warmup] = t4 - t0;
 	}
+	/* step time percentiles (the slowest rank's) */
+	qsort(step_s, (size_t)a->steps, sizeof *step_s, cmp_double);
+	double pct[3] = {-percentile(step_s, a->steps, 0.50), -percentile(step_s, a->steps, 0.90),
+			 -percentile(step_s, a->steps, 0.99)};
+	dist_allreduce_min_d(&d, pct, 3);
+	free(step_s);
 	(void)wait0;
 	/* the slowest rank sets the pace: take the max of each phase over ranks */
 	double mx[5] = {acc.fwd, acc.bwd, acc.allreduce, acc.optim, acc.total};
@@ -242,6 +269,9 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 		cJSON_AddNumberToObject(o, "images_per_s", ips);
 		cJSON_AddNumberToObject(o, "images_per_s_per_rank", ips / W);
 		cJSON_AddNumberToObject(o, "step_ms", mx[4] * 1e3);
+		cJSON_AddNumberToObject(o, "step_ms_p50", -pct[0] * 1e3);
+		cJSON_AddNumberToObject(o, "step_ms_p90", -pct[1] * 1e3);
+		cJSON_AddNumberToObject(o, "step_ms_p99", -pct[2] * 1e3);
 		cJSON_AddNumberToObject(o, "forward_ms", mx[0] * 1e3);
 		cJSON_AddNumberToObject(o, "backward_ms", mx[1] * 1e3);
 		cJSON_AddNumberToObject(o, "allreduce_ms", mx[2] * 1e3);
