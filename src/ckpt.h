@@ -99,6 +99,9 @@ int ckpt_writer_create(const model *m, int n_states, ckpt_writer **out);
 int ckpt_writer_submit(ckpt_writer *w, const char *path, const ckpt_meta *meta, const ckpt_buffers *b,
 		       int keep, bool keep_epoch_ends);
 int ckpt_writer_wait(ckpt_writer *w);
+/* Non-blocking: true once for each finished write, with its status and duration (the
+ * time of the write itself, fsyncs and retention included, not of the waiting). */
+bool ckpt_writer_poll(ckpt_writer *w, int *status, double *write_s);
 /* Waits for the in-flight write, then frees. */
 void ckpt_writer_destroy(ckpt_writer *w);
 

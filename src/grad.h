@@ -38,6 +38,7 @@ enum {
 	GTAIL_SIGNAL,    /* ranks that got SIGTERM/SIGINT */
 	GTAIL_RESCALE,   /* ranks that got SIGUSR1 */
 	GTAIL_CKPT_NOW,  /* ranks that got a rebalance recommendation */
+	GTAIL_IOERR,     /* ranks whose asynchronous checkpoint write failed */
 	GTAIL_LOSS,      /* summed loss in 2^-GRAD_FIX_BITS units */
 	GTAIL_CORRECT,   /* correct predictions */
 	GTAIL_OVERFLOW,  /* gradient values that saturated */

@@ -62,9 +62,9 @@ typedef struct trainer {
 	int generation;
 	bool ckpt_writer_rank;       /* this rank writes checkpoints */
 	ckpt_writer *writer;
+	int ckpt_rc;                 /* first failed checkpoint write on this rank (carried in the tail) */
 	char pending_ckpt[4096];     /* submitted asynchronously, not yet reported */
 	long pending_step;
-	double pending_submit;
 	spot_watcher *watcher;
 	double notice_wall;          /* first notice or signal this rank saw (0: none) */
 	bool watcher_stop_seen;      /* this node's watcher reported an interruption notice */
@@ -413,14 +413,22 @@ static void report_checkpoint(trainer *t, const char *path, long step, double wr
 	runlog_event(t->cfg.run_dir, EV_CHECKPOINT, o);
 }
 
-/* Wait for the asynchronous write in flight (if any) and report it. */
-static int finish_pending(trainer *t)
+/*
+ * Report a finished asynchronous write as soon as it is durable (polled every
+ * step), or, with wait, wait for the one in flight first. Returns its status.
+ */
+static int finish_pending(trainer *t, bool wait)
 {
 	if (!t->writer || !t->pending_ckpt[0])
 		return 0;
-	int rc = ckpt_writer_wait(t->writer);
+	if (wait)
+		ckpt_writer_wait(t->writer);
+	int rc;
+	double write_s;
+	if (!ckpt_writer_poll(t->writer, &rc, &write_s))
+		return 0; /* still writing */
 	if (rc == 0)
-		report_checkpoint(t, t->pending_ckpt, t->pending_step, now_mono() - t->pending_submit);
+		report_checkpoint(t, t->pending_ckpt, t->pending_step, write_s);
 	t->pending_ckpt[0] = 0;
 	return rc;
 }
@@ -439,7 +447,7 @@ static int save_checkpoint(trainer *t, bool sync, bool epoch_end, char *out_path
 		snprintf(out_path, out_len, "%s", path);
 	if (!t->ckpt_writer_rank)
 		return 0;
-	int rc = finish_pending(t);
+	int rc = finish_pending(t, true);
 	if (rc)
 		return rc;
 	state_to_host(t);
@@ -460,8 +468,7 @@ static int save_checkpoint(trainer *t, bool sync, bool epoch_end, char *out_path
 		if (!rc) {
 			snprintf(t->pending_ckpt, sizeof t->pending_ckpt, "%s", path);
 			t->pending_step = t->step;
-			t->pending_submit = t0;
-		}
+				}
 	}
 	free(text);
 	return rc;
@@ -660,6 +667,7 @@ static void train_step(trainer *t, int bsz, int64_t *tail_out)
 	size_t np = t->m.n_params;
 	int64_t req[TAIL_N] = {0};
 	poll_requests(t, req);
+	req[GTAIL_IOERR] = t->ckpt_rc != 0;
 	if (t->exact) {
 		grad_compute(&t->ge, t->params, bsz, t->d.rank, t->d.world, t->cfg.seed, (uint32_t)t->epoch,
 			     fill_train_shard, t);
@@ -768,6 +776,16 @@ static int train_loop(trainer *t)
 		t->last_loss = step_loss / bsz;
 		if (t->d.rank == 0)
 			runlog_heartbeat(t->cfg.run_dir, t->step, t->generation);
+		int wrc = finish_pending(t, false); /* an asynchronous checkpoint became durable? */
+		if (wrc && !t->ckpt_rc)
+			t->ckpt_rc = wrc;
+		if (tail[GTAIL_IOERR] > 0) {
+			/* every rank learns it from the same all-reduce and exits the same way */
+			if (t->d.rank == 0)
+				log_error("a checkpoint write failed (see the message above); stopping with the earlier "
+					  "checkpoints intact");
+			return EXIT_IOERR;
+		}
 		bool epoch_done = (size_t)t->pos >= N;
 		if (epoch_done) {
 			t->epoch++;
@@ -806,11 +824,11 @@ static int train_loop(trainer *t)
 			   tail[GTAIL_CKPT_NOW] > 0) {
 			rc = save_checkpoint(t, false, false, NULL, 0);
 		}
-		if (rc && (rc = dist_agree(&t->d, rc)))
-			return rc;
+		if (rc && !t->ckpt_rc)
+			t->ckpt_rc = rc; /* agreed through the next step's all-reduce */
 	}
 	/* finished (all epochs or --max-steps): a last checkpoint and the final model */
-	int rc = finish_pending(t);
+	int rc = finish_pending(t, true);
 	char dir[4096], last[4096];
 	ckpt_dir(t, dir, sizeof dir);
 	ckpt_path(dir, t->step, last, sizeof last);
@@ -954,7 +972,7 @@ int train_main(int *argc, char ***argv, const run_args *a)
 		t->t_start = now_mono();
 		rc = train_loop(t);
 	}
-	int prc = finish_pending(t);
+	int prc = finish_pending(t, true);
 	if (t->writer)
 		ckpt_writer_destroy(t->writer);
 	spot_watcher_stop(t->watcher);
