@@ -1,6 +1,7 @@
 /*
  * main.c - the spotlaunch command line: `run` supervises a training run on a
- * changing fleet, `status` accounts for a run directory. Options are parsed
+ * changing fleet, `status` accounts for a run directory; `report` (report.c),
+ * `sweep` (sweep.c) and `advise` (advice.c) parse their own options. Options are parsed
  * with getopt_long; everything after "--" is the worker's argv, passed to
  * mpirun as separate arguments (no shell anywhere, invariant 7).
  */
@@ -11,15 +12,23 @@
 #include <string.h>
 
 #include "account.h"
+#include "advice.h"
 #include "contract.h"
+#include "report.h"
 #include "supervise.h"
+#include "sweep.h"
 #include "util.h"
 
 static const char usage_text[] =
 	"usage: spotlaunch run (--hostfile FILE | --discover CMD) [--min-np N] [--max-np M] [OPTIONS]\n"
 	"                     -- spottrain train ARGS...\n"
 	"       spotlaunch status RUN_DIR [--json]\n"
-	"       spotlaunch --help | --version\n"
+	"       spotlaunch report RUN_DIR [--spot-price P --ondemand-price P] [--out FILE.png] [OPTIONS]\n"
+	"       spotlaunch sweep --np 1,2,4,8 [--hostfile FILE] [--run-dir DIR] [--mode strong|weak] [OPTIONS]\n"
+	"                     -- spottrain bench ARGS...\n"
+	"       spotlaunch advise --write-s D (--mtbf-hours M | --rate-per-node-hour R --nodes N)\n"
+	"                     [--interval-steps K --step-s S] [--restart-s R] [--json]\n"
+	"       spotlaunch --help | --version   (spotlaunch COMMAND --help: the options of report, sweep, advise)\n"
 	"\n"
 	"run: start mpirun on the hosts of the fleet, watch it, and re-form the world when spot nodes\n"
 	"are interrupted, lost, replaced or added, resuming from the newest checkpoint each time.\n"
@@ -57,6 +66,13 @@ static const char usage_text[] =
 	"\n"
 	"status: generations, world size over time, interruptions, steps lost, recovery times and\n"
 	"goodput of a run, from RUN_DIR/events.jsonl and metrics.jsonl (--json: one JSON object).\n"
+	"\n"
+	"report: the same accounting plus report.png (loss and test accuracy, steps and world size over wall\n"
+	"time, every interruption marked), the time lost per incident, the cost on spot against on-demand\n"
+	"machines (prices per node-hour from the command line or RUN_DIR/launcher/prices.json), and advice\n"
+	"on the checkpoint interval. sweep: the benchmark at each world size: sweep.csv, sweep.json,\n"
+	"sweep.png. advise: the Young/Daly checkpoint interval T* = sqrt(2 x D x M) and the expected goodput.\n"
+	"report and sweep exit 69 when gnuplot is missing or fails (all else is written).\n"
 	"\n"
 	"signals: SIGTERM, SIGINT or SIGHUP make the workers stop at an agreed step with a checkpoint\n"
 	"(SIGUSR1 through mpirun), then spotlaunch exits 75; a second signal terminates them now.\n"
@@ -228,7 +244,7 @@ static int cmd_status(int argc, char **argv)
 int main(int argc, char **argv)
 {
 	if (argc < 2)
-		return usage_error("%s", "no command given (run, status)");
+		return usage_error("%s", "no command given (run, status, report, sweep, advise)");
 	const char *cmd = argv[1];
 	if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
 		fputs(usage_text, stdout);
@@ -242,5 +258,11 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 1, argv + 1);
 	if (strcmp(cmd, "status") == 0)
 		return cmd_status(argc - 1, argv + 1);
-	return usage_error("unknown command '%s' (run, status)", cmd);
+	if (strcmp(cmd, "report") == 0)
+		return report_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "sweep") == 0)
+		return sweep_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "advise") == 0)
+		return advise_main(argc - 1, argv + 1);
+	return usage_error("unknown command '%s' (run, status, report, sweep, advise)", cmd);
 }

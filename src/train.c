@@ -65,6 +65,7 @@ typedef struct trainer {
 	int ckpt_rc;                 /* first failed checkpoint write on this rank (carried in the tail) */
 	char pending_ckpt[4096];     /* submitted asynchronously, not yet reported */
 	long pending_step;
+	double pending_blocked;      /* seconds training waited to hand that write over */
 	spot_watcher *watcher;
 	double notice_wall;          /* first notice or signal this rank saw (0: none) */
 	bool watcher_stop_seen;      /* this node's watcher reported an interruption notice */
@@ -401,12 +402,14 @@ static void fill_meta(trainer *t, ckpt_meta *meta, bool epoch_end, char *config_
 	meta->config_text = config_text;
 }
 
-static void report_checkpoint(trainer *t, const char *path, long step, double write_s)
+/* write_s: the write itself; blocked_s: how long training waited for it (all of it when synchronous). */
+static void report_checkpoint(trainer *t, const char *path, long step, double write_s, double blocked_s)
 {
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "path", path);
 	cJSON_AddNumberToObject(o, "step", (double)step);
 	cJSON_AddNumberToObject(o, "write_s", write_s);
+	cJSON_AddNumberToObject(o, "blocked_s", blocked_s);
 	cJSON_AddNumberToObject(o, "generation", t->generation);
 	cJSON_AddNumberToObject(o, "world_size", t->d.world);
 	cJSON_AddStringToObject(o, "node", t->d.node);
@@ -428,7 +431,7 @@ static int finish_pending(trainer *t, bool wait)
 	if (!ckpt_writer_poll(t->writer, &rc, &write_s))
 		return 0; /* still writing */
 	if (rc == 0)
-		report_checkpoint(t, t->pending_ckpt, t->pending_step, write_s);
+		report_checkpoint(t, t->pending_ckpt, t->pending_step, write_s, t->pending_blocked);
 	t->pending_ckpt[0] = 0;
 	return rc;
 }
@@ -447,6 +450,7 @@ static int save_checkpoint(trainer *t, bool sync, bool epoch_end, char *out_path
 		snprintf(out_path, out_len, "%s", path);
 	if (!t->ckpt_writer_rank)
 		return 0;
+	double t0 = now_mono(); /* training is blocked from here */
 	int rc = finish_pending(t, true);
 	if (rc)
 		return rc;
@@ -455,11 +459,11 @@ static int save_checkpoint(trainer *t, bool sync, bool epoch_end, char *out_path
 	ckpt_meta meta;
 	fill_meta(t, &meta, epoch_end, text);
 	ckpt_buffers b = layout(t);
-	double t0 = now_mono();
 	if (sync || !t->writer) {
 		rc = ckpt_write(path, &t->m, &meta, &b);
 		if (!rc) {
-			report_checkpoint(t, path, t->step, now_mono() - t0);
+			double dt = now_mono() - t0;
+			report_checkpoint(t, path, t->step, dt, dt);
 			ckpt_prune(dir, t->cfg.ckpt_keep, t->cfg.ckpt_keep_epoch_ends);
 		}
 	} else {
@@ -468,7 +472,8 @@ static int save_checkpoint(trainer *t, bool sync, bool epoch_end, char *out_path
 		if (!rc) {
 			snprintf(t->pending_ckpt, sizeof t->pending_ckpt, "%s", path);
 			t->pending_step = t->step;
-				}
+			t->pending_blocked = now_mono() - t0;
+		}
 	}
 	free(text);
 	return rc;
