@@ -17,7 +17,7 @@ echo "== tests (Release)"
 
 if [ "${SPOTTRAIN_TEST_FAST:-0}" != 1 ]; then
   echo "== ASan+UBSan build"
-  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSPOTTRAIN_WERROR=ON -DSPOTTRAIN_SANITIZE=ON \
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPOTTRAIN_WERROR=ON -DSPOTTRAIN_SANITIZE=ON \
     -DSPOTTRAIN_CUDA=OFF >/dev/null
   cmake --build build-asan -j"$jobs"
   echo "== tests (ASan+UBSan; the long learning test runs in the Release pass only)"

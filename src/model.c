@@ -188,7 +188,7 @@ int model_build(const config *c, model *m)
 		prev = l;
 		if (l->spec.relu_after) {
 			layer_spec r = {.kind = LAYER_RELU};
-			snprintf(r.name, sizeof r.name, "%s.relu", c->layers[i].name);
+			snprintf(r.name, sizeof r.name, "%.*s.relu", (int)sizeof r.name - 6, c->layers[i].name);
 			layer *a = push_layer(m, &r, prev);
 			if (!a) {
 				log_error("too many layers (activations count; at most %d)", CONFIG_MAX_LAYERS);

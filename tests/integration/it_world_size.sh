@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Invariant 1: the same 30 training steps of mnist_cnn with W = 1, 2 and 3
+# Invariant 1: the same 30 training steps of mnist_cnn (conv2 narrowed to 16
+# filters to keep the sanitizer pass short) with W = 1, 2 and 3
 # ranks (and 2 or 1 threads per rank) give the same parameters. The issue asks
 # for 1e-5 relative; spottrain's exact sharded gradient sums (src/grad.h) make
 # them bit-identical, parameters and optimizer state, and that is what is
 # checked. W = 2 run twice is bit-identical as well.
 . "$(dirname "$0")/common.sh"
 cfg="$CONFIGS/mnist_cnn.ini"
-common=(train --config "$cfg" --data-dir "$DATA" --max-steps 30
+common=(train --config "$cfg" --data-dir "$DATA" --max-steps 30 --set layer.conv2.filters=16
         --set train.eval_each_epoch=false --set checkpoint.every_steps=0)
 run() { # name ranks threads
   run_mpi "$2" "$SPOTTRAIN" "${common[@]}" --threads "$3" --run-dir "$WORK/$1" >"$WORK/$1.out" 2>"$WORK/$1.err" \
