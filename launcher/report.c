@@ -585,8 +585,8 @@ static void print_text(const report *r, const report_opts *o, const char *files,
 	if (r->have_advice) {
 		fprintf(f, "M from %s; D %s; R = mean time down\n", r->mtbf_source,
 			o->write_s > 0 ? "given"
-				       : "= median of the checkpoint events' write_s (with checkpoint.async an upper bound: "
-					 "the worker measures submit -> next wait)");
+				       : "= median of the checkpoint events' blocked_s (the time training waited; "
+					 "write_s for workers that do not report it)");
 		advice_print_text(&r->adv_in, &r->adv, f);
 	} else {
 		fprintf(f, "checkpoint interval: %s\n", r->no_advice);
