@@ -6,7 +6,7 @@
  * writing gnuplot text safely.
  *
  * Exit codes of sweep and report when drawing is not possible (documented in
- * REPORT-section.md and --help): PLOT_EXIT_NO_PICTURE (69) when gnuplot is not
+ * launcher/README.md and --help): PLOT_EXIT_NO_PICTURE (69) when gnuplot is not
  * installed or failed; the data files and the .gp script are written anyway,
  * so `gnuplot FILE.gp` draws the picture later.
  */

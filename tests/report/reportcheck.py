@@ -4,7 +4,7 @@ run computed independently of spotlaunch from its JSON lines.
 independent_figures() reads events.jsonl and metrics.jsonl of a run started by
 spotlaunch (one world per generation number) and computes what `spotlaunch
 report` must say, from the definitions in launcher/README.md and
-launcher/REPORT-section.md, not from the C code:
+launcher/README.md, not from the C code:
 
 - a world's steps: it begins at its resume (or start) step and reaches the
   furthest step any record of it names (start, first_step, checkpoint, epoch,
