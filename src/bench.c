@@ -77,6 +77,7 @@ static double percentile(const double *sorted, int n, double q)
 
 typedef struct phase_times {
 	double fwd, bwd, allreduce, optim, total;
+	double fix; /* the exact fixed-point accumulation (thread 0's share) */
 } phase_times;
 
 /* Synthetic shard: fixed pseudo-random pixels, labels cycling through the classes. */
@@ -185,6 +186,8 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 			double busy = ge.t_fwd + ge.t_bwd + ge.t_fix;
 			t1 = t0 + (busy > 0 ? ge.t_compute * ge.t_fwd / busy : 0);
 			t2 = t0 + ge.t_compute;
+			if (s >= a->warmup)
+				acc.fix += busy > 0 ? ge.t_compute * ge.t_fix / busy : 0;
 			dist_allreduce_sum_i64(&d, ge.acc[0], np + GTAIL_N);
 			t3 = now_mono();
 			grad_finish(&ge, B, grads);
@@ -233,6 +236,7 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 		mx[i] = -mx[i] / a->steps;
 	/* the CPU backend runs OpenBLAS single-threaded inside its own threads: give the reference
 	 * sgemm all of the rank's threads, then put it back */
+	double fix_ms = acc.fix / a->steps * 1e3;
 	double sgemm = 0;
 	if (be == backend_cpu()) {
 		openblas_set_num_threads(backend_cpu_threads());
@@ -255,9 +259,11 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 			"bench: %s, backend %s, %d threads per rank, world %d, global batch %d, %d steps after %d warm-up\n"
 			"  forward   %8.3f ms\n  backward  %8.3f ms (with the exact fixed-point accumulation on the CPU)\n  allreduce %8.3f ms (%.1f MB, busbw %.2f GB/s)\n"
 			"  optimizer %8.3f ms\n  step      %8.3f ms  ->  %.0f images/s\n"
+			"  (the exact fixed-point accumulation takes %.3f ms of the step on rank 0, %.1f%%)\n"
 			"  achieved %.1f GFLOP/s (world), sgemm %.1f GFLOP/s per rank (%.0f%% of %d ranks' sgemm)\n",
 			cfg.source, be->name, backend_cpu_threads(), W, B, a->steps, a->warmup, mx[0] * 1e3,
-			mx[1] * 1e3, mx[2] * 1e3, bytes / 1e6, busbw, mx[3] * 1e3, mx[4] * 1e3, ips, gflops, sgemm,
+			mx[1] * 1e3, mx[2] * 1e3, bytes / 1e6, busbw, mx[3] * 1e3, mx[4] * 1e3, ips, fix_ms,
+			100.0 * fix_ms / (mx[4] * 1e3), gflops, sgemm,
 			sgemm > 0 ? 100.0 * gflops / (sgemm * W) : 0, W);
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddStringToObject(o, "config", cfg.source);
@@ -276,6 +282,7 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 		cJSON_AddNumberToObject(o, "backward_ms", mx[1] * 1e3);
 		cJSON_AddNumberToObject(o, "allreduce_ms", mx[2] * 1e3);
 		cJSON_AddNumberToObject(o, "optimizer_ms", mx[3] * 1e3);
+		cJSON_AddNumberToObject(o, "fixed_point_ms", fix_ms);
 		cJSON_AddNumberToObject(o, "allreduce_bytes", bytes);
 		cJSON_AddNumberToObject(o, "allreduce_busbw_gbs", busbw);
 		cJSON_AddNumberToObject(o, "gflops", gflops);
