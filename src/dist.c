@@ -245,7 +245,10 @@ int dist_enable_device_allreduce(dist *d, int backend_kind)
 			dist_abort(d, EXIT_SOFTWARE);
 		}
 		if (r) {
-			log_error("NCCL on rank %d (%s): %s", d->rank, d->node, msg);
+			if (backend_kind == DIST_NCCL)
+				log_error("NCCL on rank %d (%s): %s", d->rank, d->node, msg);
+			else
+				log_warn("NCCL on rank %d (%s): %s", d->rank, d->node, msg);
 			rc = EXIT_SOFTWARE;
 		}
 		rc = dist_agree(d, rc);

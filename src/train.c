@@ -916,6 +916,9 @@ int train_main(int *argc, char ***argv, const run_args *a)
 	t->ckpt_writer_rank = t->cfg.ckpt_scope == CKPT_SCOPE_NODE ? t->d.local_rank == 0 : t->d.rank == 0;
 
 	rc = select_device(t);
+	rc = dist_agree(&t->d, rc);
+	if (!rc) /* GPU gradients: NCCL (or host staging); every rank calls it */
+		rc = dist_agree(&t->d, dist_enable_device_allreduce(&t->d, t->cfg.dist_backend));
 	if (!rc && t->d.rank == 0)
 		rc = runlog_prepare_dir(t->cfg.run_dir);
 	rc = dist_agree(&t->d, rc);
