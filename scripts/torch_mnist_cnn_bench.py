@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference for `spottrain bench --config configs/mnist_cnn.ini --device cuda`.
+"""PyTorch reference for `spottrain bench --config configs/mnist_cnn.ini` (--device cuda or cpu).
 
 The same network (the Keras mnist_cnn example): conv 32 3x3 relu, conv 64 3x3 relu,
 maxpool 2, dropout 0.25, flatten, dense 128 relu, dropout 0.5, dense 10, softmax
@@ -11,6 +11,9 @@ Precision: FP32 throughout by default (TF32 off for matmuls AND cuDNN convolutio
 spottrain's cuBLAS products); --tf32 allows it (PyTorch's default for convolutions).
 spottrain returns each step's loss to the host (one sync per step); --sync-loss does the
 same here (loss.item() every step) for a like-for-like comparison.
+
+On the CPU (--device cpu --threads N, torch.set_num_threads) the same steps are timed with
+a wall clock; compare with `spottrain bench --threads N` at the same batch.
 
 Prints one JSON object per (mode, batch) on stdout:
   {"impl": "torch-eager", "batch": 128, "images_per_s": ..., "step_ms": ..., "tflops": ...}
@@ -60,18 +63,25 @@ def bench(mode, batch, steps, warmup, sync_loss, device):
         opt.step()
         return loss.item() if sync_loss else loss
 
+    cuda = device == "cuda"
     t_compile = time.perf_counter()
     for _ in range(warmup):
         step()
-    torch.cuda.synchronize()
+    if cuda:
+        torch.cuda.synchronize()
     t_compile = time.perf_counter() - t_compile
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
+    if cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+    t0 = time.perf_counter()
     for _ in range(steps):
         last = step()
-    end.record()
-    torch.cuda.synchronize()
-    ms = start.elapsed_time(end) / steps
+    if cuda:
+        end.record()
+        torch.cuda.synchronize()
+        ms = start.elapsed_time(end) / steps
+    else:
+        ms = (time.perf_counter() - t0) * 1e3 / steps
     ips = batch / (ms / 1e3)
     return {
         "impl": "torch-" + mode,
@@ -85,7 +95,8 @@ def bench(mode, batch, steps, warmup, sync_loss, device):
         "tf32": torch.backends.cudnn.allow_tf32,
         "sync_loss": sync_loss,
         "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(),
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -97,8 +108,12 @@ def main():
     ap.add_argument("--modes", nargs="+", choices=["eager", "compile"], default=["eager", "compile"])
     ap.add_argument("--tf32", action="store_true", help="allow TF32 in matmuls and cuDNN convolutions")
     ap.add_argument("--sync-loss", action="store_true", help="loss.item() every step, as spottrain does")
+    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (torch.set_num_threads; 0: torch's default)")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("torch_mnist_cnn_bench: no CUDA device", file=sys.stderr)
         return 77
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
@@ -107,7 +122,7 @@ def main():
     for mode in args.modes:
         for b in args.batch:
             try:
-                r = bench(mode, b, args.steps, args.warmup, args.sync_loss, "cuda")
+                r = bench(mode, b, args.steps, args.warmup, args.sync_loss, args.device)
             except Exception as e:  # torch.compile can fail where Triton or a compiler is missing
                 r = {"impl": "torch-" + mode, "batch": b, "error": f"{type(e).__name__}: {e}"[:300]}
             print(json.dumps(r), flush=True)
