@@ -102,6 +102,8 @@ int ckpt_writer_wait(ckpt_writer *w);
 /* Non-blocking: true once for each finished write, with its status and duration (the
  * time of the write itself, fsyncs and retention included, not of the waiting). */
 bool ckpt_writer_poll(ckpt_writer *w, int *status, double *write_s);
+/* Non-blocking: a write is in flight. */
+bool ckpt_writer_busy(ckpt_writer *w);
 /* Waits for the in-flight write, then frees. */
 void ckpt_writer_destroy(ckpt_writer *w);
 

@@ -198,6 +198,16 @@ int ckpt_writer_wait(ckpt_writer *w)
 	return rc;
 }
 
+bool ckpt_writer_busy(ckpt_writer *w)
+{
+	if (!w)
+		return false;
+	pthread_mutex_lock(&w->mu);
+	bool busy = w->pending;
+	pthread_mutex_unlock(&w->mu);
+	return busy;
+}
+
 bool ckpt_writer_poll(ckpt_writer *w, int *status, double *write_s)
 {
 	if (!w)

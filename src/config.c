@@ -73,6 +73,7 @@ static const key_desc keys[] = {
 	{"checkpoint", "scope", K_ENUM, OFF(ckpt_scope), 0, 0, 0, scope_names},
 	{"run", "dir", K_STR, STR(run_dir), 0, 0, NULL},
 	{"run", "log_every", K_INT, OFF(log_every), 0, 1, 1e9, NULL},
+	{"run", "min_step_ms", K_INT, OFF(min_step_ms), 0, 0, 6e5, NULL},
 	{"run", "threads", K_INT, OFF(threads), 0, 0, 4096, NULL},
 	{"run", "device", K_ENUM, OFF(device), 0, 0, 0, device_names},
 	{"spot", "provider", K_ENUM, OFF(spot.provider), 0, 0, 0, provider_names},

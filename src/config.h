@@ -79,6 +79,7 @@ typedef struct config {
 	/* [run] */
 	char run_dir[CONFIG_PATH_MAX];      /* default runs/default */
 	int log_every;                      /* default 10 */
+	int min_step_ms;                    /* pace: a step lasts at least this long (simulations, demos) */
 	int threads;                        /* 0 = cores available to the rank */
 	device_kind device;                 /* auto | cpu | cuda */
 	double progress_timeout_s;          /* heartbeat interval contract for the launcher (info) */

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ckpt.h"
@@ -450,6 +451,13 @@ static int save_checkpoint(trainer *t, bool sync, bool epoch_end, char *out_path
 		snprintf(out_path, out_len, "%s", path);
 	if (!t->ckpt_writer_rank)
 		return 0;
+	if (!sync && t->writer && ckpt_writer_busy(t->writer)) {
+		/* Never stall training on a slow volume: a periodic checkpoint that comes due while
+		 * the previous one is still being written is skipped (stops and the end wait). */
+		log_warn("checkpoint of step %ld skipped: the write of step %ld is still in flight (the volume "
+			 "is slower than checkpoint.every_steps)", t->step, t->pending_step);
+		return 0;
+	}
 	double t0 = now_mono(); /* training is blocked from here */
 	int rc = finish_pending(t, true);
 	if (rc)
@@ -779,6 +787,14 @@ static int train_loop(trainer *t)
 		window_correct += (double)tail[GTAIL_CORRECT];
 		window_n += bsz;
 		t->last_loss = step_loss / bsz;
+		if (t->cfg.min_step_ms > 0) {
+			/* pacing (run.min_step_ms): every rank sleeps the same, the step stays agreed */
+			double left = t->cfg.min_step_ms * 1e-3 - (now_mono() - t0);
+			if (left > 0) {
+				struct timespec ts = {(time_t)left, (long)((left - (double)(time_t)left) * 1e9)};
+				nanosleep(&ts, NULL);
+			}
+		}
 		if (t->d.rank == 0)
 			runlog_heartbeat(t->cfg.run_dir, t->step, t->generation);
 		int wrc = finish_pending(t, false); /* an asynchronous checkpoint became durable? */

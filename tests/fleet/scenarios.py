@@ -25,6 +25,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fleet as fl  # noqa: E402
 
+MIN_STEP_MS = 4
 CKPT_EVERY = 50
 
 
@@ -52,7 +53,11 @@ class Run:
              "--set", "checkpoint.keep=100000",
              "--set", "run.log_every=10",
              "--set", "spot.provider=none",
-             "--set", "dist.collective_timeout_s=30"]
+             "--set", "dist.collective_timeout_s=30",
+             # tiny.ini trains thousands of steps a second on an idle machine: pace the steps
+             # (a few ms, like a real model) so that faults and rescales triggered at a step
+             # land long before the run's last step, whatever the machine's load
+             "--set", "run.min_step_ms=%d" % MIN_STEP_MS]
         for s in sets:
             w += ["--set", s]
         return w
