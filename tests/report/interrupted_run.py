@@ -14,7 +14,7 @@ heartbeat reaches a step, never after fixed sleeps:
    seen by the workers' watcher: the agreed stop. node1 is killed and removed
    2 s after the notice event;
 2. at step 425 of generation 2: node2 is killed without notice (a failure:
-   recovery from the periodic checkpoint of step 400), removed 2 s later.
+   recovery from the periodic checkpoint of step 400), removed from the hostfile at once.
 
 The run finishes on node0 and node3. Its events.jsonl and metrics.jsonl are
 copied to --out (tests/report/fixtures/two_interruptions
@@ -102,8 +102,10 @@ def record(run, out, mocks):
     f.remove("node1")
     # mid-interval (checkpoints every 50 steps), so the checkpoint of step 400 is durable
     run.wait_step(425, generation=2)
+    # the autoscaler drops the dead node at once: were it still listed when the launcher
+    # re-forms (a second or so later), the next world would start on it, and how many
+    # generations the run takes would depend on the machine's speed
     f.kill("node2")
-    time.sleep(2)
     f.remove("node2")
     rc = run.wait(240)
     assert rc == 0, "launcher exit %d" % rc
