@@ -1083,8 +1083,17 @@ int eval_main(int *argc, char ***argv, const run_args *a)
 		if (t->d.rank == 0) {
 			log_info("%s: test accuracy %.4f, test loss %.4f on %zu images of %s", a->ckpt, acc, loss,
 				 t->test.count, t->cfg.data_dir);
-			printf("{\"test_accuracy\":%.6f,\"loss\":%.6f,\"images\":%zu,\"ckpt\":\"%s\"}\n", acc,
-			       loss, t->test.count, "");
+			cJSON *o = cJSON_CreateObject();
+			cJSON_AddNumberToObject(o, "test_accuracy", acc);
+			cJSON_AddNumberToObject(o, "loss", loss);
+			cJSON_AddNumberToObject(o, "images", (double)t->test.count);
+			cJSON_AddStringToObject(o, "ckpt", a->ckpt);
+			char *line = cJSON_PrintUnformatted(o);
+			if (line)
+				printf("%s\n", line);
+			fflush(stdout);
+			free(line);
+			cJSON_Delete(o);
 		}
 	}
 	free_buffers(t);
