@@ -135,14 +135,21 @@ static void wait_bounded(dist *d, MPI_Request *req, const char *what)
 	d->wait_s += now_mono() - t0;
 }
 
-static void allreduce_host_f(dist *d, float *buf, size_t n)
+/* In-place sum of n elements of elem bytes, in pieces MPI's int counts can hold; bounded waits. */
+static void allreduce_sum_chunked(dist *d, void *buf, size_t n, size_t elem, MPI_Datatype type)
 {
-	for (size_t off = 0; off < n; off += INT_MAX / 2) {
-		int cnt = (int)(n - off < (size_t)INT_MAX / 2 ? n - off : (size_t)INT_MAX / 2);
+	const size_t piece = INT_MAX / 2;
+	for (size_t off = 0; off < n; off += piece) {
+		int cnt = (int)(n - off < piece ? n - off : piece);
 		MPI_Request req;
-		MPI_Iallreduce(MPI_IN_PLACE, buf + off, cnt, MPI_FLOAT, MPI_SUM, d->comm, &req);
+		MPI_Iallreduce(MPI_IN_PLACE, (char *)buf + off * elem, cnt, type, MPI_SUM, d->comm, &req);
 		wait_bounded(d, &req, "gradient all-reduce");
 	}
+}
+
+static void allreduce_host_f(dist *d, float *buf, size_t n)
+{
+	allreduce_sum_chunked(d, buf, n, sizeof *buf, MPI_FLOAT);
 }
 
 #ifdef SPOTTRAIN_HAVE_CUDA
@@ -272,12 +279,7 @@ int dist_enable_device_allreduce(dist *d, int backend_kind)
 
 void dist_allreduce_sum_i64(dist *d, int64_t *buf, size_t n)
 {
-	for (size_t off = 0; off < n; off += INT_MAX / 2) {
-		int cnt = (int)(n - off < (size_t)INT_MAX / 2 ? n - off : (size_t)INT_MAX / 2);
-		MPI_Request req;
-		MPI_Iallreduce(MPI_IN_PLACE, buf + off, cnt, MPI_INT64_T, MPI_SUM, d->comm, &req);
-		wait_bounded(d, &req, "gradient all-reduce");
-	}
+	allreduce_sum_chunked(d, buf, n, sizeof *buf, MPI_INT64_T);
 }
 
 void dist_allreduce_sum_d(dist *d, double *buf, int n)

@@ -80,12 +80,10 @@ typedef struct trainer {
 
 /* ---------------------------------------------------------------- config */
 
-int load_run_config(const run_args *a, config *c)
+/* --set overrides, then the command-line flags, then validation (after the config is read). */
+static int apply_command_line(const run_args *a, config *c)
 {
-	config_defaults(c);
 	int rc;
-	if (a->config_path && (rc = config_load_file(c, a->config_path)))
-		return rc;
 	for (int i = 0; i < a->n_sets; i++)
 		if ((rc = config_set(c, a->sets[i])))
 			return rc;
@@ -104,6 +102,15 @@ int load_run_config(const run_args *a, config *c)
 	if (a->device_given)
 		c->device = a->device;
 	return config_validate(c);
+}
+
+int load_run_config(const run_args *a, config *c)
+{
+	config_defaults(c);
+	int rc;
+	if (a->config_path && (rc = config_load_file(c, a->config_path)))
+		return rc;
+	return apply_command_line(a, c);
 }
 
 /* ---------------------------------------------------------------- data */
@@ -1040,16 +1047,8 @@ int eval_main(int *argc, char ***argv, const run_args *a)
 				rc = EXIT_DATAERR;
 		}
 		ckpt_meta_free(&meta);
-		for (int i = 0; !rc && i < a->n_sets; i++)
-			rc = config_set(&t->cfg, a->sets[i]);
-		if (!rc && a->data_dir)
-			snprintf(t->cfg.data_dir, sizeof t->cfg.data_dir, "%s", a->data_dir);
-		if (!rc && a->threads >= 0)
-			t->cfg.threads = a->threads;
-		if (!rc && a->device_given)
-			t->cfg.device = a->device;
 		if (!rc)
-			rc = config_validate(&t->cfg);
+			rc = apply_command_line(a, &t->cfg);
 	}
 	if (!rc)
 		rc = model_build(&t->cfg, &t->m);
