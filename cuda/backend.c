@@ -290,6 +290,25 @@ void cuda_reserve_partial(size_t floats)
 
 static backend g_table;
 
+static void cu_synchronize(const backend *be)
+{
+	(void)be;
+	cuda_synchronize();
+}
+
+static int cu_threads(const backend *be)
+{
+	(void)be;
+	return 1;
+}
+
+/* cuBLAS FP32 sgemm on this rank's GPU: the precision of the backend's products. */
+static double cu_peak_gflops(const backend *be)
+{
+	(void)be;
+	return cuda_measure_sgemm_gflops(8192);
+}
+
 const backend *cuda_backend_open(int device)
 {
 	if (g_cuda.open) {
@@ -367,6 +386,11 @@ const backend *cuda_backend_open(int device)
 	}
 	memset(&g_table, 0, sizeof g_table);
 	g_table.name = "cuda";
+	g_table.caps = 0; /* device memory, float NCCL all-reduce */
+	g_table.ctx = &g_cuda;
+	g_table.synchronize = cu_synchronize;
+	g_table.threads = cu_threads;
+	g_table.peak_gflops = cu_peak_gflops;
 	g_table.alloc = cu_alloc;
 	g_table.release = cu_release;
 	g_table.upload = cuda_copy_to_device;

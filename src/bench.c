@@ -4,7 +4,6 @@
  * machine's sgemm rate in the same run so that the achieved GFLOP/s can be
  * read as a fraction of what the hardware does on a large matrix product.
  */
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,47 +19,6 @@
 #include "optim.h"
 #include "philox.h"
 #include "train.h"
-
-#ifdef SPOTTRAIN_HAVE_CUDA
-#include "../cuda/cuda_backend.h"
-#endif
-
-/* Best-of-5 GFLOP/s of an n x n x n sgemm with the current BLAS threads. */
-static double measure_sgemm(int n)
-{
-	size_t sz = (size_t)n * n;
-	float *a = malloc(sz * sizeof(float)), *b = malloc(sz * sizeof(float)), *c = malloc(sz * sizeof(float));
-	double best = 0;
-	if (a && b && c) {
-		for (size_t i = 0; i < sz; i++) {
-			a[i] = (float)((i * 7) % 13) * 0.01f;
-			b[i] = (float)((i * 5) % 11) * 0.01f;
-		}
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-		for (int r = 0; r < 5; r++) {
-			double t0 = now_mono();
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-			double dt = now_mono() - t0;
-			double g = 2.0 * n * (double)n * n / dt / 1e9;
-			best = g > best ? g : best;
-		}
-	}
-	free(a);
-	free(b);
-	free(c);
-	return best;
-}
-
-/* GPU backend (cuda/): its ops are queued on a stream; wait for them before reading the clock. */
-static void backend_sync(const backend *be)
-{
-#ifdef SPOTTRAIN_HAVE_CUDA
-	if (be != backend_cpu())
-		cuda_synchronize();
-#else
-	(void)be;
-#endif
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -110,15 +68,13 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 	if ((rc = dist_init(argc, argv, cfg.collective_timeout_s, &d)))
 		return rc;
 	const backend *be = NULL;
-	rc = dist_agree(&d, device_select(cfg.device, d.local_rank, &be));
+	rc = dist_agree(&d, device_select(cfg.device, d.local_rank, cfg.threads, &be));
 	if (!rc) /* GPU buffers: NCCL all-reduce (or host staging); every rank calls it */
 		rc = dist_agree(&d, dist_enable_device_allreduce(&d, cfg.dist_backend));
 	if (rc) {
 		dist_finalize(&d);
 		return rc;
 	}
-	if (be == backend_cpu())
-		backend_cpu_set_threads(cfg.threads);
 	int B = cfg.global_batch, W = d.world;
 	int lo = B * d.rank / W, hi = B * (d.rank + 1) / W, n = hi - lo, max_n = (B + W - 1) / W;
 	size_t np = m.n_params, in_numel = (size_t)m.in_c * m.in_h * m.in_w;
@@ -130,7 +86,7 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 	uint8_t *labels = malloc((size_t)max_n);
 	net_workspace ws;
 	grad_engine ge = {0};
-	bool exact = be == backend_cpu();
+	bool exact = (be->caps & BACKEND_CAP_EXACT_SUM) != 0;
 	rc = params && grads && host && samples && labels ? 0 : EXIT_OSERR;
 	for (int i = 0; !rc && i < n_states; i++)
 		if (!(states[i] = be->alloc(np * sizeof(float))))
@@ -138,7 +94,7 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 	if (!rc)
 		rc = net_workspace_alloc(&m, be, max_n, &ws);
 	if (!rc && exact)
-		rc = grad_engine_init(&ge, &m, be, cfg.shard_samples, backend_cpu_threads());
+		rc = grad_engine_init(&ge, &m, be, cfg.shard_samples, be->threads(be));
 	rc = dist_agree(&d, rc);
 	if (rc) {
 		log_error("out of memory for the benchmark");
@@ -195,22 +151,22 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 			batch_info b = {n, samples, labels, cfg.seed, 0, 1};
 			double loss;
 			int correct;
-			backend_sync(be);
+			be->synchronize(be);
 			t0 = now_mono();
 			be->zero(np + 8, grads);
 			net_forward(&m, be, params, &ws, &b, &loss, &correct);
-			backend_sync(be);
+			be->synchronize(be);
 			t1 = now_mono();
 			net_backward(&m, be, params, grads, &ws, &b);
-			backend_sync(be);
+			be->synchronize(be);
 			t2 = now_mono();
 			dist_allreduce_sum_f(&d, grads, np + 6);
-			backend_sync(be);
+			be->synchronize(be);
 			t3 = now_mono();
 			be->scale(np, 1.0f / (float)B, grads);
 		}
 		be->optim_step(&cfg.optim, cfg.optim.lr, s + 1, np, params, grads, states);
-		backend_sync(be);
+		be->synchronize(be);
 		double t4 = now_mono();
 		acc.fwd += t1 - t0;
 		acc.bwd += t2 - t1;
@@ -234,21 +190,8 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 	dist_allreduce_min_d(&d, mx, 5);
 	for (int i = 0; i < 5; i++)
 		mx[i] = -mx[i] / a->steps;
-	/* the CPU backend runs OpenBLAS single-threaded inside its own threads: give the reference
-	 * sgemm all of the rank's threads, then put it back */
 	double fix_ms = acc.fix / a->steps * 1e3;
-	double sgemm = 0;
-	if (be == backend_cpu()) {
-		openblas_set_num_threads(backend_cpu_threads());
-		sgemm = measure_sgemm(2048);
-		openblas_set_num_threads(1);
-	}
-#ifdef SPOTTRAIN_HAVE_CUDA
-	else {
-		/* cuBLAS FP32 sgemm on this rank's GPU: the precision of the backend's products */
-		sgemm = cuda_measure_sgemm_gflops(8192);
-	}
-#endif
+	double sgemm = be->peak_gflops(be); /* the backend's reference rate, measured now */
 	double ips = B / mx[4];
 	double gflops = ips * m.train_flops_per_sample / 1e9;
 	double bytes = exact ? (double)(np + GTAIL_N) * sizeof(int64_t) : (double)(np + 6) * sizeof(float);
@@ -261,7 +204,7 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 			"  optimizer %8.3f ms\n  step      %8.3f ms  ->  %.0f images/s\n"
 			"  (the exact fixed-point accumulation takes %.3f ms of the step on rank 0, %.1f%%)\n"
 			"  achieved %.1f GFLOP/s (world), sgemm %.1f GFLOP/s per rank (%.0f%% of %d ranks' sgemm)\n",
-			cfg.source, be->name, backend_cpu_threads(), W, B, a->steps, a->warmup, mx[0] * 1e3,
+			cfg.source, be->name, be->threads(be), W, B, a->steps, a->warmup, mx[0] * 1e3,
 			mx[1] * 1e3, mx[2] * 1e3, bytes / 1e6, busbw, mx[3] * 1e3, mx[4] * 1e3, ips, fix_ms,
 			100.0 * fix_ms / (mx[4] * 1e3), gflops, sgemm,
 			sgemm > 0 ? 100.0 * gflops / (sgemm * W) : 0, W);
@@ -269,7 +212,7 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 		cJSON_AddStringToObject(o, "config", cfg.source);
 		cJSON_AddStringToObject(o, "backend", be->name);
 		cJSON_AddNumberToObject(o, "world_size", W);
-		cJSON_AddNumberToObject(o, "threads", backend_cpu_threads());
+		cJSON_AddNumberToObject(o, "threads", be->threads(be));
 		cJSON_AddNumberToObject(o, "global_batch", B);
 		cJSON_AddNumberToObject(o, "steps", a->steps);
 		cJSON_AddNumberToObject(o, "images_per_s", ips);

@@ -16,7 +16,7 @@ int device_gpu_count(void)
 #endif
 }
 
-int device_select(device_kind want, int local_rank, const backend **out)
+static int select(device_kind want, int local_rank, const backend **out)
 {
 	*out = backend_cpu();
 	if (want == DEVICE_CPU)
@@ -50,4 +50,12 @@ int device_select(device_kind want, int local_rank, const backend **out)
 	log_info("no GPU support in this build: using the CPU backend");
 #endif
 	return 0;
+}
+
+int device_select(device_kind want, int local_rank, int cpu_threads, const backend **out)
+{
+	int rc = select(want, local_rank, out);
+	if (!rc && *out == backend_cpu())
+		backend_cpu_set_threads(cpu_threads);
+	return rc;
 }

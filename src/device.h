@@ -12,8 +12,9 @@
  * DEVICE_CPU: the CPU backend. DEVICE_CUDA: the GPU of this local rank, or
  * EXIT_USAGE (64) when there is none or the build has no CUDA. DEVICE_AUTO:
  * the GPU when one is present, else the CPU with one line saying so.
+ * cpu_threads: the CPU backend's threads when it is chosen (<= 0: all cores).
  */
-int device_select(device_kind want, int local_rank, const backend **out);
+int device_select(device_kind want, int local_rank, int cpu_threads, const backend **out);
 
 /* Number of usable GPUs (0 without CUDA or without a driver); never fails. */
 int device_gpu_count(void);

@@ -42,8 +42,24 @@ typedef struct dropout_desc {
 	size_t per_sample;   /* elements per sample */
 } dropout_desc;
 
+/* What a backend can do (backend.caps); callers ask these, never which backend it is. */
+#define BACKEND_CAP_HOST_MEMORY (1u << 0) /* alloc() gives host memory: the host reads parameters and
+					     states in place (no mirrors) and data sets are used in place */
+#define BACKEND_CAP_EXACT_SUM (1u << 1)   /* gradients through the exact sharded fixed-point engine
+					     (grad.h) and an int64 all-reduce; else one float pass */
+
 typedef struct backend {
 	const char *name;
+	unsigned caps;           /* BACKEND_CAP_* */
+	void *ctx;               /* the backend instance's own state (NULL for the CPU backend) */
+	/* Lifecycle hooks; each takes the backend itself, so that it can reach ctx. */
+	/* Wait until all queued work is done (before reading a clock or host memory). */
+	void (*synchronize)(const struct backend *be);
+	/* Threads the backend computes with on this rank (CPU: OpenMP threads; GPU: 1). */
+	int (*threads)(const struct backend *be);
+	/* The backend's reference rate in GFLOP/s, measured now: a large FP32 matrix product
+	 * with the backend's threads (CPU: OpenBLAS 2048^3; CUDA: cuBLAS 8192^3). */
+	double (*peak_gflops)(const struct backend *be);
 	/* Memory the ops work on (CPU: 64-byte aligned host memory; CUDA: device memory). */
 	void *(*alloc)(size_t bytes);
 	void (*release)(void *p);

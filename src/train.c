@@ -142,7 +142,7 @@ static void gather_input(trainer *t, const uint8_t *images, const uint32_t *idx,
 static int upload_images(trainer *t, const dataset *ds, uint8_t **out)
 {
 	size_t bytes = ds->count * (size_t)ds->rows * (size_t)ds->cols;
-	if (t->be == backend_cpu() || bytes == 0) {
+	if ((t->be->caps & BACKEND_CAP_HOST_MEMORY) || bytes == 0) {
 		*out = ds->images;
 		return 0;
 	}
@@ -219,7 +219,7 @@ static int alloc_buffers(trainer *t)
 			goto oom;
 		t->be->zero(n, t->states[i]);
 	}
-	if (t->be == backend_cpu()) {
+	if (t->be->caps & BACKEND_CAP_HOST_MEMORY) {
 		t->h_params = t->params;
 		for (int i = 0; i < t->n_states; i++)
 			t->h_states[i] = t->states[i];
@@ -231,8 +231,8 @@ static int alloc_buffers(trainer *t)
 				goto oom;
 	}
 	t->perm_epoch = -1;
-	t->exact = t->be == backend_cpu();
-	if (t->exact && grad_engine_init(&t->ge, &t->m, t->be, t->cfg.shard_samples, backend_cpu_threads()))
+	t->exact = (t->be->caps & BACKEND_CAP_EXACT_SUM) != 0;
+	if (t->exact && grad_engine_init(&t->ge, &t->m, t->be, t->cfg.shard_samples, t->be->threads(t->be)))
 		return EXIT_OSERR;
 	return net_workspace_alloc(&t->m, t->be, max_n, &t->ws);
 oom:
@@ -263,7 +263,7 @@ static void free_buffers(trainer *t)
 	free(t->perm);
 	free(t->samples);
 	free(t->labels);
-	if (t->be && t->be != backend_cpu()) {
+	if (t->be && !(t->be->caps & BACKEND_CAP_HOST_MEMORY)) {
 		if (t->train_images)
 			t->be->release(t->train_images);
 		if (t->test_images)
@@ -877,12 +877,7 @@ static int train_loop(trainer *t)
 
 static int select_device(trainer *t)
 {
-	int rc = device_select(t->cfg.device, t->d.local_rank, &t->be);
-	if (rc)
-		return rc;
-	if (t->be == backend_cpu())
-		backend_cpu_set_threads(t->cfg.threads);
-	return 0;
+	return device_select(t->cfg.device, t->d.local_rank, t->cfg.threads, &t->be);
 }
 
 static void start_watcher(trainer *t)
