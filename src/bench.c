@@ -70,7 +70,7 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 	const backend *be = NULL;
 	rc = dist_agree(&d, device_select(cfg.device, d.local_rank, cfg.threads, &be));
 	if (!rc) /* GPU buffers: NCCL all-reduce (or host staging); every rank calls it */
-		rc = dist_agree(&d, dist_enable_device_allreduce(&d, cfg.dist_backend));
+		rc = dist_agree(&d, dist_enable_device_allreduce(&d, be, cfg.dist_backend));
 	if (rc) {
 		dist_finalize(&d);
 		return rc;
@@ -160,7 +160,7 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 			net_backward(&m, be, params, grads, &ws, &b);
 			be->synchronize(be);
 			t2 = now_mono();
-			dist_allreduce_sum_f(&d, grads, np + 6);
+			dist_allreduce_sum_f(&d, grads, np + 6, DIST_MEM_BACKEND);
 			be->synchronize(be);
 			t3 = now_mono();
 			be->scale(np, 1.0f / (float)B, grads);

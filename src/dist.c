@@ -14,6 +14,7 @@
 #include "config.h"
 #include "contract.h"
 #include "log.h"
+#include "ops.h"
 
 #ifdef SPOTTRAIN_HAVE_CUDA
 #include "../cuda/cuda_backend.h"
@@ -193,10 +194,10 @@ static void allreduce_device_f(dist *d, float *buf, size_t n)
 }
 #endif
 
-void dist_allreduce_sum_f(dist *d, float *buf, size_t n)
+void dist_allreduce_sum_f(dist *d, float *buf, size_t n, dist_mem mem)
 {
 #ifdef SPOTTRAIN_HAVE_CUDA
-	if (n > 0 && cuda_is_device_pointer(buf)) {
+	if (n > 0 && mem == DIST_MEM_BACKEND && d->device_mem) {
 		allreduce_device_f(d, buf, n);
 		return;
 	}
@@ -204,11 +205,13 @@ void dist_allreduce_sum_f(dist *d, float *buf, size_t n)
 	allreduce_host_f(d, buf, n);
 }
 
-int dist_enable_device_allreduce(dist *d, int backend_kind)
+int dist_enable_device_allreduce(dist *d, const backend *be, int backend_kind)
 {
 	int dev = -1;
+	d->device_mem = !(be->caps & BACKEND_CAP_HOST_MEMORY);
 #ifdef SPOTTRAIN_HAVE_CUDA
-	dev = cuda_backend_device();
+	if (d->device_mem)
+		dev = cuda_backend_device();
 #endif
 	/* which ranks hold a GPU: any = max, all = -max(-has) */
 	long has[2] = {dev >= 0, -(long)(dev >= 0)};

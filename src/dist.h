@@ -13,6 +13,8 @@
 
 #include <mpi.h>
 
+struct backend;
+
 typedef struct dist {
 	int rank, world;
 	int local_rank, local_size;  /* within this node */
@@ -25,6 +27,7 @@ typedef struct dist {
 	double wait_s;               /* seconds spent waiting in collectives (all-reduce time) */
 	/* GPU buffers (cuda/): NCCL communicator once dist_enable_device_allreduce() set it up,
 	 * else device buffers are staged through host memory and MPI */
+	bool device_mem;             /* the backend's memory is device memory */
 	struct cuda_comm *nccl;
 	float *dev_stage;            /* host staging buffer for device buffers without NCCL */
 	size_t dev_stage_n;          /* its size in floats */
@@ -49,14 +52,22 @@ void dist_abort(dist *d, int code) __attribute__((noreturn));
  * dist.backend = nccl (auto falls back to MPI with a warning). The same
  * return on every rank.
  */
-int dist_enable_device_allreduce(dist *d, int backend_kind);
+int dist_enable_device_allreduce(dist *d, const struct backend *be, int backend_kind);
+
+/* Where a buffer handed to dist_allreduce_sum_f lives: said by the caller, never guessed. */
+typedef enum {
+	DIST_MEM_HOST = 0, /* host memory */
+	DIST_MEM_BACKEND,  /* memory of the backend given to dist_enable_device_allreduce()
+			      (host memory when that backend has BACKEND_CAP_HOST_MEMORY) */
+} dist_mem;
 
 /*
  * In-place sums; bounded waits. On timeout the world is aborted. The float sum
- * also takes device memory of the GPU backend (the gradient buffer): through
- * NCCL on the backend's stream when enabled, else staged through host memory.
+ * also takes backend memory (the gradient buffer, mem = DIST_MEM_BACKEND): on a
+ * GPU backend through NCCL on the backend's stream when enabled, else staged
+ * through host memory.
  */
-void dist_allreduce_sum_f(dist *d, float *buf, size_t n);
+void dist_allreduce_sum_f(dist *d, float *buf, size_t n, dist_mem mem);
 void dist_allreduce_sum_d(dist *d, double *buf, int n);
 void dist_allreduce_sum_i64(dist *d, int64_t *buf, size_t n);
 void dist_allreduce_max_l(dist *d, long *buf, int n);

@@ -671,7 +671,7 @@ static void float_step(trainer *t, int bsz, const int64_t *req, int64_t *tail_ou
 	tail[GTAIL_LOSS] = (float)loss;
 	tail[GTAIL_CORRECT] = (float)correct;
 	t->be->upload(t->grads + np, tail, sizeof tail);
-	dist_allreduce_sum_f(&t->d, t->grads, np + TAIL_N);
+	dist_allreduce_sum_f(&t->d, t->grads, np + TAIL_N, DIST_MEM_BACKEND);
 	t->be->download(tail, t->grads + np, sizeof tail);
 	for (int i = 0; i < TAIL_N; i++)
 		tail_out[i] = i == GTAIL_LOSS ? (int64_t)ldexp(tail[i], GRAD_FIX_BITS) : (int64_t)tail[i];
@@ -936,7 +936,7 @@ int train_main(int *argc, char ***argv, const run_args *a)
 	rc = select_device(t);
 	rc = dist_agree(&t->d, rc);
 	if (!rc) /* GPU gradients: NCCL (or host staging); every rank calls it */
-		rc = dist_agree(&t->d, dist_enable_device_allreduce(&t->d, t->cfg.dist_backend));
+		rc = dist_agree(&t->d, dist_enable_device_allreduce(&t->d, t->be, t->cfg.dist_backend));
 	if (!rc && t->d.rank == 0)
 		rc = runlog_prepare_dir(t->cfg.run_dir);
 	rc = dist_agree(&t->d, rc);
