@@ -90,6 +90,9 @@ static const key_desc keys[] = {
 #undef OFF
 #undef STR
 
+#define N_KEYS (sizeof keys / sizeof keys[0])
+_Static_assert(N_KEYS <= 64, "config.explicit_keys has one bit per key");
+
 /* Parse state shared by the inih handler and its caller. */
 typedef struct parse_ctx {
 	config *c;
@@ -409,6 +412,41 @@ static bool set_model_key(config *c, const char *key, const char *value, char *e
 	return false;
 }
 
+/* Bytes of the field a (non-string) key stores into. */
+static size_t key_field_size(const key_desc *k)
+{
+	switch (k->type) {
+	case K_INT: return sizeof(int);
+	case K_LONG: return sizeof(long);
+	case K_U32: return sizeof(uint32_t);
+	case K_FLOAT: return sizeof(float);
+	case K_DOUBLE: return sizeof(double);
+	case K_BOOL: return sizeof(bool);
+	case K_ENUM: return sizeof(int);
+	case K_SIZE: return sizeof(size_t);
+	case K_STR: return k->size;
+	}
+	return 0;
+}
+
+/*
+ * train.optimizer was set: every optimizer key the user did not set takes the
+ * new optimizer's default (Adam's lr is 0.001, Adadelta's 1.0 ...); every key
+ * the user set, in the file or with --set, before or after, keeps its value.
+ */
+static void apply_optimizer_defaults(config *c)
+{
+	config old = *c;
+	optim_config_defaults(&c->optim, old.optim.kind);
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const key_desc *k = &keys[i];
+		bool in_optim = k->offset >= offsetof(config, optim) &&
+				k->offset < offsetof(config, optim) + sizeof(optim_config);
+		if (in_optim && (c->explicit_keys >> i & 1))
+			memcpy((char *)c + k->offset, (const char *)&old + k->offset, key_field_size(k));
+	}
+}
+
 /* One key = value, from a file or from --set. */
 static bool apply(config *c, const char *section, const char *key, const char *value, char *err,
 		  size_t errlen)
@@ -430,18 +468,9 @@ static bool apply(config *c, const char *section, const char *key, const char *v
 	}
 	if (!set_key(c, k, value, err, errlen))
 		return false;
-	if (k->offset == offsetof(config, optim.kind)) {
-		/* choosing an optimizer resets its hyper-parameters to that optimizer's defaults;
-		 * keys given later in the file override them */
-		optim_config fresh;
-		optim_config_defaults(&fresh, c->optim.kind);
-		fresh.schedule = c->optim.schedule;
-		fresh.warmup_steps = c->optim.warmup_steps;
-		fresh.step_every = c->optim.step_every;
-		fresh.gamma = c->optim.gamma;
-		fresh.min_lr = c->optim.min_lr;
-		c->optim = fresh;
-	}
+	c->explicit_keys |= (uint64_t)1 << (k - keys);
+	if (k->offset == offsetof(config, optim.kind))
+		apply_optimizer_defaults(c);
 	return true;
 }
 

@@ -89,6 +89,9 @@ typedef struct config {
 	dist_backend_kind dist_backend;
 	double collective_timeout_s;        /* default 300 */
 	int shard_samples;                  /* S: samples per gradient shard (grad.h), default 16 */
+	/* Plain keys the user set (file or --set), one bit per row of config.c's key table:
+	 * another key's defaults (train.optimizer's) never overwrite them. */
+	uint64_t explicit_keys;
 } config;
 
 /* Defaults for everything; no layers. */

@@ -170,9 +170,10 @@ static void test_set_overrides(void **state)
 	assert_int_equal(config_set(&c, "lr=0.5"), EXIT_USAGE);
 	assert_int_equal(config_set(&c, "train.nokey=1"), EXIT_USAGE);
 	assert_int_equal(config_set(&c, ".lr=1"), EXIT_USAGE);
-	/* choosing an optimizer resets its hyper-parameters to that optimizer's defaults */
+	/* choosing an optimizer keeps what the user set (test_config_keys.c), defaults the rest */
 	assert_int_equal(config_set(&c, "train.optimizer=adam"), 0);
-	assert_true(c.optim.lr == 1e-3f);
+	assert_true(c.optim.lr == 0.5f);
+	assert_true(c.optim.beta1 == 0.9f);
 }
 
 static void test_dump_parses_back_to_the_same_network(void **state)
