@@ -1,6 +1,6 @@
 /*
  * ckpt_internal.h - what the files of the ckpt module share: a walk over a
- * checkpoint that needs no model, quiet reads, the seal, a directory fsync.
+ * checkpoint that needs no model, quiet reads, the seal.
  * Not part of the module's public face (that is ckpt.h) and free of HDF5
  * types. The module's files: ckpt_format.c the format (field table, names,
  * checks of arguments), ckpt_h5.c the HDF5 plumbing, ckpt_attr.c the meta
@@ -85,9 +85,5 @@ int ckpt_read_seal(const char *path, ckpt_seal_info *info, char *why, size_t why
 /* (Re)stamp the seal of a file in place: tests use it to make a file they changed with HDF5 look
  * whole again, to reach the checks behind the seal. EXIT_IOERR with the reason in why. */
 int ckpt_seal(const char *path, long step, bool epoch_end, char *why, size_t why_len);
-
-/* fsync a directory so that renames and unlinks in it are durable (ckpt_dir.c). EXIT_IOERR with
- * the reason in why. */
-int ckpt_fsync_dir(const char *dir, char *why, size_t why_len);
 
 #endif

@@ -3,7 +3,8 @@
  *
  * HDF5 builds the file in memory (the core driver; datasets are copied there
  * straight from the flat buffers at their offsets), then this file writes the
- * image and its seal (ckpt_seal.c), fsyncs, renames and fsyncs the directory.
+ * image and its seal (ckpt_seal.c) with fs_write_atomic (src/common/fsutil.c:
+ * NAME.tmp, fsync, rename, fsync of the directory).
  * HDF5 itself never writes to the volume: a failed write inside HDF5 1.10.8
  * leaves a file it cannot close (and a crash at exit). Cost: about twice the
  * file size in memory during a write (the image and its copy). The meta
@@ -11,30 +12,13 @@
  */
 #include "ckpt_h5.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "contract.h"
+#include "fsutil.h"
 #include "log.h"
-
-/* ------------------------------------------------------------- file system -- */
-
-/* The directory part of path ("." if none). */
-static void dir_of(const char *path, char *out, size_t len)
-{
-	const char *slash = strrchr(path, '/');
-	if (!slash)
-		snprintf(out, len, ".");
-	else if (slash == path)
-		snprintf(out, len, "/");
-	else
-		snprintf(out, len, "%.*s", (int)(slash - path), path);
-}
-
 
 /* Group creation properties: creation order tracked and indexed (the checksum walks it),
  * no timestamps (identical content gives identical bytes). */
@@ -207,65 +191,20 @@ close_all:
 	return rc;
 }
 
-/* Write all n bytes of buf to fd. */
-static int write_all(int fd, const unsigned char *buf, size_t n, const char *path, char *why, size_t len)
-{
-	size_t done = 0;
-	while (done < n) {
-		size_t chunk = n - done < ((size_t)1 << 30) ? n - done : ((size_t)1 << 30);
-		ssize_t w = write(fd, buf + done, chunk);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return ckpt_fail(why, len, EXIT_IOERR, "write %s at byte %zu of %zu: %s", path, done, n,
-				    w < 0 ? strerror(errno) : "no progress");
-		done += (size_t)w;
-	}
-	return 0;
-}
-
-/* Build, seal, write tmp and make it durable, rename it to path, make the rename durable. */
+/* Build and seal the image, then write it atomically (fsutil: tmp, fsync, rename, fsync dir). */
 static int write_locked(const char *path, const char *tmp, const model *m, const ckpt_meta *mt, const ckpt_buffers *b,
 			char *why, size_t len)
 {
 	unsigned char *img = NULL;
 	size_t n = 0;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)  /* not created by us: nothing to remove */
-		return ckpt_fail(why, len, EXIT_IOERR, "create %s: %s", tmp, strerror(errno));
 	int rc = build_image(tmp, m, mt, b, &img, &n, why, len);
 	if (rc)
-		goto remove_tmp;
+		return rc;
 	ckpt_seal_image(img, n, mt->step, mt->epoch_end);
-	if ((rc = write_all(fd, img, n + CKPT_SEAL_SIZE, tmp, why, len)))
-		goto remove_tmp;
+	/* a failed directory fsync leaves the checkpoint whole but maybe not yet durable */
+	if (fs_write_atomic(path, img, n + CKPT_SEAL_SIZE, why, len) != 0)
+		rc = EXIT_IOERR;
 	free(img);
-	img = NULL;
-	if (fsync(fd) != 0) {
-		rc = ckpt_fail(why, len, EXIT_IOERR, "fsync %s: %s", tmp, strerror(errno));
-		goto remove_tmp;
-	}
-	int cr = close(fd);
-	fd = -1;
-	if (cr != 0) {
-		rc = ckpt_fail(why, len, EXIT_IOERR, "close %s: %s", tmp, strerror(errno));
-		goto remove_tmp;
-	}
-	if (rename(tmp, path) != 0) {
-		rc = ckpt_fail(why, len, EXIT_IOERR, "rename %s to %s: %s", tmp, path, strerror(errno));
-		goto remove_tmp;
-	}
-	char dir[PATH_MAX];
-	dir_of(path, dir, sizeof dir);
-	return ckpt_fsync_dir(dir, why, len); /* on failure the checkpoint is whole but maybe not yet durable */
-remove_tmp:
-	free(img);
-	if (fd >= 0)
-		close(fd);
-	if (unlink(tmp) != 0 && errno != ENOENT) {
-		size_t k = strlen(why);
-		snprintf(why + k, len - k, "; also could not remove the .tmp: %s", strerror(errno));
-	}
 	return rc;
 }
 
