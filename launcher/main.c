@@ -72,7 +72,7 @@ static const char usage_text[] =
 	"machines (prices per node-hour from the command line or RUN_DIR/launcher/prices.json), and advice\n"
 	"on the checkpoint interval. sweep: the benchmark at each world size: sweep.csv, sweep.json,\n"
 	"sweep.png. advise: the Young/Daly checkpoint interval T* = sqrt(2 x D x M) and the expected goodput.\n"
-	"report and sweep exit 69 when gnuplot is missing or fails (all else is written).\n"
+	"report and sweep exit 83 when gnuplot is missing or fails (all else is written).\n"
 	"\n"
 	"signals: SIGTERM, SIGINT or SIGHUP make the workers stop at an agreed step with a checkpoint\n"
 	"(SIGUSR1 through mpirun), then spotlaunch exits 75; a second signal terminates them now.\n"
@@ -80,8 +80,9 @@ static const char usage_text[] =
 	"\n"
 	"exit codes: 0 training finished; 75 stopped on a signal, resumable; 64 usage; 65, 66 the\n"
 	"workers' bad data or missing input (not retried); 69 fewer than --min-np slots for\n"
-	"--wait-timeout; 70 more failed generations than --max-failures; 71 mpirun could not be\n"
-	"started; 73 another spotlaunch supervises the run directory; 74 I/O error in the run directory.\n";
+	"--wait-timeout; 71 the OS refused (memory); 73 another spotlaunch supervises the run directory;\n"
+	"74 I/O error in the run directory; 80 more failed generations than --max-failures; 81 mpirun\n"
+	"could not be started. (README.md \"Exit codes\" has the whole table.)\n";
 
 static int usage_error(const char *fmt, const char *arg)
 {

@@ -6,7 +6,7 @@
  * writing gnuplot text safely.
  *
  * Exit codes of sweep and report when drawing is not possible (documented in
- * launcher/README.md and --help): PLOT_EXIT_NO_PICTURE (69) when gnuplot is not
+ * launcher/README.md and --help): EXIT_NO_PICTURE (83, contract.h) when gnuplot is not
  * installed or failed; the data files and the .gp script are written anyway,
  * so `gnuplot FILE.gp` draws the picture later.
  */
@@ -17,7 +17,6 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#define PLOT_EXIT_NO_PICTURE 69
 
 /* The outcome of plot_draw. */
 typedef enum plot_result {

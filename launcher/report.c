@@ -49,8 +49,8 @@ static const char report_usage[] =
 	"cost: spot = sum over generations of nodes x (its launch -> the next launch) x spot price;\n"
 	"on-demand = sum over generations of useful training time x nodes x on-demand price.\n"
 	"advice: T* = sqrt(2 D M), waste = D/T + T/(2M) + R/M (see spotlaunch advise --help).\n"
-	"exit codes: 0 done; 64 usage; 66 no RUN_DIR/events.jsonl; 69 gnuplot missing or failed (all else\n"
-	"written; 'gnuplot FILE.gp' draws it later); 74 cannot read the run or write the files.\n";
+	"exit codes: 0 done; 64 usage; 66 no RUN_DIR/events.jsonl; 74 cannot read the run or write the files; 83 gnuplot\n"
+	"missing or failed (all else written; 'gnuplot FILE.gp' draws it later).\n";
 
 /* The same rules as account.c: where a session began and the furthest step it reached. */
 long report_begin_step(const session *s)
@@ -830,7 +830,7 @@ int report_main(int argc, char **argv)
 	int plot_rc = 0;
 	if (!o.no_plot) {
 		drawn = plot_draw(o.gnuplot, gp, png, REPORT_PNG_W, REPORT_PNG_H, log) == PLOT_DRAWN;
-		plot_rc = drawn ? 0 : PLOT_EXIT_NO_PICTURE;
+		plot_rc = drawn ? 0 : EXIT_NO_PICTURE;
 	}
 	cJSON *j = report_json(&r, &o, png, drawn);
 	char *text = j ? cJSON_Print(j) : NULL;

@@ -55,6 +55,7 @@
 
 #include "account.h"
 #include "contract.h"
+#include "fsutil.h"
 #include "discovery.h"
 #include "events.h"
 #include "probe.h"
@@ -510,7 +511,7 @@ static int launch(sup *s, const world_plan *p, const char *why)
 		free(env);
 		close(log_fd);
 		say_error("out of memory");
-		return LAUNCH_EXIT_OSERR;
+		return EXIT_OSERR;
 	}
 	char names[1024];
 	host_list_names(&p->hosts, names, sizeof names);
@@ -526,7 +527,7 @@ static int launch(sup *s, const world_plan *p, const char *why)
 			  e == ENOENT ? " (give its path with --mpirun PATH)" : "");
 		s->st.token[0] = 0;
 		save_state(s);
-		return LAUNCH_EXIT_OSERR;
+		return EXIT_NOSTART;
 	}
 	generation_reset(g, number, p->np, &p->hosts, log_path);
 	g->stale = stale;
@@ -613,11 +614,9 @@ static next_step generation_over(sup *s, int code, const char *status_desc, char
 		snprintf(why, why_len, "training finished");
 		*exit_code = EXIT_OK;
 		next = NEXT_EXIT;
-	} else if (code == EXIT_USAGE || code == EXIT_DATAERR || code == EXIT_NOINPUT) {
+	} else if (exit_code_reaction(code) == EXIT_REACT_STOP) {
 		snprintf(why, why_len, "the workers exited %d (%s): not retrying; see %s/gen-%04d.log", code,
-			 code == EXIT_USAGE ? "bad command line or config"
-			 : code == EXIT_DATAERR ? "bad input data or unusable checkpoint" : "missing input file",
-			 RUN_LAUNCHER_DIR, g->number);
+			 exit_code_find(code)->meaning, RUN_LAUNCHER_DIR, g->number);
 		*exit_code = code;
 		next = NEXT_EXIT;
 	} else if (s->stop_signal) {
@@ -656,7 +655,7 @@ static next_step generation_over(sup *s, int code, const char *status_desc, char
 		if (s->st.failures > o->max_failures) {
 			snprintf(why, why_len, "%d failed generations, more than --max-failures %d; the last: %s",
 				 s->st.failures, o->max_failures, desc);
-			*exit_code = LAUNCH_EXIT_BUDGET;
+			*exit_code = EXIT_FAILURE_BUDGET;
 			next = NEXT_EXIT;
 		}
 		host_list_free(&blamed);
@@ -725,7 +724,7 @@ static int wait_for_hosts(sup *s, world_plan *p, char *why, size_t why_len)
 			save_state(s);
 		if (world_plan_make(&s->disc.hosts, &s->st, now_wall(), o->slots_per_host, o->max_np, p)) {
 			snprintf(why, why_len, "out of memory");
-			return LAUNCH_EXIT_OSERR;
+			return EXIT_OSERR;
 		}
 		if (p->np >= o->min_np)
 			return 0;
@@ -739,7 +738,7 @@ static int wait_for_hosts(sup *s, world_plan *p, char *why, size_t why_len)
 				 "only %d usable slot(s) (%d host(s) discovered) for %.0f s, fewer than --min-np %d: "
 				 "giving up (--wait-timeout); the checkpoints are kept, run again when capacity returns",
 				 p->usable_slots, s->disc.hosts.n, waited, o->min_np);
-			return LAUNCH_EXIT_UNAVAILABLE;
+			return EXIT_UNAVAILABLE;
 		}
 		if (!said) {
 			say_warn("only %d usable slot(s), fewer than --min-np %d: waiting up to %.0f s for more hosts",
@@ -832,7 +831,7 @@ static int take_lock(sup *s)
 		other[r > 0 ? r : 1] = 0;
 		other[strcspn(other, "\n")] = 0;
 		say_error("another spotlaunch (pid %s) supervises %s; only one may", other, s->run_dir);
-		return LAUNCH_EXIT_BUSY;
+		return EXIT_BUSY;
 	}
 	char me[32];
 	int n = snprintf(me, sizeof me, "%d\n", (int)getpid());
@@ -855,9 +854,9 @@ static int setup(sup *s, const run_opts *o)
 			  "there and reads the workers' events");
 		return EXIT_USAGE;
 	}
-	int e = mkdir_p(dir);
-	if (e) {
-		say_error("cannot create run directory %s: %s", dir, strerror(e));
+	char why[PATH_MAX + 256];
+	if (fs_mkdir_p(dir, why, sizeof why)) {
+		say_error("cannot create the run directory: %s", why);
 		return EXIT_IOERR;
 	}
 	if (!realpath(dir, s->run_dir)) {
@@ -874,8 +873,8 @@ static int setup(sup *s, const run_opts *o)
 	s->add_run_dir = worker_has ? NULL : s->run_dir;
 	snprintf(s->launcher_dir, sizeof s->launcher_dir, "%s/%s", s->run_dir, RUN_LAUNCHER_DIR);
 	snprintf(s->state_path, sizeof s->state_path, "%s/%s", s->run_dir, RUN_STATE_FILE);
-	if ((e = mkdir_p(s->launcher_dir))) {
-		say_error("cannot create %s: %s", s->launcher_dir, strerror(e));
+	if (fs_mkdir_p(s->launcher_dir, why, sizeof why)) {
+		say_error("%s", why);
 		return EXIT_IOERR;
 	}
 	int rc = take_lock(s);
@@ -935,7 +934,7 @@ int supervise_run(const run_opts *o)
 	sup *s = calloc(1, sizeof *s);
 	if (!s) {
 		say_error("out of memory");
-		return LAUNCH_EXIT_OSERR;
+		return EXIT_OSERR;
 	}
 	char why[1024] = "";
 	int code = setup(s, o);
@@ -982,7 +981,7 @@ int supervise_run(const run_opts *o)
 			code = launch(s, &p, next_reason);
 		world_plan_free(&p);
 		if (code) {
-			if (code == LAUNCH_EXIT_OSERR || code == EXIT_IOERR)
+			if (code == EXIT_NOSTART || code == EXIT_OSERR || code == EXIT_IOERR)
 				snprintf(why, sizeof why, "could not start the next generation (see above)");
 			break;
 		}

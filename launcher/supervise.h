@@ -11,13 +11,8 @@
 
 #include "world.h"
 
-/* Exit codes of the launcher beyond the workers' (contract.h). */
-enum {
-	LAUNCH_EXIT_UNAVAILABLE = 69, /* fewer than --min-np usable slots for --wait-timeout */
-	LAUNCH_EXIT_BUDGET = 70,      /* more failed generations than --max-failures */
-	LAUNCH_EXIT_OSERR = 71,       /* mpirun could not be started (not found, fork failed) */
-	LAUNCH_EXIT_BUSY = 73,        /* another launcher supervises this run directory */
-};
+/* Exit codes: the one table of contract.h (EXIT_UNAVAILABLE, EXIT_FAILURE_BUDGET, EXIT_NOSTART,
+ * EXIT_BUSY are the launcher's own; what follows a worker's code is its exit_code_reaction). */
 
 typedef struct run_opts {
 	const char *hostfile;         /* one of hostfile and discover_cmd */

@@ -1,6 +1,7 @@
 #include "sweep.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "contract.h"
+#include "fsutil.h"
 #include "events.h"
 #include "plot.h"
 #include "proc.h"
@@ -45,10 +47,10 @@ static const char sweep_usage[] =
 	"  --gnuplot PATH         the gnuplot program (gnuplot); --no-plot: write the data and script only\n"
 	"\n"
 	"efficiency = images_per_s(W) / (images_per_s(W0) x W / W0), W0 the smallest world size measured.\n"
-	"exit codes: 0 done; 64 usage; 66 no such hostfile; 69 gnuplot missing or failed (everything but\n"
-	"sweep.png written; 'gnuplot RUN/sweep.gp' draws it later); 70 a benchmark run failed, timed out or\n"
-	"printed no JSON line (the other sizes are in the files); 71 mpirun could not be started; 74 cannot\n"
-	"write the run directory; 75 stopped by a signal (the sizes measured so far are written).\n";
+	"exit codes: 0 done; 64 usage; 66 no such hostfile; 74 cannot write the run directory; 75 stopped\n"
+	"by a signal (the sizes measured so far are written); 81 mpirun could not be started; 82 a benchmark\n"
+	"run failed, timed out or printed no JSON line (the other sizes are in the files); 83 gnuplot\n"
+	"missing or failed (everything but sweep.png written; 'gnuplot RUN/sweep.gp' draws it later).\n";
 
 typedef struct sweep_opts {
 	int np[MAX_SIZES];        /* world sizes, ascending, distinct */
@@ -253,7 +255,7 @@ static int run_one(const sweep_opts *o, const char *logs, bench_run *r)
 	if (rc == ENOENT || rc == EACCES) {
 		say_error("cannot start %s: %s", o->mpirun, strerror(rc));
 		snprintf(r->status, sizeof r->status, "mpirun not started: %s", strerror(rc));
-		return 71;
+		return EXIT_NOSTART;
 	}
 	if (rc) {
 		snprintf(r->status, sizeof r->status, "not started: %s", strerror(rc));
@@ -786,9 +788,9 @@ int sweep_main(int argc, char **argv)
 		free(margs);
 		return usage("run directory path too long: %s", o.run_dir);
 	}
-	int e = mkdir_p(logs);
-	if (e) {
-		fprintf(stderr, "spotlaunch sweep: cannot create %s: %s\n", logs, strerror(e));
+	char why[PATH_MAX + 256];
+	if (fs_mkdir_p(logs, why, sizeof why)) {
+		fprintf(stderr, "spotlaunch sweep: %s\n", why);
 		free(margs);
 		return EXIT_IOERR;
 	}
@@ -829,7 +831,7 @@ int sweep_main(int argc, char **argv)
 	int plot_rc = 0;
 	if (!rc && !o.no_plot && n_rows) {
 		plot_result pr = plot_draw(o.gnuplot, gp, png, SWEEP_PNG_W, SWEEP_PNG_H, gplog);
-		plot_rc = pr == PLOT_DRAWN ? 0 : PLOT_EXIT_NO_PICTURE;
+		plot_rc = pr == PLOT_DRAWN ? 0 : EXIT_NO_PICTURE;
 	}
 	if (!rc) {
 		print_table(rows, n_rows, stdout);
@@ -866,7 +868,7 @@ int sweep_main(int argc, char **argv)
 		return rc;
 	if (failed) {
 		fprintf(stderr, "spotlaunch sweep: %d benchmark run(s) failed (see %s)\n", failed, logs);
-		return 70;
+		return EXIT_BENCH_FAILED;
 	}
 	return plot_rc;
 }

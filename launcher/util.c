@@ -1,8 +1,9 @@
 #include "util.h"
 
+#include <limits.h>
+
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,6 +12,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "fsutil.h"
 
 static void vsay(const char *level, const char *fmt, va_list ap)
 {
@@ -62,61 +65,12 @@ double now_mono(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int mkdir_p(const char *path)
-{
-	char buf[4096];
-	if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-		return ENAMETOOLONG;
-	for (char *p = buf + 1;; p++) {
-		if (*p != '/' && *p != 0)
-			continue;
-		char c = *p;
-		*p = 0;
-		if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-			return errno;
-		struct stat st;
-		if (stat(buf, &st) != 0)
-			return errno;
-		if (!S_ISDIR(st.st_mode))
-			return ENOTDIR;
-		*p = c;
-		if (c == 0)
-			break;
-	}
-	return 0;
-}
-
 int write_file_atomic(const char *path, const char *data, size_t len)
 {
-	char tmp[4200], dir[4096];
-	if (!fmt_path(tmp, sizeof tmp, "%s.tmp", path) || !fmt_path(dir, sizeof dir, "%s", path)) {
-		say_error("path too long: %s", path);
+	char why[PATH_MAX + 256];
+	if (fs_write_atomic(path, data, len, why, sizeof why)) {
+		say_error("%s", why);
 		return -1;
-	}
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-	if (fd < 0) {
-		say_error("cannot create %s: %s", tmp, strerror(errno));
-		return -1;
-	}
-	const char *op = NULL;
-	int err = 0;
-	if (write(fd, data, len) != (ssize_t)len)
-		op = "write", err = errno;
-	else if (fsync(fd) != 0)
-		op = "fsync", err = errno;
-	if (close(fd) != 0 && !op)
-		op = "close", err = errno;
-	if (!op && rename(tmp, path) != 0)
-		op = "rename", err = errno;
-	if (op) {
-		say_error("%s of %s failed: %s", op, tmp, strerror(err ? err : EIO));
-		unlink(tmp);
-		return -1;
-	}
-	int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
 	}
 	return 0;
 }

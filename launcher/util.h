@@ -1,6 +1,8 @@
 /*
  * util.h - small helpers of the launcher: messages, clocks and files.
- * The launcher shares no code with the worker (DESIGN.md), so these are its own.
+ * The launcher shares no code with the worker (DESIGN.md) beyond the contract and
+ * src/common (spottrain_common: the exit-code table; fsutil.h, whose fs_mkdir_p and
+ * fs_write_atomic the launcher uses directly or through write_file_atomic below).
  */
 #ifndef SPOTLAUNCH_UTIL_H
 #define SPOTLAUNCH_UTIL_H
@@ -17,12 +19,9 @@ void say_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 double now_wall(void);
 double now_mono(void);
 
-/* mkdir -p. Returns 0 or an errno value. */
-int mkdir_p(const char *path);
-
 /*
- * Write a whole file atomically: PATH.tmp, fsync, rename over PATH, fsync the
- * directory. Returns 0 or -1 after saying which operation failed.
+ * Write a whole file atomically (fs_write_atomic: PATH.tmp, fsync, rename over PATH, fsync
+ * the directory). Returns 0 or -1 after saying which operation failed.
  */
 int write_file_atomic(const char *path, const char *data, size_t len);
 

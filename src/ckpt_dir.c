@@ -8,7 +8,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 
 #include "ckpt_internal.h"
 #include "contract.h"
+#include "fsutil.h"
 #include "log.h"
 
 #define WHY_LEN 1024
@@ -30,23 +30,6 @@ typedef struct dir_entry {
 void ckpt_path(const char *dir, long step, char *out, size_t len)
 {
 	snprintf(out, len, "%s/ckpt-%08ld.h5", dir, step);
-}
-
-int ckpt_fsync_dir(const char *dir, char *why, size_t len)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) {
-		snprintf(why, len, "open directory %s to fsync it: %s", dir, strerror(errno));
-		return EXIT_IOERR;
-	}
-	/* some file systems cannot fsync a directory (EINVAL); nothing more can be done there */
-	if (fsync(fd) != 0 && errno != EINVAL && errno != ENOTSUP) {
-		snprintf(why, len, "fsync directory %s: %s", dir, strerror(errno));
-		close(fd);
-		return EXIT_IOERR;
-	}
-	close(fd);
-	return 0;
 }
 
 /* Parse "ckpt-<digits>.h5" (tmp = false) or "ckpt-<digits>.h5.tmp" (tmp = true). */
@@ -262,7 +245,7 @@ int ckpt_prune(const char *dir, int keep, bool keep_epoch_ends)
 		}
 		removed++;
 	}
-	if (removed > 0 && ckpt_fsync_dir(dir, why, sizeof why) != 0) {
+	if (removed > 0 && fs_fsync_dir(dir, why, sizeof why) != 0) {
 		log_error("retention in %s: %s", dir, why);
 		rc = EXIT_IOERR;
 	}

@@ -1,7 +1,8 @@
 /*
  * ckpt_inspect.c - `spottrain inspect FILE`: what a checkpoint holds, and
  * whether it is valid, without the config that wrote it. The walk and the
- * validation are ckpt_scan() (ckpt.c); this file only prints.
+ * validation are ckpt_scan() (ckpt_read.c); this file only prints, with
+ * the field table (ckpt_format.c) saying which attributes are shown in hex.
  */
 #include "ckpt.h"
 
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ckpt_format.h"
 #include "ckpt_internal.h"
 #include "contract.h"
 
@@ -69,7 +71,8 @@ static void flush_group(printer *p)
 static void on_attr(void *ctx, const char *object, const char *name, const ckpt_attr_value *v)
 {
 	printer *p = ctx;
-	bool hex = strcmp(name, "model_hash") == 0 || strcmp(name, "content_checksum") == 0;
+	const ckpt_field *f = ckpt_field_find(object, name);
+	bool hex = f && (f->flags & CKPT_F_HEX);
 	fprintf(p->out, "  %s%s%s =", strcmp(object, "/") == 0 ? "" : object, strcmp(object, "/") == 0 ? "" : ":", name);
 	switch (v->kind) {
 	case CKPT_ATTR_INT:

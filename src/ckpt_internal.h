@@ -1,10 +1,14 @@
 /*
  * ckpt_internal.h - what the files of the ckpt module share: a walk over a
- * checkpoint that needs no model, quiet reads, the seal, a directory fsync.
+ * checkpoint that needs no model, quiet reads, the seal.
  * Not part of the module's public face (that is ckpt.h) and free of HDF5
- * types, so that hdf5.h stays inside ckpt.c. ckpt.c knows the HDF5 file, ckpt_seal.c
- * the whole-file crc around it, ckpt_dir.c the checkpoint directory,
- * ckpt_inspect.c the printout, ckpt_writer.c the background writer.
+ * types. The module's files: ckpt_format.c the format (field table, names,
+ * checks of arguments), ckpt_h5.c the HDF5 plumbing, ckpt_attr.c the meta
+ * attributes, ckpt_write.c writing, ckpt_walk.c and ckpt_read.c reading and
+ * validation, ckpt_seal.c the whole-file crc around the HDF5 file,
+ * ckpt_dir.c the checkpoint directory, ckpt_inspect.c the printout,
+ * ckpt_writer.c the background writer. Only the HDF5 ones (ckpt_h5.h)
+ * include hdf5.h.
  */
 #ifndef SPOTTRAIN_CKPT_INTERNAL_H
 #define SPOTTRAIN_CKPT_INTERNAL_H
@@ -81,9 +85,5 @@ int ckpt_read_seal(const char *path, ckpt_seal_info *info, char *why, size_t why
 /* (Re)stamp the seal of a file in place: tests use it to make a file they changed with HDF5 look
  * whole again, to reach the checks behind the seal. EXIT_IOERR with the reason in why. */
 int ckpt_seal(const char *path, long step, bool epoch_end, char *why, size_t why_len);
-
-/* fsync a directory so that renames and unlinks in it are durable (ckpt_dir.c). EXIT_IOERR with
- * the reason in why. */
-int ckpt_fsync_dir(const char *dir, char *why, size_t why_len);
 
 #endif

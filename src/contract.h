@@ -1,24 +1,69 @@
 /*
  * contract.h - the contract between the worker (spottrain) and the launcher
  * (spotlaunch): exit codes, event names and the files of a run directory.
- * This is the only header the launcher shares with the worker.
+ * This is the only worker header the launcher includes; the code they share
+ * is src/common (this table, fsutil.h), built as spottrain_common.
  */
 #ifndef SPOTTRAIN_CONTRACT_H
 #define SPOTTRAIN_CONTRACT_H
 
+#include <stddef.h>
+
 #define SPOTTRAIN_VERSION "0.1.0"
 
-/* Exit codes (sysexits.h values; see DESIGN.md). */
+/*
+ * Exit codes: ONE table for the worker (spottrain) and the launcher (spotlaunch, its sweep
+ * and report), each number with one meaning. sysexits.h values where one fits (DESIGN.md
+ * "Exit codes"); the launcher's own outcomes from 80 up. exit_codes[] (src/common/
+ * exit_codes.c) holds, for each, its meaning, who returns it and what the launcher does when
+ * mpirun ends with it; README.md's table is checked against it (unit.test_contract).
+ */
 enum {
-	EXIT_OK = 0,        /* training finished */
-	EXIT_USAGE = 64,    /* bad command line or config */
-	EXIT_DATAERR = 65,  /* bad input data or unusable checkpoint */
-	EXIT_NOINPUT = 66,  /* missing input file */
-	EXIT_SOFTWARE = 70, /* internal error (a bug) */
-	EXIT_OSERR = 71,    /* the OS refused something (memory, threads) */
-	EXIT_IOERR = 74,    /* I/O error: volume full, write failed */
-	EXIT_TEMPFAIL = 75, /* stopped at an agreed step after a checkpoint */
+	EXIT_OK = 0,              /* finished */
+	EXIT_USAGE = 64,          /* bad command line or config */
+	EXIT_DATAERR = 65,        /* bad input data or unusable checkpoint */
+	EXIT_NOINPUT = 66,        /* missing input file */
+	EXIT_UNAVAILABLE = 69,    /* launcher: fewer than --min-np usable slots for --wait-timeout */
+	EXIT_SOFTWARE = 70,       /* worker: internal error, or a collective timed out */
+	EXIT_OSERR = 71,          /* the OS refused something (memory, threads) */
+	EXIT_BUSY = 73,           /* launcher: another launcher supervises this run directory */
+	EXIT_IOERR = 74,          /* I/O error: volume full, write failed */
+	EXIT_TEMPFAIL = 75,       /* stopped at an agreed step after a checkpoint / on a signal */
+	EXIT_FAILURE_BUDGET = 80, /* launcher: more failed generations than --max-failures */
+	EXIT_NOSTART = 81,        /* launcher, sweep: mpirun could not be started */
+	EXIT_BENCH_FAILED = 82,   /* sweep: a benchmark run failed, timed out or printed no JSON */
+	EXIT_NO_PICTURE = 83,     /* sweep, report: gnuplot missing or failed; the data is written */
 };
+
+/* What the launcher does when mpirun (the workers) ends with a code. */
+typedef enum {
+	EXIT_REACT_DONE,   /* the run is finished: exit 0 */
+	EXIT_REACT_RESUME, /* re-form at once and resume; not a failure */
+	EXIT_REACT_STOP,   /* stop and exit with the same code; not retried */
+	EXIT_REACT_RETRY,  /* re-form from the newest checkpoint after a backoff; a failure */
+} exit_reaction;
+
+/* One row of the table. */
+typedef struct exit_code_info {
+	int code;
+	const char *name;        /* the symbol above, "EXIT_USAGE" */
+	const char *meaning;
+	const char *returned_by; /* "worker", "launcher", "sweep", "report", comma-separated */
+	exit_reaction reaction;  /* when mpirun ends with it (codes the workers never return: RETRY) */
+} exit_code_info;
+
+extern const exit_code_info exit_codes[];
+extern const int exit_codes_n;
+
+/* The row of code, or NULL for a code that is not in the table (a crash, a signal). */
+const exit_code_info *exit_code_find(int code);
+/* The launcher's reaction to mpirun ending with code (RETRY for codes not in the table). */
+exit_reaction exit_code_reaction(int code);
+/* The reaction in words, as README.md's table says it. */
+const char *exit_reaction_text(exit_reaction r);
+/* README.md's exit-code table (header and rows, one line each, '\n'-terminated) into buf;
+ * returns the length it needs (as snprintf). */
+int exit_codes_markdown(char *buf, size_t len);
 
 /* Files and folders inside a run directory. */
 #define RUN_CONFIG_FILE "config.ini"

@@ -32,6 +32,7 @@
 #include "fetch.h"
 
 #include "contract.h"
+#include "fsutil.h"
 #include "log.h"
 
 #include <curl/curl.h>
@@ -124,32 +125,12 @@ static off_t fd_size(int fd)
 	return fstat(fd, &st) == 0 ? st.st_size : -1;
 }
 
-/* mkdir -p: 0 or EXIT_IOERR with a message. */
+/* mkdir -p of the data folder: 0 or EXIT_IOERR with a message. */
 static int make_dirs(const char *dir)
 {
-	char path[FETCH_PATH_MAX];
-	int n = snprintf(path, sizeof path, "%s", dir);
-	if (n < 0 || (size_t)n >= sizeof path) {
-		log_error("%s: data.dir path too long", dir);
-		return EXIT_USAGE;
-	}
-	for (char *p = path + 1;; p++) {
-		if (*p != '/' && *p != '\0')
-			continue;
-		char c = *p;
-		*p = '\0';
-		if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-			log_error("%s: cannot create the data folder: %s (check data.dir and the volume)",
-				  path, strerror(errno));
-			return EXIT_IOERR;
-		}
-		*p = c;
-		if (c == '\0')
-			break;
-	}
-	struct stat st;
-	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-		log_error("%s: data.dir is not a folder", dir);
+	char why[FETCH_PATH_MAX + 128];
+	if (fs_mkdir_p(dir, why, sizeof why)) {
+		log_error("%s (check data.dir and the volume)", why);
 		return EXIT_IOERR;
 	}
 	return 0;
@@ -158,18 +139,12 @@ static int make_dirs(const char *dir)
 /* fsync a folder so that a rename in it is durable. 0 or EXIT_IOERR. */
 static int sync_dir(const char *dir)
 {
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) {
-		log_error("%s: cannot open the folder to fsync it: %s", dir, strerror(errno));
+	char why[FETCH_PATH_MAX + 128];
+	if (fs_fsync_dir(dir, why, sizeof why)) {
+		log_error("%s", why);
 		return EXIT_IOERR;
 	}
-	int rc = 0;
-	if (fsync(fd) != 0 && errno != EINVAL && errno != EROFS) {
-		log_error("%s: fsync of the folder failed: %s", dir, strerror(errno));
-		rc = EXIT_IOERR;
-	}
-	close(fd);
-	return rc;
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */

@@ -10,41 +10,18 @@
 #include <unistd.h>
 
 #include "contract.h"
+#include "fsutil.h"
 #include "log.h"
 
 static int g_heartbeat_fd = -1; /* kept open by rank 0; closed by runlog_close */
-
-int mkdir_p(const char *path)
-{
-	char buf[4096];
-	if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-		return ENAMETOOLONG;
-	for (char *p = buf + 1;; p++) {
-		if (*p == '/' || *p == 0) {
-			char c = *p;
-			*p = 0;
-			if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-				return errno;
-			struct stat st;
-			if (stat(buf, &st) != 0)
-				return errno;
-			if (!S_ISDIR(st.st_mode))
-				return ENOTDIR;
-			*p = c;
-			if (c == 0)
-				break;
-		}
-	}
-	return 0;
-}
 
 int runlog_prepare_dir(const char *run_dir)
 {
 	char path[4096];
 	snprintf(path, sizeof path, "%s/%s", run_dir, RUN_CKPT_DIR);
-	int e = mkdir_p(path);
-	if (e) {
-		log_error("cannot create run directory %s: %s", path, strerror(e));
+	char why[4200];
+	if (fs_mkdir_p(path, why, sizeof why)) {
+		log_error("cannot create the run directory: %s", why);
 		return EXIT_IOERR;
 	}
 	return 0;
@@ -126,32 +103,10 @@ void runlog_close(void)
 
 int write_file_atomic(const char *path, const char *data, size_t len)
 {
-	char tmp[4200], dir[4096];
-	snprintf(tmp, sizeof tmp, "%s.tmp", path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-	if (fd < 0) {
-		log_error("cannot create %s: %s", tmp, strerror(errno));
+	char why[4200];
+	if (fs_write_atomic(path, data, len, why, sizeof why)) {
+		log_error("%s", why);
 		return EXIT_IOERR;
-	}
-	const char *op = NULL;
-	if (write(fd, data, len) != (ssize_t)len)
-		op = "write";
-	else if (fsync(fd) != 0)
-		op = "fsync";
-	if (close(fd) != 0 && !op)
-		op = "close";
-	if (!op && rename(tmp, path) != 0)
-		op = "rename";
-	if (op) {
-		log_error("%s of %s failed: %s", op, tmp, strerror(errno));
-		unlink(tmp);
-		return EXIT_IOERR;
-	}
-	snprintf(dir, sizeof dir, "%s", path);
-	int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
 	}
 	return 0;
 }

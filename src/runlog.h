@@ -19,9 +19,8 @@ void runlog_metrics(const char *run_dir, cJSON *obj);
 void runlog_heartbeat(const char *run_dir, long step, int generation);
 void runlog_close(void);
 
-/* Write a whole file atomically (tmp, fsync, rename, fsync dir). Returns 0 or EXIT_IOERR. */
+/* Write a whole file atomically (fs_write_atomic: tmp, fsync, rename, fsync dir), logging a
+ * failure. Returns 0 or EXIT_IOERR. */
 int write_file_atomic(const char *path, const char *data, size_t len);
-/* mkdir -p; returns 0 or errno. */
-int mkdir_p(const char *path);
 
 #endif

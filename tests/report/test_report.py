@@ -20,7 +20,7 @@ so the source is never written. Checks:
    lost are those of `spotlaunch status --json`;
 3. prices come from RUN/launcher/prices.json when the command line gives none,
    and the command line wins;
-4. with gnuplot missing it says so, exits 69 and still writes the data, the
+4. with gnuplot missing it says so, exits 83 and still writes the data, the
    script and report.json.
 Exit status 0: pass.
 """
@@ -157,10 +157,10 @@ def main():
     rc.close(rep3["cost"]["spot"], ind["node_s"] / 3600 * 0.1, 1e-8, "spot cost from the command line")
     rc.close(rep3["cost"]["ondemand"], ind["useful_node_s"] / 3600 * 2.0, 1e-8, "on-demand cost from prices.json")
 
-    # 4. no gnuplot: exit 69, everything else written
+    # 4. no gnuplot: exit 83, everything else written
     out = os.path.join(work, "nogp", "r.png")
     os.makedirs(os.path.dirname(out))
-    r = run([sl, "report", run_dir, "--out", out, "--gnuplot", os.path.join(work, "no-such-gnuplot")], expect=69)
+    r = run([sl, "report", run_dir, "--out", out, "--gnuplot", os.path.join(work, "no-such-gnuplot")], expect=83)
     assert "gnuplot" in r.stderr and "not installed" in r.stderr, r.stderr
     for suffix in (".json", ".gp", "-loss.dat", "-acc.dat", "-progress.dat", "-world.dat", "-marks.dat"):
         assert os.path.exists(os.path.join(work, "nogp", "r" + suffix)), "r%s was not written" % suffix

@@ -12,9 +12,9 @@ Cases:
           of 1000 x 1100.
   weak    W = 1, 2 with --mode weak --per-rank-batch 16: the benchmark ran with
           global batch 16 x W (in the CSV and the benchmark's own JSON).
-  errors  usage errors exit 64; a worker that prints no JSON line exits 70 with
-          the failure in sweep.json; a missing mpirun exits 71; a missing gnuplot
-          exits 69 with the CSV, JSON and script written.
+  errors  usage errors exit 64; a worker that prints no JSON line exits 82 with
+          the failure in sweep.json; a missing mpirun exits 81; a missing gnuplot
+          exits 83 with the CSV, JSON and script written.
 Nothing here depends on how fast the machine is: only signs, ranges and
 identities between the files are checked. Exit status 0: pass.
 """
@@ -129,19 +129,19 @@ def case_errors(args, work):
     sweep(args, work, ["--np", "1", "--mode", "weak", "--per-rank-batch", "8", "--run-dir", d],
           worker_extra=["--set", "train.global_batch=8"], expect=64)
     sweep(args, work, ["--np", "1", "--hostfile", os.path.join(work, "no-such-hostfile"), "--run-dir", d], expect=66)
-    # a worker without the JSON line: 70, the failure recorded
+    # a worker without the JSON line: 82, the failure recorded
     nojson = os.path.join(work, "nojson")
-    sweep(args, work, ["--np", "1", "--run-dir", nojson], worker=["true"], expect=70)
+    sweep(args, work, ["--np", "1", "--run-dir", nojson], worker=["true"], expect=82)
     with open(os.path.join(nojson, "sweep.json")) as f:
         sj = json.load(f)
     assert not sj["runs"][0]["ok"] and "no JSON line" in sj["runs"][0]["status"], sj["runs"]
     assert read_csv(os.path.join(nojson, "sweep.csv")) == [], "a row for a failed run"
-    # no mpirun: 71
-    sweep(args, work, ["--np", "1", "--run-dir", d, "--mpirun", os.path.join(work, "no-such-mpirun")], expect=71)
-    # no gnuplot: 69, the data and the script written
+    # no mpirun: 81
+    sweep(args, work, ["--np", "1", "--run-dir", d, "--mpirun", os.path.join(work, "no-such-mpirun")], expect=81)
+    # no gnuplot: 83, the data and the script written
     nogp = os.path.join(work, "nogp")
     r = sweep(args, work, ["--np", "1", "--run-dir", nogp, "--gnuplot", os.path.join(work, "no-such-gnuplot")],
-              expect=69)
+              expect=83)
     assert "not installed" in r.stderr, r.stderr[-2000:]
     for name in ("sweep.csv", "sweep.json", "sweep.gp"):
         assert os.path.exists(os.path.join(nogp, name)), name
