@@ -230,8 +230,8 @@ static bool layer_runs_on(const layer *l, const backend *be, const layer_kernels
 		ok = *k && (*k)->forward && (*k)->backward;
 	}
 	if (!ok)
-		log_error("[layer.%s] the %s backend cannot run a %s layer: train it with --device cpu, or "
-			  "use a network without it", l->spec.name, be->name, t->name);
+		log_error("[layer.%s] the %s backend has no kernels for a %s layer: run on another device "
+			  "or use a network without it", l->spec.name, be->name, t->name);
 	return ok;
 }
 
