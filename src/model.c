@@ -1,6 +1,9 @@
 /*
- * model.c - shape inference, the flat parameter layout, initialisation and
- * the forward/backward passes through a backend table.
+ * model.c - a network as a list of layers, each driven through its row of
+ * the layer table (src/layers/): shape inference, the flat parameter layout,
+ * initialisation, the architecture hash, the workspace and the
+ * forward/backward passes. No layer type is known here by name, except the
+ * relu that "activation = relu" adds.
  */
 #include "model.h"
 #include "layers/layer.h"
@@ -13,8 +16,6 @@
 #include "contract.h"
 #include "log.h"
 #include "philox.h"
-
-extern const layer_type layer_relu; /* what "activation = relu" adds */
 
 static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
 {
@@ -160,7 +161,7 @@ int model_build(const config *c, model *m)
 		if (rc)
 			return rc;
 		if (l->spec.relu_after) {
-			layer_spec r = {.type = &layer_relu};
+			layer_spec r = {.type = layer_type_find("relu")};
 			snprintf(r.name, sizeof r.name, "%.*s.relu", (int)sizeof r.name - 6, c->layers[i].name);
 			if (!push_layer(m, &r))
 				return EXIT_USAGE;
