@@ -855,6 +855,72 @@ static void cu_optim_step(const optim_config *c, float lr, long t, size_t n, flo
 		  (int)c->kind);
 }
 
+/* ---------------------------------------------------------------- layer kinds by name */
+
+/*
+ * Kernels of the layer kinds outside the fixed entries of the backend table
+ * (src/layers/README.md), one section per kind with the contract of its
+ * file in src/layers/, and one row per kind in cu_layer_table below.
+ */
+
+/* leaky_relu (src/layers/leaky_relu.c): attr[0] = slope; the CPU's expressions, bit for bit. */
+__global__ void k_leaky_relu_fwd(size_t n, float slope, const float *in, float *out)
+{
+	GRID_STRIDE(i, n)
+	{
+		float v = in[i];
+		out[i] = v > 0.0f ? v : v * slope;
+	}
+}
+
+__global__ void k_leaky_relu_bwd(size_t n, float slope, const float *in, const float *dout, float *din)
+{
+	GRID_STRIDE(i, n)
+	{
+		float g = dout[i];
+		din[i] = in[i] > 0.0f ? g : g * slope;
+	}
+}
+
+static void cu_leaky_relu_forward(const backend *be, const layer_call *c)
+{
+	(void)be;
+	const size_t count = (size_t)(c->n > 0 ? c->n : 0) * c->out_numel;
+	if (!count)
+		return;
+	k_leaky_relu_fwd<<<grid_for(count), THREADS, 0, g_cuda.stream>>>(count, c->attr[0], c->in, c->y);
+	CUDA_CHECK_LAUNCH();
+}
+
+static void cu_leaky_relu_backward(const backend *be, const layer_call *c)
+{
+	(void)be;
+	const size_t count = (size_t)(c->n > 0 ? c->n : 0) * c->out_numel;
+	if (!count || !c->din)
+		return;
+	k_leaky_relu_bwd<<<grid_for(count), THREADS, 0, g_cuda.stream>>>(count, c->attr[0], c->in, c->dout, c->din);
+	CUDA_CHECK_LAUNCH();
+}
+
+static const layer_kernels cu_leaky_relu = {cu_leaky_relu_forward, cu_leaky_relu_backward};
+
+/* The kinds this backend runs by name; a kind missing here is refused at start, naming the layer. */
+static const struct {
+	const char *kind;
+	const layer_kernels *k;
+} cu_layer_table[] = {
+	{"leaky_relu", &cu_leaky_relu},
+};
+
+static const layer_kernels *cu_layer_kernels(const backend *be, const char *kind)
+{
+	(void)be;
+	for (size_t i = 0; i < sizeof cu_layer_table / sizeof cu_layer_table[0]; i++)
+		if (strcmp(cu_layer_table[i].kind, kind) == 0)
+			return cu_layer_table[i].k;
+	return NULL;
+}
+
 /* ---------------------------------------------------------------- table */
 
 extern "C" void cuda_ops_fill(backend *be)
@@ -873,6 +939,7 @@ extern "C" void cuda_ops_fill(backend *be)
 	be->softmax_xent = cu_softmax_xent;
 	be->gather_images = cu_gather_images;
 	be->optim_step = cu_optim_step;
+	be->layer_kernels = cu_layer_kernels;
 	be->scale = cu_scale;
 	be->zero = cu_zero;
 }

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "contract.h"
+#include "layers/layer.h"
 #include "log.h"
 
 typedef enum { K_INT, K_LONG, K_U32, K_FLOAT, K_DOUBLE, K_BOOL, K_STR, K_ENUM, K_SIZE } key_type;
@@ -99,13 +100,6 @@ typedef struct parse_ctx {
 	const char *name;     /* file name for messages */
 	char err[512];        /* first error */
 } parse_ctx;
-
-const char *layer_kind_name(layer_kind k)
-{
-	static const char *const n[] = {"conv2d", "maxpool", "relu", "dropout",
-					"flatten", "dense", "softmax_xent"};
-	return (unsigned)k < sizeof n / sizeof n[0] ? n[k] : "?";
-}
 
 void config_defaults(config *c)
 {
@@ -227,29 +221,6 @@ static bool set_key(config *c, const key_desc *k, const char *value, char *err, 
 	return true;
 }
 
-/* "3" -> 3x3, "3x5" -> 3x5. */
-static bool parse_pair(const char *s, int *a, int *b, int lo, int hi)
-{
-	char *end;
-	errno = 0;
-	long x = strtol(s, &end, 10), y;
-	if (errno || end == s || x < lo || x > hi)
-		return false;
-	if (*end == 0) {
-		*a = *b = (int)x;
-		return true;
-	}
-	if (*end != 'x' && *end != 'X')
-		return false;
-	const char *p = end + 1;
-	y = strtol(p, &end, 10);
-	if (errno || end == p || *end || y < lo || y > hi)
-		return false;
-	*a = (int)x;
-	*b = (int)y;
-	return true;
-}
-
 static layer_spec *find_or_add_layer(config *c, const char *name, char *err, size_t errlen)
 {
 	for (int i = 0; i < c->n_layers; i++)
@@ -271,124 +242,17 @@ static layer_spec *find_or_add_layer(config *c, const char *name, char *err, siz
 		}
 	}
 	layer_spec *l = &c->layers[c->n_layers++];
-	memset(l, 0, sizeof *l);
-	l->kind = (layer_kind)-1;
+	memset(l, 0, sizeof *l); /* no type yet */
 	snprintf(l->name, sizeof l->name, "%s", name);
-	l->stride_h = l->stride_w = 0; /* 0: default (1 for conv, pool size for maxpool) */
 	return l;
 }
 
-/* Which keys each layer type accepts. */
-static bool layer_key_allowed(layer_kind k, const char *key)
-{
-	static const char *const conv[] = {"filters", "kernel", "stride", "padding", "activation", NULL};
-	static const char *const pool[] = {"pool", "stride", NULL};
-	static const char *const drop[] = {"rate", NULL};
-	static const char *const dense[] = {"units", "activation", NULL};
-	static const char *const none[] = {NULL};
-	const char *const *list = none;
-	switch (k) {
-	case LAYER_CONV2D: list = conv; break;
-	case LAYER_MAXPOOL: list = pool; break;
-	case LAYER_DROPOUT: list = drop; break;
-	case LAYER_DENSE: list = dense; break;
-	default: break;
-	}
-	for (int i = 0; list[i]; i++)
-		if (strcmp(list[i], key) == 0)
-			return true;
-	return false;
-}
-
-
+/* One key of [layer.NAME]: the layer table parses it (src/layers/layers.c). */
 static bool set_layer_key(config *c, const char *lname, const char *key, const char *value, char *err,
 			  size_t errlen)
 {
 	layer_spec *l = find_or_add_layer(c, lname, err, errlen);
-	if (!l)
-		return false;
-	if (strcmp(key, "type") == 0) {
-		for (int k = LAYER_CONV2D; k <= LAYER_SOFTMAX_XENT; k++) {
-			if (strcmp(value, layer_kind_name((layer_kind)k)) == 0) {
-				l->kind = (layer_kind)k;
-				return true;
-			}
-		}
-		snprintf(err, errlen,
-			 "unknown layer type '%s' in [layer.%s] (conv2d, maxpool, relu, dropout, flatten, dense, softmax_xent)",
-			 value, lname);
-		return false;
-	}
-	if ((int)l->kind < 0) {
-		snprintf(err, errlen, "[layer.%s]: 'type' must come before '%s'", lname, key);
-		return false;
-	}
-	if (!layer_key_allowed(l->kind, key)) {
-		snprintf(err, errlen, "unknown key '%s' for a %s layer in [layer.%s]", key,
-			 layer_kind_name(l->kind), lname);
-		return false;
-	}
-	double v;
-	if (strcmp(key, "filters") == 0 || strcmp(key, "units") == 0) {
-		if (!parse_double(value, &v) || v < 1 || v > 1 << 20 || v != floor(v)) {
-			snprintf(err, errlen, "[layer.%s] %s must be an integer in [1, %d], not '%s'", lname, key,
-				 1 << 20, value);
-			return false;
-		}
-		if (key[0] == 'f')
-			l->filters = (int)v;
-		else
-			l->units = (int)v;
-		return true;
-	}
-	if (strcmp(key, "kernel") == 0 || strcmp(key, "pool") == 0 || strcmp(key, "stride") == 0) {
-		int a, b;
-		if (!parse_pair(value, &a, &b, 1, 4096)) {
-			snprintf(err, errlen, "[layer.%s] %s must be N or HxW with values in [1, 4096], not '%s'",
-				 lname, key, value);
-			return false;
-		}
-		if (key[0] == 'k') {
-			l->kernel_h = a;
-			l->kernel_w = b;
-		} else if (key[0] == 'p') {
-			l->pool_h = a;
-			l->pool_w = b;
-		} else {
-			l->stride_h = a;
-			l->stride_w = b;
-		}
-		return true;
-	}
-	if (strcmp(key, "padding") == 0) {
-		if (strcmp(value, "valid") == 0)
-			l->padding = PAD_VALID;
-		else if (strcmp(value, "same") == 0)
-			l->padding = PAD_SAME;
-		else {
-			snprintf(err, errlen, "[layer.%s] padding must be valid or same, not '%s'", lname, value);
-			return false;
-		}
-		return true;
-	}
-	if (strcmp(key, "activation") == 0) {
-		if (strcmp(value, "relu") == 0)
-			l->relu_after = true;
-		else if (strcmp(value, "none") == 0 || strcmp(value, "linear") == 0)
-			l->relu_after = false;
-		else {
-			snprintf(err, errlen, "[layer.%s] activation must be relu or none, not '%s'", lname, value);
-			return false;
-		}
-		return true;
-	}
-	/* rate */
-	if (!parse_double(value, &v) || v < 0 || v >= 1) {
-		snprintf(err, errlen, "[layer.%s] rate must be in [0, 1), not '%s'", lname, value);
-		return false;
-	}
-	l->rate = (float)v;
-	return true;
+	return l && layer_spec_set(l, key, value, err, errlen);
 }
 
 static bool set_model_key(config *c, const char *key, const char *value, char *err, size_t errlen)
@@ -555,32 +419,11 @@ int config_validate(const config *c)
 		return EXIT_USAGE;
 	}
 	for (int i = 0; i < c->n_layers; i++) {
-		const layer_spec *l = &c->layers[i];
-		if ((int)l->kind < 0) {
-			log_error("[layer.%s] has no type", l->name);
+		char err[512];
+		if (!layer_spec_check(&c->layers[i], i == c->n_layers - 1, err, sizeof err)) {
+			log_error("%s", err);
 			return EXIT_USAGE;
 		}
-		if (l->kind == LAYER_CONV2D && (l->filters < 1 || l->kernel_h < 1)) {
-			log_error("[layer.%s] conv2d needs filters and kernel", l->name);
-			return EXIT_USAGE;
-		}
-		if (l->kind == LAYER_MAXPOOL && l->pool_h < 1) {
-			log_error("[layer.%s] maxpool needs pool", l->name);
-			return EXIT_USAGE;
-		}
-		if (l->kind == LAYER_DENSE && l->units < 1) {
-			log_error("[layer.%s] dense needs units", l->name);
-			return EXIT_USAGE;
-		}
-		if (l->kind == LAYER_SOFTMAX_XENT && i != c->n_layers - 1) {
-			log_error("[layer.%s] softmax_xent must be the last layer", l->name);
-			return EXIT_USAGE;
-		}
-	}
-	if (c->layers[c->n_layers - 1].kind != LAYER_SOFTMAX_XENT) {
-		log_error("the last layer must be softmax_xent (it is [layer.%s], a %s)",
-			  c->layers[c->n_layers - 1].name, layer_kind_name(c->layers[c->n_layers - 1].kind));
-		return EXIT_USAGE;
 	}
 	if (c->optim.nesterov && c->optim.momentum <= 0) {
 		log_error("train.nesterov needs train.momentum > 0");
@@ -657,25 +500,9 @@ char *config_dump(const config *c)
 		  c->source[0] ? c->source : "defaults", c->in_c, c->in_h, c->in_w);
 	for (int i = 0; i < c->n_layers; i++) {
 		const layer_spec *l = &c->layers[i];
-		sb_printf(&b, "\n[layer.%s]\ntype = %s\n", l->name, layer_kind_name(l->kind));
-		switch (l->kind) {
-		case LAYER_CONV2D:
-			sb_printf(&b, "filters = %d\nkernel = %dx%d\nstride = %dx%d\npadding = %s\n", l->filters,
-				  l->kernel_h, l->kernel_w, l->stride_h ? l->stride_h : 1,
-				  l->stride_w ? l->stride_w : 1, l->padding == PAD_SAME ? "same" : "valid");
-			sb_printf(&b, "activation = %s\n", l->relu_after ? "relu" : "none");
-			break;
-		case LAYER_MAXPOOL:
-			sb_printf(&b, "pool = %dx%d\nstride = %dx%d\n", l->pool_h, l->pool_w,
-				  l->stride_h ? l->stride_h : l->pool_h, l->stride_w ? l->stride_w : l->pool_w);
-			break;
-		case LAYER_DROPOUT: sb_printf(&b, "rate = %.9g\n", (double)l->rate); break;
-		case LAYER_DENSE:
-			sb_printf(&b, "units = %d\nactivation = %s\n", l->units,
-				  l->relu_after ? "relu" : "none");
-			break;
-		default: break;
-		}
+		char keys_text[1024];
+		layer_spec_dump(l, keys_text, sizeof keys_text);
+		sb_printf(&b, "\n[layer.%s]\n%s", l->name, keys_text);
 	}
 	const char *section = "";
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {

@@ -3,7 +3,8 @@
  * --set section.key=value overrides. Unknown sections, keys and layer types
  * are errors that name the file and line.
  *
- * Layers are sections named [layer.NAME], in file order:
+ * Layers are sections named [layer.NAME], in file order; each type's keys are
+ * parsed, checked and dumped by its file in src/layers/ (the table: layers.c):
  *   [layer.conv1]  type = conv2d, filters = 32, kernel = 3 (or 3x5), stride = 1 (or 1x2),
  *                  padding = valid|same, activation = relu|none
  *   [layer.pool1]  type = maxpool, pool = 2 (or 2x2), stride = (default: pool)
@@ -11,6 +12,7 @@
  *   [layer.flat]   type = flatten
  *   [layer.fc1]    type = dense, units = 128, activation = relu|none
  *   [layer.r]      type = relu
+ *   [layer.lr]     type = leaky_relu, slope = 0.01
  *   [layer.loss]   type = softmax_xent  (must be last; the layer before gives the class count)
  */
 #ifndef SPOTTRAIN_CONFIG_H
@@ -25,32 +27,23 @@
 #define CONFIG_MAX_LAYERS 64
 #define CONFIG_PATH_MAX 1024
 
-typedef enum {
-	LAYER_CONV2D = 0,
-	LAYER_MAXPOOL,
-	LAYER_RELU,
-	LAYER_DROPOUT,
-	LAYER_FLATTEN,
-	LAYER_DENSE,
-	LAYER_SOFTMAX_XENT,
-} layer_kind;
-
-typedef enum { PAD_VALID = 0, PAD_SAME } padding_kind;
 typedef enum { CKPT_SCOPE_SHARED = 0, CKPT_SCOPE_NODE } ckpt_scope;
 typedef enum { DIST_AUTO = 0, DIST_MPI, DIST_NCCL } dist_backend_kind;
 typedef enum { DEVICE_AUTO = 0, DEVICE_CPU, DEVICE_CUDA } device_kind;
 
+/* Room for one layer type's own parameters (src/layers/<type>.c). */
+#define LAYER_PARAMS_BYTES 64
+
+struct layer_type;
+
 typedef struct layer_spec {
-	layer_kind kind;
-	char name[48];            /* NAME of [layer.NAME]; an activation adds "NAME.relu" */
-	int filters;              /* conv2d */
-	int kernel_h, kernel_w;   /* conv2d */
-	int stride_h, stride_w;   /* conv2d, maxpool */
-	padding_kind padding;     /* conv2d */
-	int pool_h, pool_w;       /* maxpool */
-	float rate;               /* dropout */
-	int units;                /* dense */
-	bool relu_after;          /* conv2d, dense: activation = relu adds a relu layer after it */
+	const struct layer_type *type;   /* src/layers/layers.c; NULL until "type = ..." */
+	char name[48];                   /* NAME of [layer.NAME]; an activation adds "NAME.relu" */
+	bool relu_after;                 /* activation = relu: a relu layer follows (types that allow it) */
+	union {
+		double align;
+		unsigned char bytes[LAYER_PARAMS_BYTES];
+	} params;                        /* the type's keys, as its file lays them out */
 } layer_spec;
 
 typedef struct config {
@@ -112,7 +105,5 @@ int config_validate(const config *c);
 
 /* The resolved config as canonical INI text (malloc'ed; parseable by config_load_string). */
 char *config_dump(const config *c);
-
-const char *layer_kind_name(layer_kind k);
 
 #endif

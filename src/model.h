@@ -23,14 +23,20 @@ typedef struct tensor_view {
 	size_t numel;
 } tensor_view;
 
+/* Room for what one layer type derives from its input shape (e.g. conv2d's conv_desc). */
+#define LAYER_STATE_BYTES 64
+
 typedef struct layer {
-	layer_spec spec;
+	layer_spec spec;         /* spec.type: its row in the layer table (src/layers/) */
+	int index;               /* position in the network */
 	int in_c, in_h, in_w;    /* per-sample input shape (dense: in_c = features, h = w = 1) */
 	int out_c, out_h, out_w; /* per-sample output shape */
 	size_t in_numel, out_numel;
-	conv_desc conv;          /* LAYER_CONV2D */
-	pool_desc pool;          /* LAYER_MAXPOOL */
-	int w_tensor, b_tensor;  /* indices into model.tensors, -1 if none */
+	int first_view, n_views; /* its parameter views: model.tensors[first_view .. + n_views) */
+	union {
+		double align;
+		unsigned char bytes[LAYER_STATE_BYTES];
+	} state;                 /* the type's derived descriptors, as its file lays them out */
 } layer;
 
 typedef struct model {
@@ -41,7 +47,7 @@ typedef struct model {
 	size_t n_params;         /* floats in the flat parameter buffer */
 	int in_c, in_h, in_w;
 	int classes;
-	uint64_t hash;           /* of the architecture: layer kinds, shapes, tensor names and dims */
+	uint64_t hash;           /* of the architecture: layer types, shapes, attributes, tensor names and dims */
 	double flops_per_sample;       /* forward pass, 2 per multiply-add */
 	double train_flops_per_sample; /* forward + backward (weight and input gradients) */
 } model;
@@ -71,13 +77,17 @@ typedef struct net_workspace {
 	float *input;            /* max_n * in_c*in_h*in_w */
 	float **act;             /* per layer output, max_n * out_numel */
 	float **grad;            /* per layer d(output), same sizes */
-	int32_t **argmax;        /* maxpool */
-	float **mask;            /* dropout */
-	float *scratch;          /* conv workspace (largest) */
+	void **saved;            /* per layer: memory kept from forward to backward (maxpool argmax, dropout mask) */
+	const layer_kernels **kernels; /* per layer: the backend's kernels for kinds found by name */
+	float *scratch;          /* shared scratch (the largest any layer asks for) */
 	size_t scratch_bytes;
 	float *dlogits;
 } net_workspace;
 
+/*
+ * Allocate the workspace on backend be. Refuses (EXIT_USAGE, naming the layer)
+ * a network with a layer kind be cannot run; EXIT_OSERR when memory runs out.
+ */
 int net_workspace_alloc(const model *m, const backend *be, int max_n, net_workspace *ws);
 void net_workspace_free(const model *m, const backend *be, net_workspace *ws);
 

@@ -48,6 +48,35 @@ typedef struct dropout_desc {
 #define BACKEND_CAP_EXACT_SUM (1u << 1)   /* gradients through the exact sharded fixed-point engine
 					     (grad.h) and an int64 all-reduce; else one float pass */
 
+/*
+ * One call of a layer kernel that the fixed entries of the backend table lack
+ * (src/layers/README.md): a layer kind found by name through
+ * backend.layer_kernels. Pointers are backend memory; sizes per sample.
+ */
+typedef struct layer_call {
+	int n;                      /* samples */
+	size_t in_numel, out_numel; /* floats per sample of the input and the output */
+	float attr[4];              /* the layer's numeric attributes (its file says which) */
+	const float *in;            /* forward input [n, in_numel] (backward: the same input) */
+	const float *out;           /* backward: the forward output [n, out_numel] */
+	float *y;                   /* forward: the output [n, out_numel] */
+	const float *dout;          /* backward: d(output) */
+	float *din;                 /* backward: d(input), overwritten; NULL: not needed */
+	const float *const *w;      /* parameter tensors in view order (NULL: none) */
+	float *const *dw;           /* their gradients, ADDED to */
+	void *saved;                /* per-layer memory kept from forward to backward */
+	void *scratch;              /* shared scratch memory */
+} layer_call;
+
+struct backend;
+typedef void (*layer_kernel_fn)(const struct backend *be, const layer_call *c);
+
+/* The kernels of one layer kind on one backend. */
+typedef struct layer_kernels {
+	layer_kernel_fn forward;
+	layer_kernel_fn backward;
+} layer_kernels;
+
 typedef struct backend {
 	const char *name;
 	unsigned caps;           /* BACKEND_CAP_* */
@@ -101,6 +130,9 @@ typedef struct backend {
 	/* One optimizer step over the flat buffers (optim.h semantics; CPU: optim_step). */
 	void (*optim_step)(const struct optim_config *c, float lr, long t, size_t n, float *params,
 			   const float *grads, float *const *states);
+	/* The kernels of a layer kind outside the fixed entries above, by the kind's name
+	 * ("leaky_relu"); NULL when this backend cannot run that kind. */
+	const layer_kernels *(*layer_kernels)(const struct backend *be, const char *kind);
 	/* x[i] *= a */
 	void (*scale)(size_t count, float a, float *x);
 	void (*zero)(size_t count, float *x);
@@ -110,5 +142,8 @@ typedef struct backend {
 const backend *backend_cpu(void);
 void backend_cpu_set_threads(int threads);
 int backend_cpu_threads(void);
+/* The CPU kernels of the layer kinds outside the fixed entries: the layer files define them
+ * and the layer table (src/layers/layers.c) finds them; NULL for an unknown kind. */
+const layer_kernels *layer_cpu_kernels(const backend *be, const char *kind);
 
 #endif

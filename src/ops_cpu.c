@@ -759,6 +759,7 @@ static const backend cpu_backend = {
 	.softmax_xent = cpu_softmax_xent,
 	.gather_images = cpu_gather_images,
 	.optim_step = optim_step,
+	.layer_kernels = layer_cpu_kernels,
 	.scale = cpu_scale,
 	.zero = cpu_zero,
 };

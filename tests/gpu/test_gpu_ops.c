@@ -387,6 +387,55 @@ static void test_relu_matches_cpu_bitwise(void **state)
 	free(dy);
 }
 
+/* A layer kind found by name (src/layers/README.md): leaky_relu, the same bits as the CPU. */
+static void test_leaky_relu_matches_cpu_bitwise(void **state)
+{
+	(void)state;
+	rng_seed(37);
+	const int n = 7;
+	const size_t per = 14287, total = n * per;
+	const layer_kernels *ck = C->layer_kernels(C, "leaky_relu"), *gk = G->layer_kernels(G, "leaky_relu");
+	if (!ck || !gk)
+		fail_msg("leaky_relu kernels: CPU %p, GPU %p", (const void *)ck, (const void *)gk);
+	if (G->layer_kernels(G, "no_such_kind"))
+		fail_msg("the GPU backend claims kernels for an unknown layer kind");
+	float *x = grid_floats(total, 9), *dy = rand_floats(total, -1, 1);
+	float *cx = cpu_copy(x, total), *cy = cpu_copy(x, total), *cdy = cpu_copy(dy, total), *cdx = cpu_copy(x, total);
+	layer_call c = {.n = n, .in_numel = per, .out_numel = per, .attr = {0.125f}, .in = cx, .out = cy, .y = cy,
+			.dout = cdy, .din = cdx};
+	ck->forward(C, &c);
+	ck->backward(C, &c);
+	float *gx = gpu_floats(x, total), *gy = gpu_floats(x, total), *gdy = gpu_floats(dy, total),
+	      *gdx = gpu_floats(x, total);
+	poison(gy, total);
+	poison(gdx, total);
+	layer_call g = {.n = n, .in_numel = per, .out_numel = per, .attr = {0.125f}, .in = gx, .out = gy, .y = gy,
+			.dout = gdy, .din = gdx};
+	gk->forward(G, &g);
+	gk->backward(G, &g);
+	float *hy = fetch(gy, total), *hdx = fetch(gdx, total);
+	expect_bitwise("leaky_relu forward", hy, cy, total * sizeof(float));
+	expect_bitwise("leaky_relu backward", hdx, cdx, total * sizeof(float));
+	/* in place (din == dout) */
+	g.din = gdy;
+	gk->backward(G, &g);
+	free(hdx);
+	hdx = fetch(gdy, total);
+	expect_bitwise("leaky_relu backward in place", hdx, cdx, total * sizeof(float));
+	free(hy);
+	free(hdx);
+	C->release(cx);
+	C->release(cy);
+	C->release(cdy);
+	C->release(cdx);
+	G->release(gx);
+	G->release(gy);
+	G->release(gdy);
+	G->release(gdx);
+	free(x);
+	free(dy);
+}
+
 static void dropout_case_run(float rate, size_t per_sample, int n)
 {
 	char what[160];
@@ -736,6 +785,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_conv2d_chunked_workspace_matches_cpu),
 		cmocka_unit_test(test_maxpool_matches_cpu_bitwise),
 		cmocka_unit_test(test_relu_matches_cpu_bitwise),
+		cmocka_unit_test(test_leaky_relu_matches_cpu_bitwise),
 		cmocka_unit_test(test_dropout_uses_the_same_philox_masks),
 		cmocka_unit_test(test_scale_and_zero_match_cpu),
 		cmocka_unit_test(test_gather_images_matches_cpu_bitwise),

@@ -81,8 +81,8 @@ static void test_same_padding_and_strides(void **state)
 	assert_int_equal(model_build(&c, &m), 0);
 	assert_int_equal(m.layers[0].out_h, 14);
 	assert_int_equal(m.layers[0].out_w, 14);
-	assert_int_equal(m.layers[0].conv.pad_top, 0);  /* (13*2+3-28)/2 = 0 */
-	assert_int_equal(m.layers[0].conv.pad_left, 1); /* (13*2+5-28)/2 = 1 */
+	assert_int_equal(((const conv_desc *)m.layers[0].state.bytes)->pad_top, 0);  /* (13*2+3-28)/2 = 0 */
+	assert_int_equal(((const conv_desc *)m.layers[0].state.bytes)->pad_left, 1); /* (13*2+5-28)/2 = 1 */
 	assert_int_equal(m.layers[1].out_h, 6);         /* (14-3)/2+1 */
 }
 
