@@ -2,8 +2,10 @@
  * backend.c - the GPU backend's device handling: probing for a GPU without
  * disturbing a machine that has none, opening the device (stream, cuBLAS),
  * device memory (cudaMalloc only, never managed memory), host<->device copies,
- * the staging of small per-step host arrays, and the reference sgemm rate.
- * The kernels and the ops themselves are in ops.cu.
+ * the staging of small per-step host arrays, the reference sgemm rate, and
+ * the table that puts them together with the ops (ops.cu) and the NCCL
+ * collective (nccl.c). The table's ctx is the instance, g_cuda; its hooks take
+ * the table and use be->ctx.
  */
 #include "cuda_backend.h"
 #include "cuda_internal.h"
@@ -133,12 +135,6 @@ const char *cuda_device_name(void)
 	return g_cuda.open ? g_cuda.name : "";
 }
 
-void cuda_synchronize(void)
-{
-	if (g_cuda.open)
-		CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
-}
-
 int cuda_is_device_pointer(const void *p)
 {
 	if (!g_cuda.open || !p)
@@ -184,8 +180,8 @@ static void cu_release(void *p)
 	CUDA_CHECK(cudaFree(p));
 }
 
-/* Blocking copies: on return the host buffer may be reused or read. */
-void cuda_copy_to_device(void *dst, const void *src, size_t bytes)
+/* Blocking copies on the stream: on return the host buffer may be reused or read. */
+static void cu_upload(void *dst, const void *src, size_t bytes)
 {
 	if (bytes == 0)
 		return;
@@ -193,7 +189,7 @@ void cuda_copy_to_device(void *dst, const void *src, size_t bytes)
 	CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
 }
 
-void cuda_copy_to_host(void *dst, const void *src, size_t bytes)
+static void cu_download(void *dst, const void *src, size_t bytes)
 {
 	if (bytes == 0)
 		return;
@@ -290,23 +286,27 @@ void cuda_reserve_partial(size_t floats)
 
 static backend g_table;
 
+/* Wait until every operation queued on be's stream is done. */
 static void cu_synchronize(const backend *be)
 {
-	(void)be;
-	cuda_synchronize();
+	const cuda_ctx *cx = be->ctx;
+	if (cx->open)
+		CUDA_CHECK(cudaStreamSynchronize(cx->stream));
 }
 
+/* One host thread drives the GPU. */
 static int cu_threads(const backend *be)
 {
 	(void)be;
 	return 1;
 }
 
-/* cuBLAS FP32 sgemm on this rank's GPU: the precision of the backend's products. */
+static double measure_sgemm(const cuda_ctx *cx, int n);
+
+/* cuBLAS FP32 sgemm 8192^3 on be's GPU: the precision of the backend's products. */
 static double cu_peak_gflops(const backend *be)
 {
-	(void)be;
-	return cuda_measure_sgemm_gflops(8192);
+	return measure_sgemm(be->ctx, 8192);
 }
 
 const backend *cuda_backend_open(int device)
@@ -386,15 +386,16 @@ const backend *cuda_backend_open(int device)
 	}
 	memset(&g_table, 0, sizeof g_table);
 	g_table.name = "cuda";
-	g_table.caps = 0; /* device memory, float NCCL all-reduce */
+	g_table.caps = 0; /* device memory; gradients summed in float (NCCL or staged MPI) */
 	g_table.ctx = &g_cuda;
+	g_table.comm = &cuda_nccl_ops;
 	g_table.synchronize = cu_synchronize;
 	g_table.threads = cu_threads;
 	g_table.peak_gflops = cu_peak_gflops;
 	g_table.alloc = cu_alloc;
 	g_table.release = cu_release;
-	g_table.upload = cuda_copy_to_device;
-	g_table.download = cuda_copy_to_host;
+	g_table.upload = cu_upload;
+	g_table.download = cu_download;
 	cuda_ops_fill(&g_table);
 	int rt = 0, drv = 0;
 	cudaRuntimeGetVersion(&rt);
@@ -408,9 +409,10 @@ const backend *cuda_backend_open(int device)
 
 /* ---------------------------------------------------------------- sgemm reference */
 
-double cuda_measure_sgemm_gflops(int n)
+/* Best-of-5 GFLOP/s of an n^3 cublasSgemm on cx's stream after two warm-ups; 0 on failure. */
+static double measure_sgemm(const cuda_ctx *cx, int n)
 {
-	if (!g_cuda.open || n <= 0)
+	if (!cx->open || n <= 0)
 		return 0;
 	size_t sz = (size_t)n * (size_t)n;
 	float *a = NULL, *b = NULL, *c = NULL;
@@ -430,9 +432,9 @@ double cuda_measure_sgemm_gflops(int n)
 	CUDA_CHECK(cudaEventCreate(&e1));
 	const float one = 1.0f, zero = 0.0f;
 	for (int r = 0; r < 7; r++) {
-		CUDA_CHECK(cudaEventRecord(e0, g_cuda.stream));
-		CUBLAS_CHECK(g_blas.sgemm(g_cuda.blas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a, n, b, n, &zero, c, n));
-		CUDA_CHECK(cudaEventRecord(e1, g_cuda.stream));
+		CUDA_CHECK(cudaEventRecord(e0, cx->stream));
+		CUBLAS_CHECK(g_blas.sgemm(cx->blas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a, n, b, n, &zero, c, n));
+		CUDA_CHECK(cudaEventRecord(e1, cx->stream));
 		CUDA_CHECK(cudaEventSynchronize(e1));
 		float ms = 0;
 		CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
@@ -450,4 +452,9 @@ out:
 	cudaFree(b);
 	cudaFree(c);
 	return best;
+}
+
+double cuda_measure_sgemm_gflops(int n)
+{
+	return measure_sgemm(&g_cuda, n);
 }

@@ -34,7 +34,12 @@ typedef struct cuda_stage {
 	int has_event;
 } cuda_stage;
 
-/* The backend of this process (the ops table carries no context: one GPU per rank). */
+/*
+ * The backend instance: the open table's ctx (be->ctx). One per process (one
+ * GPU per rank), so it is also g_cuda below; hooks that receive the table
+ * (synchronize, peak_gflops, the NCCL hooks) use be->ctx, the op entries of
+ * ops.cu, which take no table, use g_cuda.
+ */
 typedef struct cuda_ctx {
 	int open;             /* cuda_backend_open() succeeded */
 	int device;
@@ -110,6 +115,9 @@ const void *cuda_stage_upload(cuda_stage *s, const void *src, size_t bytes);
 /* Grow the softmax result buffers to n samples and the partial-sum buffer to floats (0: leave). */
 void cuda_reserve_loss(size_t n);
 void cuda_reserve_partial(size_t floats);
+
+/* nccl.c: the table's collective (backend_comm_ops over NCCL); dlopen()s NCCL when first used. */
+extern const backend_comm_ops cuda_nccl_ops;
 
 /* ops.cu: fill the op members of the table; run a tiny kernel (0 or the cudaError_t of the launch). */
 void cuda_ops_fill(backend *be);

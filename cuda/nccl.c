@@ -1,14 +1,15 @@
 /*
  * nccl.c - the NCCL communicator of the GPU ranks and the bounded gradient
  * all-reduce (DESIGN.md invariant 6: "poll ncclCommGetAsyncError and the
- * stream, then ncclCommAbort"). Only dist.c calls these functions: dist owns
- * the collectives and the MPI side (the unique id travels by MPI_Bcast).
+ * stream, then ncclCommAbort"): the CUDA backend's backend_comm_ops (ops.h),
+ * which backend.c puts in its table. Only dist.c calls them, through the table:
+ * dist owns the collectives and the MPI side (the unique id travels by
+ * MPI_Bcast). Each hook works on the backend instance it is given (be->ctx).
  *
  * The communicator is non-blocking (ncclConfig_t.blocking = 0), so neither its
  * initialisation nor an enqueue can hang this thread: every wait is a poll
  * against the caller's timeout.
  */
-#include "cuda_backend.h"
 #include "cuda_internal.h"
 
 #include <nccl.h>
@@ -23,7 +24,8 @@
 #define HAVE_NCCL_CONFIG 0
 #endif
 
-struct cuda_comm {
+/* ops.h's opaque communicator; comm is NULL once aborted. */
+struct backend_comm {
 	ncclComm_t comm;
 	int world, rank;
 };
@@ -81,11 +83,13 @@ static void pause_us(long us)
 	nanosleep(&ts, NULL);
 }
 
-const char *cuda_nccl_version(void)
+/* "NCCL x.y.z", or why there is none. */
+static const char *nccl_version(const backend *be)
 {
 	static char buf[32];
 	char msg[8];
 	int v = 0;
+	(void)be;
 	if (load_nccl(msg, sizeof msg))
 		return "NCCL (not loadable)";
 	if (N.get_version(&v) != ncclSuccess)
@@ -96,10 +100,12 @@ const char *cuda_nccl_version(void)
 	return buf;
 }
 
-int cuda_nccl_unique_id(unsigned char id[CUDA_NCCL_ID_BYTES], char *msg, size_t msg_len)
+/* A new NCCL unique id (loads NCCL first). 0 or -1 with msg filled. */
+static int nccl_unique_id(const backend *be, unsigned char id[BACKEND_COMM_ID_BYTES], char *msg, size_t msg_len)
 {
 	ncclUniqueId uid;
-	_Static_assert(sizeof uid.internal == CUDA_NCCL_ID_BYTES, "NCCL unique id size");
+	_Static_assert(sizeof uid.internal == BACKEND_COMM_ID_BYTES, "NCCL unique id size");
+	(void)be;
 	if (load_nccl(msg, msg_len))
 		return -1;
 	ncclResult_t r = N.get_unique_id(&uid);
@@ -107,7 +113,7 @@ int cuda_nccl_unique_id(unsigned char id[CUDA_NCCL_ID_BYTES], char *msg, size_t 
 		snprintf(msg, msg_len, "ncclGetUniqueId: %s", N.error_string(r));
 		return -1;
 	}
-	memcpy(id, uid.internal, CUDA_NCCL_ID_BYTES);
+	memcpy(id, uid.internal, BACKEND_COMM_ID_BYTES);
 	return 0;
 }
 
@@ -136,26 +142,32 @@ static int wait_idle(ncclComm_t comm, double t0, double timeout_s, const char *w
 	}
 }
 
-int cuda_nccl_init(const unsigned char id[CUDA_NCCL_ID_BYTES], int world, int rank, double timeout_s,
-		   cuda_comm **out, char *msg, size_t msg_len)
+/*
+ * Join the communicator on be's device: non-blocking initialisation polled
+ * against timeout_s (-2 past it, the communicator aborted); -1 on an NCCL
+ * error; 0 with *out set and msg naming NCCL and the time it took.
+ */
+static int nccl_init(const backend *be, const unsigned char id[BACKEND_COMM_ID_BYTES], int world, int rank,
+		     double timeout_s, backend_comm **out, char *msg, size_t msg_len)
 {
+	const cuda_ctx *cx = be->ctx;
 	*out = NULL;
-	if (!g_cuda.open) {
+	if (!cx || !cx->open) {
 		snprintf(msg, msg_len, "no GPU backend is open");
 		return -1;
 	}
 	if (load_nccl(msg, msg_len))
 		return -1;
 	ncclUniqueId uid;
-	memcpy(uid.internal, id, CUDA_NCCL_ID_BYTES);
-	cuda_comm *c = calloc(1, sizeof *c);
+	memcpy(uid.internal, id, BACKEND_COMM_ID_BYTES);
+	backend_comm *c = calloc(1, sizeof *c);
 	if (!c) {
 		snprintf(msg, msg_len, "out of memory");
 		return -1;
 	}
 	c->world = world;
 	c->rank = rank;
-	CUDA_CHECK(cudaSetDevice(g_cuda.device));
+	CUDA_CHECK(cudaSetDevice(cx->device));
 	double t0 = now_mono();
 #if HAVE_NCCL_CONFIG
 	ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
@@ -184,17 +196,29 @@ int cuda_nccl_init(const unsigned char id[CUDA_NCCL_ID_BYTES], int world, int ra
 		return -1;
 	}
 #endif
-	snprintf(msg, msg_len, "%s communicator of %d ranks in %.2f s", cuda_nccl_version(), world, now_mono() - t0);
+	snprintf(msg, msg_len, "%s communicator of %d ranks in %.2f s", nccl_version(be), world, now_mono() - t0);
 	*out = c;
 	return 0;
 }
 
-int cuda_nccl_allreduce_sum_f(cuda_comm *c, float *buf, size_t n, double timeout_s, char *msg, size_t msg_len)
+/*
+ * In-place sum of n floats of device memory on be's stream, after the work
+ * queued there (the backward pass); waits for both, polling the stream and
+ * ncclCommGetAsyncError. -2 past timeout_s, -1 on an NCCL error (the
+ * communicator aborted either way), 0 when done.
+ */
+static int nccl_allreduce_sum_f(const backend *be, backend_comm *c, float *buf, size_t n, double timeout_s,
+				char *msg, size_t msg_len)
 {
 	if (!c || n == 0)
 		return 0;
+	if (!c->comm) {
+		snprintf(msg, msg_len, "the NCCL communicator was aborted");
+		return -1;
+	}
+	const cuda_ctx *cx = be->ctx;
 	const double t0 = now_mono();
-	ncclResult_t r = N.all_reduce(buf, buf, n, ncclFloat, ncclSum, c->comm, g_cuda.stream);
+	ncclResult_t r = N.all_reduce(buf, buf, n, ncclFloat, ncclSum, c->comm, cx->stream);
 	if (r == ncclInProgress) {
 		/* a non-blocking communicator may still be enqueueing */
 		int w = wait_idle(c->comm, t0, timeout_s, "ncclAllReduce (enqueue)", msg, msg_len);
@@ -210,7 +234,7 @@ int cuda_nccl_allreduce_sum_f(cuda_comm *c, float *buf, size_t n, double timeout
 	}
 	/* the stream holds the backward pass, then the all-reduce: wait for both, bounded */
 	for (;;) {
-		cudaError_t q = cudaStreamQuery(g_cuda.stream);
+		cudaError_t q = cudaStreamQuery(cx->stream);
 		if (q == cudaSuccess)
 			return 0;
 		if (q != cudaErrorNotReady)
@@ -239,14 +263,16 @@ int cuda_nccl_allreduce_sum_f(cuda_comm *c, float *buf, size_t n, double timeout
 	}
 }
 
-void cuda_nccl_destroy(cuda_comm *c)
+/* Finalise (bounded, 30 s) and destroy c's communicator, or only free c when it was aborted. */
+static void nccl_destroy(const backend *be, backend_comm *c)
 {
+	const cuda_ctx *cx = be->ctx;
 	if (!c)
 		return;
 	if (c->comm) {
 		char msg[256];
-		if (g_cuda.open)
-			(void)cudaStreamSynchronize(g_cuda.stream);
+		if (cx && cx->open)
+			(void)cudaStreamSynchronize(cx->stream);
 #if HAVE_NCCL_CONFIG
 		ncclResult_t r = N.finalize(c->comm);
 		if ((r == ncclSuccess || r == ncclInProgress) &&
@@ -262,3 +288,12 @@ void cuda_nccl_destroy(cuda_comm *c)
 	}
 	free(c);
 }
+
+const backend_comm_ops cuda_nccl_ops = {
+	.name = "NCCL",
+	.unique_id = nccl_unique_id,
+	.init = nccl_init,
+	.allreduce_sum_f = nccl_allreduce_sum_f,
+	.destroy = nccl_destroy,
+	.version = nccl_version,
+};

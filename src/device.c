@@ -1,3 +1,11 @@
+/*
+ * device.c - the backend registry: the one file of src/ that knows which
+ * backends exist (the CPU reference of ops_cpu.c and, in a build with
+ * SPOTTRAIN_HAVE_CUDA, the GPU backend of cuda/) and the only one that
+ * includes cuda/cuda_backend.h. Everything else receives the chosen table and
+ * asks its capabilities (backend.caps), hooks and context, never which
+ * backend it is (DESIGN.md "Who may know whom").
+ */
 #include "device.h"
 
 #include "contract.h"
@@ -16,7 +24,13 @@ int device_gpu_count(void)
 #endif
 }
 
-static int select(device_kind want, int local_rank, const backend **out)
+/*
+ * The table for want: the CPU's, or the GPU of this local rank (GPU
+ * local_rank % count). DEVICE_CUDA without a usable GPU: EXIT_USAGE with a
+ * message; DEVICE_AUTO: the CPU with one line saying why. No CUDA call past
+ * the probe when the probe finds no GPU.
+ */
+static int select_backend(device_kind want, int local_rank, const backend **out)
 {
 	*out = backend_cpu();
 	if (want == DEVICE_CPU)
@@ -52,9 +66,10 @@ static int select(device_kind want, int local_rank, const backend **out)
 	return 0;
 }
 
+/* The CPU backend's thread count is registry business: set it when the CPU is chosen. */
 int device_select(device_kind want, int local_rank, int cpu_threads, const backend **out)
 {
-	int rc = select(want, local_rank, out);
+	int rc = select_backend(want, local_rank, out);
 	if (!rc && *out == backend_cpu())
 		backend_cpu_set_threads(cpu_threads);
 	return rc;

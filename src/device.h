@@ -1,6 +1,8 @@
 /*
- * device.h - choosing the compute backend at start (DESIGN.md: chosen once,
- * through a table of function pointers).
+ * device.h - the backend registry: choosing the compute backend at start
+ * (DESIGN.md: chosen once, a table of function pointers with capability
+ * flags). device.c is the only file of src/ that knows which backends exist;
+ * callers get a table and ask its caps, hooks and ctx, never which one it is.
  */
 #ifndef SPOTTRAIN_DEVICE_H
 #define SPOTTRAIN_DEVICE_H

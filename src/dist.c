@@ -1,5 +1,8 @@
 /*
- * dist.c - MPI communicators and bounded collectives.
+ * dist.c - MPI communicators and bounded collectives, and the gradient
+ * all-reduce over backend memory: through the backend's own collective
+ * (backend.comm, e.g. NCCL) or staged through host memory with the backend's
+ * copies. Nothing here knows which backend it is.
  */
 #include "dist.h"
 
@@ -15,10 +18,6 @@
 #include "contract.h"
 #include "log.h"
 #include "ops.h"
-
-#ifdef SPOTTRAIN_HAVE_CUDA
-#include "../cuda/cuda_backend.h"
-#endif
 
 static void node_name(char *out, size_t len)
 {
@@ -85,10 +84,9 @@ int dist_init(int *argc, char ***argv, double timeout_s, dist *d)
 
 void dist_finalize(dist *d)
 {
-#ifdef SPOTTRAIN_HAVE_CUDA
-	cuda_nccl_destroy(d->nccl);
-	d->nccl = NULL;
-#endif
+	if (d->dev_comm)
+		d->be->comm->destroy(d->be, d->dev_comm);
+	d->dev_comm = NULL;
 	free(d->dev_stage);
 	d->dev_stage = NULL;
 	if (d->leaders_comm != MPI_COMM_NULL && d->leaders_comm)
@@ -153,32 +151,11 @@ static void allreduce_host_f(dist *d, float *buf, size_t n)
 	allreduce_sum_chunked(d, buf, n, sizeof *buf, MPI_FLOAT);
 }
 
-#ifdef SPOTTRAIN_HAVE_CUDA
-/* ---- GPU buffers (cuda/): NCCL, or a copy through host memory for MPI ---- */
+/* ---- backend memory: the backend's own collective, or a copy through host memory for MPI ---- */
 
-static void allreduce_device_f(dist *d, float *buf, size_t n)
+/* Sum n floats of backend memory through MPI: download, host all-reduce, upload (bounded). */
+static void allreduce_staged_f(dist *d, float *buf, size_t n)
 {
-	if (d->world == 1)
-		return; /* the sum over one rank: nothing to move */
-	if (d->nccl) {
-		char msg[512] = "";
-		double t0 = now_mono();
-		int r = cuda_nccl_allreduce_sum_f(d->nccl, buf, n, d->timeout_s, msg, sizeof msg);
-		if (r == -2) {
-			log_error("gradient all-reduce (NCCL): %s (dist.collective_timeout_s = %g): a rank or node is "
-				  "lost or frozen; aborting so the world can be re-formed",
-				  msg, d->timeout_s);
-			d->nccl = NULL; /* aborted by cuda_nccl_allreduce_sum_f */
-			dist_abort(d, EXIT_SOFTWARE);
-		}
-		if (r) {
-			log_error("gradient all-reduce (NCCL) failed: %s; aborting so the world can be re-formed", msg);
-			d->nccl = NULL;
-			dist_abort(d, EXIT_SOFTWARE);
-		}
-		d->wait_s += now_mono() - t0;
-		return;
-	}
 	if (d->dev_stage_n < n) {
 		free(d->dev_stage);
 		d->dev_stage = malloc(n * sizeof(float));
@@ -188,33 +165,95 @@ static void allreduce_device_f(dist *d, float *buf, size_t n)
 			dist_abort(d, EXIT_OSERR);
 		}
 	}
-	cuda_copy_to_host(d->dev_stage, buf, n * sizeof(float));
+	d->be->download(d->dev_stage, buf, n * sizeof(float));
 	allreduce_host_f(d, d->dev_stage, n);
-	cuda_copy_to_device(buf, d->dev_stage, n * sizeof(float));
+	d->be->upload(buf, d->dev_stage, n * sizeof(float));
 }
-#endif
+
+/* Sum n floats of backend memory through the backend's collective; on timeout or error abort the world. */
+static void allreduce_comm_f(dist *d, float *buf, size_t n)
+{
+	const backend_comm_ops *c = d->be->comm;
+	char msg[512] = "";
+	double t0 = now_mono();
+	int r = c->allreduce_sum_f(d->be, d->dev_comm, buf, n, d->timeout_s, msg, sizeof msg);
+	if (r == -2) {
+		log_error("gradient all-reduce (%s): %s (dist.collective_timeout_s = %g): a rank or node is "
+			  "lost or frozen; aborting so the world can be re-formed",
+			  c->name, msg, d->timeout_s);
+		d->dev_comm = NULL; /* aborted by the hook */
+		dist_abort(d, EXIT_SOFTWARE);
+	}
+	if (r) {
+		log_error("gradient all-reduce (%s) failed: %s; aborting so the world can be re-formed", c->name, msg);
+		d->dev_comm = NULL;
+		dist_abort(d, EXIT_SOFTWARE);
+	}
+	d->wait_s += now_mono() - t0;
+}
 
 void dist_allreduce_sum_f(dist *d, float *buf, size_t n, dist_mem mem)
 {
-#ifdef SPOTTRAIN_HAVE_CUDA
 	if (n > 0 && mem == DIST_MEM_BACKEND && d->device_mem) {
-		allreduce_device_f(d, buf, n);
+		if (d->world == 1)
+			return; /* the sum over one rank: nothing to move */
+		if (d->dev_comm)
+			allreduce_comm_f(d, buf, n);
+		else
+			allreduce_staged_f(d, buf, n);
 		return;
 	}
-#endif
 	allreduce_host_f(d, buf, n);
+}
+
+/*
+ * Collective: start the backend's collective on every rank (each has one):
+ * rank 0 makes the id, dist broadcasts it, every rank joins with a bounded
+ * wait (a timeout aborts the world). 0 with d->dev_comm set and msg filled for
+ * the log, or the same nonzero code on every rank with d->dev_comm NULL.
+ */
+static int comm_start(dist *d, int backend_kind, char *msg, size_t msg_len)
+{
+	const backend_comm_ops *c = d->be->comm;
+	unsigned char id[BACKEND_COMM_ID_BYTES];
+	int rc = 0;
+	memset(id, 0, sizeof id);
+	if (d->rank == 0 && c->unique_id(d->be, id, msg, msg_len)) {
+		log_error("%s: %s", c->name, msg);
+		rc = EXIT_SOFTWARE;
+	}
+	if (!(rc = dist_agree(d, rc))) {
+		dist_bcast(d, id, sizeof id, 0);
+		int r = c->init(d->be, id, d->world, d->rank, d->timeout_s, &d->dev_comm, msg, msg_len);
+		if (r == -2) {
+			log_error("%s: %s (dist.collective_timeout_s = %g): a rank or node is lost or frozen; "
+				  "aborting so the world can be re-formed",
+				  c->name, msg, d->timeout_s);
+			dist_abort(d, EXIT_SOFTWARE);
+		}
+		if (r) {
+			if (backend_kind == DIST_NCCL)
+				log_error("%s on rank %d (%s): %s", c->name, d->rank, d->node, msg);
+			else
+				log_warn("%s on rank %d (%s): %s", c->name, d->rank, d->node, msg);
+			rc = EXIT_SOFTWARE;
+		}
+		rc = dist_agree(d, rc);
+	}
+	if (rc) {
+		c->destroy(d->be, d->dev_comm);
+		d->dev_comm = NULL;
+	}
+	return rc;
 }
 
 int dist_enable_device_allreduce(dist *d, const backend *be, int backend_kind)
 {
-	int dev = -1;
+	d->be = be;
 	d->device_mem = !(be->caps & BACKEND_CAP_HOST_MEMORY);
-#ifdef SPOTTRAIN_HAVE_CUDA
-	if (d->device_mem)
-		dev = cuda_backend_device();
-#endif
-	/* which ranks hold a GPU: any = max, all = -max(-has) */
-	long has[2] = {dev >= 0, -(long)(dev >= 0)};
+	/* which ranks' backends bring their own collective (a GPU): any = max, all = -max(-has) */
+	const bool mine = d->device_mem && be->comm;
+	long has[2] = {mine, -(long)mine};
 	dist_allreduce_max_l(d, has, 2);
 	const bool any = has[0] > 0, all = -has[1] > 0;
 	if (!all) {
@@ -234,50 +273,21 @@ int dist_enable_device_allreduce(dist *d, const backend *be, int backend_kind)
 			log_info("dist.backend = mpi: GPU gradients are copied to host memory for MPI_Allreduce");
 		return 0;
 	}
-	if (d->world == 1 || d->nccl)
+	if (d->world == 1 || d->dev_comm)
 		return 0;
-#ifdef SPOTTRAIN_HAVE_CUDA
-	unsigned char id[CUDA_NCCL_ID_BYTES];
 	char msg[512] = "";
-	int rc = 0;
-	memset(id, 0, sizeof id);
-	if (d->rank == 0 && cuda_nccl_unique_id(id, msg, sizeof msg)) {
-		log_error("NCCL: %s", msg);
-		rc = EXIT_SOFTWARE;
-	}
-	if (!(rc = dist_agree(d, rc))) {
-		dist_bcast(d, id, sizeof id, 0);
-		int r = cuda_nccl_init(id, d->world, d->rank, d->timeout_s, &d->nccl, msg, sizeof msg);
-		if (r == -2) {
-			log_error("NCCL: %s (dist.collective_timeout_s = %g): a rank or node is lost or frozen; "
-				  "aborting so the world can be re-formed",
-				  msg, d->timeout_s);
-			dist_abort(d, EXIT_SOFTWARE);
-		}
-		if (r) {
-			if (backend_kind == DIST_NCCL)
-				log_error("NCCL on rank %d (%s): %s", d->rank, d->node, msg);
-			else
-				log_warn("NCCL on rank %d (%s): %s", d->rank, d->node, msg);
-			rc = EXIT_SOFTWARE;
-		}
-		rc = dist_agree(d, rc);
-	}
+	int rc = comm_start(d, backend_kind, msg, sizeof msg);
 	if (rc) {
-		cuda_nccl_destroy(d->nccl);
-		d->nccl = NULL;
 		if (backend_kind == DIST_NCCL)
 			return rc;
 		if (d->rank == 0)
-			log_warn("NCCL could not start: GPU gradients are copied to host memory for MPI_Allreduce");
+			log_warn("%s could not start: GPU gradients are copied to host memory for MPI_Allreduce",
+				 be->comm->name);
 		return 0;
 	}
 	if (d->rank == 0)
 		log_info("gradient all-reduce on the GPUs: %s", msg);
 	return 0;
-#else
-	return 0; /* no GPU can be open in a build without CUDA: not reached */
-#endif
 }
 
 void dist_allreduce_sum_i64(dist *d, int64_t *buf, size_t n)

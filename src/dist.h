@@ -1,8 +1,18 @@
 /*
- * dist.h - the only module that calls MPI collectives (DESIGN.md). Every
- * collective wait is bounded (invariant 6): nonblocking MPI calls polled with
- * MPI_Test against dist.collective_timeout_s; past it the world is aborted so
- * that the launcher can re-form it.
+ * dist.h - the only module that drives collectives (DESIGN.md): MPI's, and the
+ * one a backend brings for its own memory (backend.comm in ops.h; NCCL for the
+ * CUDA backend), which dist calls through the backend's table without knowing
+ * which backend it is. Every collective wait is bounded (invariant 6):
+ * nonblocking MPI calls polled with MPI_Test against
+ * dist.collective_timeout_s, and the backend's collective polls against the
+ * same timeout; past it the world is aborted so that the launcher can re-form
+ * it.
+ *
+ * Memory is explicit: the caller of dist_allreduce_sum_f says whether a buffer
+ * is host memory or the backend's memory (dist_mem); dist never guesses from
+ * a pointer. Backend memory goes through the backend's collective when every
+ * rank has one (dist_enable_device_allreduce), else it is staged through host
+ * memory with the backend's download/upload and summed by MPI.
  */
 #ifndef SPOTTRAIN_DIST_H
 #define SPOTTRAIN_DIST_H
@@ -14,6 +24,7 @@
 #include <mpi.h>
 
 struct backend;
+struct backend_comm;
 
 typedef struct dist {
 	int rank, world;
@@ -25,11 +36,12 @@ typedef struct dist {
 	MPI_Comm leaders_comm;       /* local rank 0 of every node (MPI_COMM_NULL elsewhere) */
 	double timeout_s;            /* collective_timeout_s */
 	double wait_s;               /* seconds spent waiting in collectives (all-reduce time) */
-	/* GPU buffers (cuda/): NCCL communicator once dist_enable_device_allreduce() set it up,
-	 * else device buffers are staged through host memory and MPI */
-	bool device_mem;             /* the backend's memory is device memory */
-	struct cuda_comm *nccl;
-	float *dev_stage;            /* host staging buffer for device buffers without NCCL */
+	/* Backend memory (set by dist_enable_device_allreduce()): the backend's collective
+	 * when it started, else device buffers are staged through host memory and MPI */
+	const struct backend *be;    /* the backend whose memory DIST_MEM_BACKEND means */
+	bool device_mem;             /* the backend's memory is not host memory */
+	struct backend_comm *dev_comm; /* the backend's communicator (be->comm), or NULL */
+	float *dev_stage;            /* host staging buffer for device buffers without it */
 	size_t dev_stage_n;          /* its size in floats */
 } dist;
 
@@ -40,13 +52,15 @@ void dist_finalize(dist *d);
 void dist_abort(dist *d, int code) __attribute__((noreturn));
 
 /*
- * Collective (every rank calls it, after choosing its compute backend): how
- * dist_allreduce_sum_f() reduces GPU buffers. backend_kind is the config's
- * dist.backend (a dist_backend_kind: DIST_AUTO, DIST_MPI or DIST_NCCL). With
- * auto or nccl and a GPU on every rank of a world larger than one, an NCCL
- * communicator is made (unique id from rank 0 by broadcast, non-blocking init
- * bounded by timeout_s); with mpi, or when some rank has no GPU, device
- * buffers are copied to host memory for MPI_Allreduce. Returns 0, EXIT_USAGE
+ * Collective (every rank calls it, after choosing its compute backend be): how
+ * dist_allreduce_sum_f() reduces buffers of be's memory. backend_kind is the
+ * config's dist.backend (a dist_backend_kind: DIST_AUTO, DIST_MPI or
+ * DIST_NCCL). With auto or nccl and, on every rank of a world larger than one,
+ * a backend with device memory and its own collective (be->comm: a GPU and
+ * NCCL), its communicator is made (unique id from rank 0 by broadcast,
+ * non-blocking init bounded by timeout_s); with mpi, or when some rank has no
+ * GPU, device buffers are copied to host memory (be->download, be->upload) for
+ * MPI_Allreduce. Host-memory backends (BACKEND_CAP_HOST_MEMORY) need nothing. Returns 0, EXIT_USAGE
  * when dist.backend = nccl cannot be honoured (a rank without a GPU, or a
  * build without CUDA), or EXIT_SOFTWARE when NCCL fails to start under
  * dist.backend = nccl (auto falls back to MPI with a warning). The same

@@ -77,10 +77,40 @@ typedef struct layer_kernels {
 	layer_kernel_fn backward;
 } layer_kernels;
 
+/*
+ * A collective over backend memory that the backend brings with it (CUDA: NCCL),
+ * for buffers that would otherwise be staged through host memory for MPI. Only
+ * dist calls these (DESIGN.md: dist drives every collective; the MPI side, such
+ * as broadcasting the id, stays there). Every wait inside is bounded by
+ * timeout_s: past it the communicator is aborted and -2 is returned, so that
+ * dist can abort the world. Returns are 0, -1 (an error of the library) or -2;
+ * msg says what happened.
+ */
+#define BACKEND_COMM_ID_BYTES 128
+typedef struct backend_comm backend_comm; /* one communicator, the backend's own type */
+typedef struct backend_comm_ops {
+	const char *name; /* "NCCL", for messages */
+	/* A new unique id for a communicator (one rank makes it; dist broadcasts it). */
+	int (*unique_id)(const struct backend *be, unsigned char id[BACKEND_COMM_ID_BYTES], char *msg,
+			 size_t msg_len);
+	/* Join the communicator of world ranks with id; 0 fills *out (and msg with a line for the log). */
+	int (*init)(const struct backend *be, const unsigned char id[BACKEND_COMM_ID_BYTES], int world,
+		    int rank, double timeout_s, backend_comm **out, char *msg, size_t msg_len);
+	/* In-place sum of n floats of backend memory after the work already queued; returns when
+	 * done. On -1 or -2 the communicator is aborted: only destroy() may follow. */
+	int (*allreduce_sum_f)(const struct backend *be, backend_comm *c, float *buf, size_t n,
+			       double timeout_s, char *msg, size_t msg_len);
+	/* Tear a communicator down (NULL is fine; an aborted one is only freed). */
+	void (*destroy)(const struct backend *be, backend_comm *c);
+	/* The library and its version, for logs ("NCCL 2.28.9"). */
+	const char *(*version)(const struct backend *be);
+} backend_comm_ops;
+
 typedef struct backend {
 	const char *name;
 	unsigned caps;           /* BACKEND_CAP_* */
 	void *ctx;               /* the backend instance's own state (NULL for the CPU backend) */
+	const backend_comm_ops *comm; /* its own collective over its memory, or NULL (CPU: MPI on host memory) */
 	/* Lifecycle hooks; each takes the backend itself, so that it can reach ctx. */
 	/* Wait until all queued work is done (before reading a clock or host memory). */
 	void (*synchronize)(const struct backend *be);

@@ -756,9 +756,48 @@ static void test_backend_reports_memory_kinds_and_sgemm_rate(void **state)
 	assert_false(cuda_is_device_pointer(host));
 	assert_int_equal(cuda_backend_device() >= 0, 1);
 	G->release(dev);
+	/* the table says what the backend is: device memory, float sums, one host thread, a context */
+	assert_false(G->caps & BACKEND_CAP_HOST_MEMORY);
+	assert_false(G->caps & BACKEND_CAP_EXACT_SUM);
+	assert_non_null(G->ctx);
+	assert_int_equal(G->threads(G), 1);
+	G->synchronize(G);
 	double g = cuda_measure_sgemm_gflops(2048);
 	print_message("cuBLAS sgemm 2048^3 on %s: %.0f GFLOP/s\n", cuda_device_name(), g);
 	assert_true(g > 0);
+}
+
+/*
+ * The table's collective (NCCL), as dist drives it: an id, a communicator of
+ * one rank, a sum over it (the identity), teardown. The GPU emulation's NCCL
+ * refuses to start, as NCCL does for ranks sharing a GPU: then init must say
+ * so with -1, a message and no communicator, never a timeout.
+ */
+static void test_backend_collective_of_one_rank(void **state)
+{
+	(void)state;
+	const backend_comm_ops *c = G->comm;
+	assert_non_null(c);
+	assert_null(C->comm);
+	unsigned char id[BACKEND_COMM_ID_BYTES] = {0};
+	char msg[512] = "";
+	assert_int_equal(c->unique_id(G, id, msg, sizeof msg), 0);
+	backend_comm *comm = (backend_comm *)&msg; /* must be overwritten */
+	int r = c->init(G, id, 1, 0, 30.0, &comm, msg, sizeof msg);
+	print_message("%s: init %d: %s\n", c->version(G), r, msg);
+	assert_true(msg[0] != 0);
+	if (r != 0) {
+		assert_int_equal(r, -1);
+		assert_null(comm);
+		return;
+	}
+	float host[5] = {1.5f, -2, 3, 0.25f, 7}, back[5];
+	float *dev = gpu_floats(host, 5);
+	assert_int_equal(c->allreduce_sum_f(G, comm, dev, 5, 30.0, msg, sizeof msg), 0);
+	G->download(back, dev, sizeof back);
+	assert_memory_equal(back, host, sizeof host);
+	c->destroy(G, comm);
+	G->release(dev);
 }
 
 int main(int argc, char **argv)
@@ -793,6 +832,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_softmax_xent_matches_cpu),
 		cmocka_unit_test(test_optimizers_match_optim_c_bitwise),
 		cmocka_unit_test(test_backend_reports_memory_kinds_and_sgemm_rate),
+		cmocka_unit_test(test_backend_collective_of_one_rank),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
