@@ -78,7 +78,9 @@ for w in "${words[@]}"; do
   if [ "$seen_o" = 0 ]; then [ "$w" = -o ] && seen_o=1; continue; fi
   case "$w" in
     spottrain | *libspottrain_cuda.a | *libspottrain_core.a | *cudart_static.a) ;;
-    *) libs+=("$w") ;;
+    -*) libs+=("$w") ;;
+    /*) libs+=("$w") ;;
+    *) libs+=("$build/src/$w") ;; # CMake writes the link line relative to build/src
   esac
 done
 group=("-Wl,--start-group" "$core" ops_host.o backend.o nccl.o fake_cuda.o "-Wl,--end-group")
