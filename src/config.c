@@ -132,7 +132,7 @@ static const key_desc *find_key(const char *section, const char *key)
 	return NULL;
 }
 
-static bool parse_double(const char *s, double *out)
+bool config_parse_number(const char *s, double *out)
 {
 	char *end;
 	errno = 0;
@@ -202,7 +202,7 @@ static bool set_key(config *c, const key_desc *k, const char *value, char *err, 
 	default:
 		break;
 	}
-	if (!parse_double(value, &v) || v < k->min || v > k->max ||
+	if (!config_parse_number(value, &v) || v < k->min || v > k->max ||
 	    (k->type != K_FLOAT && k->type != K_DOUBLE && v != floor(v))) {
 		snprintf(err, errlen, "%s.%s must be a%s number in [%g, %g], not '%s'", k->section, k->key,
 			 (k->type == K_FLOAT || k->type == K_DOUBLE) ? "" : "n integer", k->min, k->max,

@@ -103,6 +103,9 @@ int config_set(config *c, const char *assignment);
 /* Check cross-field constraints (batch > 0, last layer softmax_xent, ...). Returns 0 or 64. */
 int config_validate(const config *c);
 
+/* A finite number, all of s but trailing blanks (strtod syntax); false otherwise. */
+bool config_parse_number(const char *s, double *out);
+
 /* The resolved config as canonical INI text (malloc'ed; parseable by config_load_string). */
 char *config_dump(const config *c);
 

@@ -145,24 +145,11 @@ int layer_spec_dump(const layer_spec *s, char *buf, size_t len)
 
 /* ---- key parsers ---- */
 
-static bool parse_number(const char *s, double *out)
-{
-	char *end;
-	errno = 0;
-	double v = strtod(s, &end);
-	while (isspace((unsigned char)*end))
-		end++;
-	if (errno || end == s || *end || !isfinite(v))
-		return false;
-	*out = v;
-	return true;
-}
-
 bool layer_key_int(const layer_spec *s, const char *key, const char *value, int lo, int hi, int *out,
 		   char *err, size_t errlen)
 {
 	double v;
-	if (!parse_number(value, &v) || v < lo || v > hi || v != floor(v)) {
+	if (!config_parse_number(value, &v) || v < lo || v > hi || v != floor(v)) {
 		snprintf(err, errlen, "[layer.%s] %s must be an integer in [%d, %d], not '%s'", s->name, key, lo,
 			 hi, value);
 		return false;
@@ -209,7 +196,7 @@ bool layer_key_float(const layer_spec *s, const char *key, const char *value, do
 		     bool hi_open, float *out, char *err, size_t errlen)
 {
 	double v;
-	if (!parse_number(value, &v) || v < lo || v > hi || (hi_open && v == hi)) {
+	if (!config_parse_number(value, &v) || v < lo || v > hi || (hi_open && v == hi)) {
 		snprintf(err, errlen, "[layer.%s] %s must be in [%g, %g%c, not '%s'", s->name, key, lo, hi,
 			 hi_open ? ')' : ']', value);
 		return false;
