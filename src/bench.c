@@ -144,7 +144,7 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 			t2 = t0 + ge.t_compute;
 			if (s >= a->warmup)
 				acc.fix += busy > 0 ? ge.t_compute * ge.t_fix / busy : 0;
-			dist_allreduce_sum_i64(&d, ge.acc[0], np + GTAIL_N);
+			dist_allreduce_sum_i64(&d, ge.acc[0], np + TAIL_N);
 			t3 = now_mono();
 			grad_finish(&ge, B, grads);
 		} else {
@@ -194,7 +194,7 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 	double sgemm = be->peak_gflops(be); /* the backend's reference rate, measured now */
 	double ips = B / mx[4];
 	double gflops = ips * m.train_flops_per_sample / 1e9;
-	double bytes = exact ? (double)(np + GTAIL_N) * sizeof(int64_t) : (double)(np + 6) * sizeof(float);
+	double bytes = exact ? (double)(np + TAIL_N) * sizeof(int64_t) : (double)(np + 6) * sizeof(float);
 	double algbw = mx[2] > 0 ? bytes / mx[2] / 1e9 : 0;
 	double busbw = W > 1 ? algbw * 2.0 * (W - 1) / W : 0;
 	if (d.rank == 0) {

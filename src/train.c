@@ -32,9 +32,10 @@
 #include "philox.h"
 #include "runlog.h"
 #include "spot.h"
+#include "stop.h"
 
-/* The request flags and counters ride after the gradients in the all-reduce (grad.h GTAIL_*). */
-#define TAIL_N GTAIL_N
+/* The request flags and counters ride after the gradients in the all-reduce (grad.h TAIL_*). */
+
 
 typedef struct trainer {
 	config cfg;
@@ -589,15 +590,15 @@ static void log_metrics(trainer *t, double loss, double acc, double ips)
 static void poll_requests(trainer *t, int64_t *tail)
 {
 	double when = 0;
-	signal_request s = spot_signals_pending(&when);
+	signal_request s = signals_pending(&when);
 	if (s == SIG_REQ_TERM || s == SIG_REQ_INT) {
-		tail[GTAIL_SIGNAL] = 1;
+		tail[TAIL_SIGNAL] = 1;
 		if (!t->notice_wall) {
 			t->notice_wall = when;
 			t->notice_reason = s == SIG_REQ_TERM ? STOP_SIGTERM : STOP_SIGINT;
 		}
 	} else if (s == SIG_REQ_RESCALE) {
-		tail[GTAIL_RESCALE] = 1;
+		tail[TAIL_RESCALE] = 1;
 		if (!t->notice_wall) {
 			t->notice_wall = when;
 			t->notice_reason = STOP_RESCALE;
@@ -625,11 +626,11 @@ static void poll_requests(trainer *t, int64_t *tail)
 		} else {
 			runlog_event(t->cfg.run_dir, EV_REBALANCE, o);
 			log_info("rebalance recommendation on node %s: checkpointing now", t->cfg.spot.node);
-			tail[GTAIL_CKPT_NOW] = 1;
+			tail[TAIL_CKPT_NOW] = 1;
 		}
 	}
 	if (t->watcher_stop_seen)
-		tail[GTAIL_NOTICE] = 1;
+		tail[TAIL_NOTICE] = 1;
 }
 
 /* grad.h shard_fill_fn: step positions [first, first+n) of the current step. */
@@ -666,15 +667,15 @@ static void float_step(trainer *t, int bsz, const int64_t *req, int64_t *tail_ou
 	net_forward(&t->m, t->be, t->params, &t->ws, &b, &loss, &correct);
 	net_backward(&t->m, t->be, t->params, t->grads, &t->ws, &b);
 	float tail[TAIL_N] = {0};
-	for (int i = 0; i < GTAIL_LOSS; i++)
+	for (int i = 0; i < TAIL_LOSS; i++)
 		tail[i] = (float)req[i];
-	tail[GTAIL_LOSS] = (float)loss;
-	tail[GTAIL_CORRECT] = (float)correct;
+	tail[TAIL_LOSS] = (float)loss;
+	tail[TAIL_CORRECT] = (float)correct;
 	t->be->upload(t->grads + np, tail, sizeof tail);
 	dist_allreduce_sum_f(&t->d, t->grads, np + TAIL_N, DIST_MEM_BACKEND);
 	t->be->download(tail, t->grads + np, sizeof tail);
 	for (int i = 0; i < TAIL_N; i++)
-		tail_out[i] = i == GTAIL_LOSS ? (int64_t)ldexp(tail[i], GRAD_FIX_BITS) : (int64_t)tail[i];
+		tail_out[i] = i == TAIL_LOSS ? (int64_t)ldexp(tail[i], GRAD_FIX_BITS) : (int64_t)tail[i];
 	t->be->scale(np, 1.0f / (float)bsz, t->grads);
 }
 
@@ -687,19 +688,19 @@ static void train_step(trainer *t, int bsz, int64_t *tail_out)
 	size_t np = t->m.n_params;
 	int64_t req[TAIL_N] = {0};
 	poll_requests(t, req);
-	req[GTAIL_IOERR] = t->ckpt_rc != 0;
+	req[TAIL_IOERR] = t->ckpt_rc != 0;
 	if (t->exact) {
 		grad_compute(&t->ge, t->params, bsz, t->d.rank, t->d.world, t->cfg.seed, (uint32_t)t->epoch,
 			     fill_train_shard, t);
 		int64_t *acc = t->ge.acc[0];
-		for (int i = 0; i < GTAIL_LOSS; i++)
+		for (int i = 0; i < TAIL_LOSS; i++)
 			acc[np + i] = req[i];
 		dist_allreduce_sum_i64(&t->d, acc, np + TAIL_N);
 		memcpy(tail_out, acc + np, TAIL_N * sizeof(int64_t));
 		grad_finish(&t->ge, bsz, t->grads);
-		if (tail_out[GTAIL_OVERFLOW] > 0 && t->d.rank == 0)
+		if (tail_out[TAIL_OVERFLOW] > 0 && t->d.rank == 0)
 			log_warn("step %ld: %lld gradient values beyond +-2^19 were clipped in the exact sum "
-				 "(is training diverging?)", t->step + 1, (long long)tail_out[GTAIL_OVERFLOW]);
+				 "(is training diverging?)", t->step + 1, (long long)tail_out[TAIL_OVERFLOW]);
 	} else {
 		float_step(t, bsz, req, tail_out);
 	}
@@ -713,8 +714,8 @@ static void train_step(trainer *t, int bsz, int64_t *tail_out)
 /* The agreed stop: checkpoint, events, acknowledgement. Returns the exit code. */
 static int agreed_stop(trainer *t, const int64_t *tail)
 {
-	const char *reason = tail[GTAIL_NOTICE] > 0   ? STOP_NOTICE
-			     : tail[GTAIL_SIGNAL] > 0 ? (t->notice_reason && strcmp(t->notice_reason, STOP_SIGINT) == 0
+	const char *reason = tail[TAIL_NOTICE] > 0   ? STOP_NOTICE
+			     : tail[TAIL_SIGNAL] > 0 ? (t->notice_reason && strcmp(t->notice_reason, STOP_SIGINT) == 0
 							? STOP_SIGINT : STOP_SIGTERM)
 						     : STOP_RESCALE;
 	double first = t->notice_wall > 0 ? t->notice_wall : 1e300;
@@ -789,9 +790,9 @@ static int train_loop(trainer *t)
 		train_step(t, bsz, tail);
 		t->train_time += now_mono() - t0;
 		t->images_done += bsz;
-		double step_loss = ldexp((double)tail[GTAIL_LOSS], -GRAD_FIX_BITS);
+		double step_loss = ldexp((double)tail[TAIL_LOSS], -GRAD_FIX_BITS);
 		window_loss += step_loss;
-		window_correct += (double)tail[GTAIL_CORRECT];
+		window_correct += (double)tail[TAIL_CORRECT];
 		window_n += bsz;
 		t->last_loss = step_loss / bsz;
 		if (t->cfg.min_step_ms > 0) {
@@ -807,7 +808,7 @@ static int train_loop(trainer *t)
 		int wrc = finish_pending(t, false); /* an asynchronous checkpoint became durable? */
 		if (wrc && !t->ckpt_rc)
 			t->ckpt_rc = wrc;
-		if (tail[GTAIL_IOERR] > 0) {
+		if (tail[TAIL_IOERR] > 0) {
 			/* every rank learns it from the same all-reduce and exits the same way */
 			if (t->d.rank == 0)
 				log_error("a checkpoint write failed (see the message above); stopping with the earlier "
@@ -825,7 +826,7 @@ static int train_loop(trainer *t)
 			window_t0 = now_mono();
 			window_loss = window_correct = window_n = 0;
 		}
-		if (tail[GTAIL_NOTICE] > 0 || tail[GTAIL_SIGNAL] > 0 || tail[GTAIL_RESCALE] > 0)
+		if (tail[TAIL_NOTICE] > 0 || tail[TAIL_SIGNAL] > 0 || tail[TAIL_RESCALE] > 0)
 			return agreed_stop(t, tail);
 		int rc = 0;
 		if (epoch_done) {
@@ -849,7 +850,7 @@ static int train_loop(trainer *t)
 			}
 			rc = save_checkpoint(t, false, true, NULL, 0);
 		} else if ((t->cfg.ckpt_every_steps > 0 && t->step % t->cfg.ckpt_every_steps == 0) ||
-			   tail[GTAIL_CKPT_NOW] > 0) {
+			   tail[TAIL_CKPT_NOW] > 0) {
 			rc = save_checkpoint(t, false, false, NULL, 0);
 		}
 		if (rc && !t->ckpt_rc)
@@ -925,7 +926,7 @@ int train_main(int *argc, char ***argv, const run_args *a)
 		return rc;
 	}
 	log_set_verbose(a->verbose);
-	spot_signals_install();
+	signals_install();
 	const char *gen = getenv(ENV_GENERATION);
 	const char *url = getenv(ENV_METADATA_URL);
 	if (url && *url)
