@@ -109,4 +109,34 @@ bool config_parse_number(const char *s, double *out);
 /* The resolved config as canonical INI text (malloc'ed; parseable by config_load_string). */
 char *config_dump(const config *c);
 
+/* ---- the command line's share of the config (config_args.c) ---- */
+
+#define MAX_SETS 64
+
+/* What main.c parsed from the command line of train, eval and bench. */
+typedef struct run_args {
+	const char *config_path;
+	const char *sets[MAX_SETS];  /* --set section.key=value, in order */
+	int n_sets;
+	const char *data_dir;        /* --data-dir */
+	const char *run_dir;         /* --run-dir */
+	const char *init_from;       /* --init-from FILE (weights only) */
+	const char *ckpt;            /* eval --ckpt FILE */
+	long epochs;                 /* --epochs (0: config) */
+	long max_steps;              /* --max-steps (0: config) */
+	int threads;                 /* --threads (-1: config) */
+	long seed;                   /* --seed (-1: config) */
+	int steps;                   /* bench --steps */
+	int warmup;                  /* bench --warmup */
+	device_kind device;          /* --device */
+	bool device_given;
+	bool verbose;
+} run_args;
+
+/* The --set overrides in order, then the flags (--data-dir, --epochs, ...), then config_validate.
+ * c already holds the file's (or a checkpoint's) config. Returns 0 or an exit code. */
+int config_apply_args(const run_args *a, config *c);
+/* Defaults, the --config file (if any), then config_apply_args. Returns 0 or an exit code. */
+int config_load_run(const run_args *a, config *c);
+
 #endif

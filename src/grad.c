@@ -148,7 +148,7 @@ int grad_engine_init(grad_engine *e, const model *m, const backend *be, int shar
 		goto oom;
 	for (int t = 0; t < T; t++) {
 		e->g[t] = be->alloc(n * sizeof(float));
-		e->acc[t] = be->alloc((n + GTAIL_N) * sizeof(int64_t));
+		e->acc[t] = be->alloc((n + TAIL_N) * sizeof(int64_t));
 		e->samples[t] = calloc((size_t)shard, sizeof(uint32_t));
 		e->labels[t] = calloc((size_t)shard, 1);
 		if (!e->g[t] || !e->acc[t] || !e->samples[t] || !e->labels[t])
@@ -193,7 +193,7 @@ void grad_compute(grad_engine *e, const float *params, int bsz, int rank, int wo
 	grad_rank_shards(bsz, e->shard, rank, world, &k0, &k1);
 	double t0 = now_mono();
 	double t_fwd = 0, t_bwd = 0, t_fix = 0;
-	int64_t tail[GTAIL_N] = {0};
+	int64_t tail[TAIL_N] = {0};
 	/* ops called inside run single-threaded: one shard, one thread, a fixed order */
 	omp_set_max_active_levels(1);
 #pragma omp parallel num_threads(e->threads)
@@ -203,7 +203,7 @@ void grad_compute(grad_engine *e, const float *params, int bsz, int rank, int wo
 		net_workspace *ws = &e->ws[t];
 		double loss_t = 0;
 		int64_t correct_t = 0, of_t = 0, nf_t = 0;
-		memset(acc, 0, (np + GTAIL_N) * sizeof(int64_t));
+		memset(acc, 0, (np + TAIL_N) * sizeof(int64_t));
 #pragma omp for schedule(static)
 		for (int k = k0; k < k1; k++) {
 			long first = (long)k * e->shard;
@@ -230,10 +230,10 @@ void grad_compute(grad_engine *e, const float *params, int bsz, int rank, int wo
 		}
 #pragma omp critical
 		{
-			tail[GTAIL_LOSS] += (int64_t)loss_t;
-			tail[GTAIL_CORRECT] += correct_t;
-			tail[GTAIL_OVERFLOW] += of_t;
-			tail[GTAIL_NONFINITE] += nf_t;
+			tail[TAIL_LOSS] += (int64_t)loss_t;
+			tail[TAIL_CORRECT] += correct_t;
+			tail[TAIL_OVERFLOW] += of_t;
+			tail[TAIL_NONFINITE] += nf_t;
 		}
 		/* the threads' integer sums into acc[0]: exact, any order */
 #pragma omp barrier
@@ -256,7 +256,7 @@ void grad_finish(grad_engine *e, int bsz, float *grads)
 {
 	const size_t np = e->m->n_params;
 	const int64_t *acc = e->acc[0];
-	if (acc[np + GTAIL_NONFINITE] > 0) {
+	if (acc[np + TAIL_NONFINITE] > 0) {
 		for (size_t i = 0; i < np; i++)
 			grads[i] = NAN;
 		return;

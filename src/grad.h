@@ -28,23 +28,13 @@
 
 #include "model.h"
 #include "ops.h"
+#include "stop.h"
 
 /* Fixed-point scale: one unit is 2^-GRAD_FIX_BITS. Values beyond +-2^(51-GRAD_FIX_BITS) saturate. */
 #define GRAD_FIX_BITS 32
 
-/* Integers that ride after the gradients in the same all-reduce (invariant 3). */
-enum {
-	GTAIL_NOTICE,    /* ranks that saw an interruption notice */
-	GTAIL_SIGNAL,    /* ranks that got SIGTERM/SIGINT */
-	GTAIL_RESCALE,   /* ranks that got SIGUSR1 */
-	GTAIL_CKPT_NOW,  /* ranks that got a rebalance recommendation */
-	GTAIL_IOERR,     /* ranks whose asynchronous checkpoint write failed */
-	GTAIL_LOSS,      /* summed loss in 2^-GRAD_FIX_BITS units */
-	GTAIL_CORRECT,   /* correct predictions */
-	GTAIL_OVERFLOW,  /* gradient values that saturated */
-	GTAIL_NONFINITE, /* NaN or infinite gradient values */
-	GTAIL_N
-};
+/* The stop tail (stop.h) rides after the gradients in the same all-reduce: grad_compute
+ * fills its counters TAIL_LOSS .. TAIL_NONFINITE. */
 
 /* Fills a shard: the images of step positions [first, first+n) into input, their dataset
  * indices into samples and labels into labels. */
@@ -58,7 +48,7 @@ typedef struct grad_engine {
 	int threads;             /* T: shards run in parallel, one per thread */
 	net_workspace *ws;       /* per thread, S samples each */
 	float **g;               /* per thread float gradient of one shard */
-	int64_t **acc;           /* per thread; acc[0] holds the rank's sum + GTAIL_N integers */
+	int64_t **acc;           /* per thread; acc[0] holds the rank's sum + TAIL_N integers */
 	uint32_t **samples;
 	uint8_t **labels;
 	/* timings of the last step (seconds) */
@@ -74,7 +64,7 @@ void grad_rank_shards(int bsz, int shard, int rank, int world, int *k0, int *k1)
 /*
  * Forward and backward over this rank's shards of a step of bsz samples; leaves
  * the rank's exact sum in e->acc[0][0..n_params) and the loss/correct/overflow
- * counters in e->acc[0][n_params + GTAIL_*] (the request flags are left zero for
+ * counters in e->acc[0][n_params + TAIL_*] (the request flags are left zero for
  * the caller). uint32 epoch and seed key the dropout masks.
  */
 void grad_compute(grad_engine *e, const float *params, int bsz, int rank, int world, uint32_t seed,

@@ -1,6 +1,7 @@
 /*
  * main.c - the spottrain command line. It parses arguments (before MPI is
- * started, so that usage errors exit 64 without a world) and calls train.c.
+ * started, so that usage errors exit 64 without a world) into a run_args
+ * (config.h) and calls the command (train.h: train.c, eval.c, bench.c).
  */
 #include <getopt.h>
 #include <stdio.h>

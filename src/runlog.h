@@ -1,7 +1,8 @@
 /*
  * runlog.h - the run directory's logs: events.jsonl (every rank and the
  * launcher append whole lines with O_APPEND), metrics.jsonl and the heartbeat
- * file (rank 0). Lines are built with cJSON so strings are always escaped.
+ * file (rank 0). The records themselves are built in one place, events.c
+ * (events.h), with cJSON so strings are always escaped; this module appends them.
  */
 #ifndef SPOTTRAIN_RUNLOG_H
 #define SPOTTRAIN_RUNLOG_H

@@ -1,7 +1,7 @@
 /*
  * spot.h - interruption notices: cloud metadata watchers (AWS IMDSv2, GCP,
- * Azure Scheduled Events) through libcurl in a background thread, and the
- * process signals (SIGTERM, SIGINT, SIGUSR1). The training loop only ever
+ * Azure Scheduled Events) through libcurl in a background thread (the
+ * process signals are in signals.h). The training loop only ever
  * calls the non-blocking functions here; it never waits on the network.
  * spot_*.c are the only files that include curl.h (besides fetch.c).
  */
@@ -61,18 +61,5 @@ bool spot_watcher_poll(spot_watcher *w, spot_event *ev);
 int spot_watcher_ack(spot_watcher *w);
 /* Stop the thread (bounded by the request timeouts) and free. NULL-safe. */
 void spot_watcher_stop(spot_watcher *w);
-
-/* ---- signals ---- */
-typedef enum {
-	SIG_REQ_NONE = 0,
-	SIG_REQ_TERM,    /* SIGTERM */
-	SIG_REQ_INT,     /* SIGINT (a second SIGINT exits at once with 130) */
-	SIG_REQ_RESCALE, /* SIGUSR1 from the launcher */
-} signal_request;
-
-/* Install handlers for SIGTERM, SIGINT and SIGUSR1 (async-signal-safe flag setting only). */
-int spot_signals_install(void);
-/* The first pending request since install (not cleared), and the wall time it arrived. */
-signal_request spot_signals_pending(double *when_wall);
 
 #endif

@@ -1,6 +1,6 @@
 /*
  * spot_internal.h - shared between spot.c (config, watcher thread, HTTP
- * helper, signals) and the provider protocol files spot_aws.c, spot_gcp.c
+ * helper) and the provider protocol files spot_aws.c, spot_gcp.c
  * and spot_azure.c. Not part of the public face of the module: only spot*.c
  * include it, and these are the only worker files that include curl.h.
  *

@@ -1,5 +1,5 @@
 /*
- * test_spot.c - interruption notices: provider names, DMI detection, signals,
+ * test_spot.c - interruption notices: provider names, DMI detection,
  * and the watchers of all three providers against tests/mock_imds (started as
  * a child process from $MOCK_IMDS; the tests that need it are skipped when
  * MOCK_IMDS is not set). Only 127.0.0.1 is ever contacted.
@@ -459,56 +459,6 @@ static void test_start_rejects_non_http_url(void **state)
 }
 
 /* ------------------------------------------------------------------ */
-/* signals                                                             */
-/* ------------------------------------------------------------------ */
-
-static void test_sigterm_requests_term_with_time(void **state)
-{
-	(void)state;
-	assert_int_equal(spot_signals_install(), 0);
-	double when = -1;
-	assert_int_equal(spot_signals_pending(&when), SIG_REQ_NONE);
-	double t0 = now_wall();
-	raise(SIGTERM);
-	double t1 = now_wall();
-	assert_int_equal(spot_signals_pending(&when), SIG_REQ_TERM);
-	assert_true(when >= t0 - 0.001 && when <= t1 + 0.001);
-	/* the first request is kept */
-	raise(SIGUSR1);
-	assert_int_equal(spot_signals_pending(NULL), SIG_REQ_TERM);
-}
-
-static void test_sigusr1_requests_rescale(void **state)
-{
-	(void)state;
-	assert_int_equal(spot_signals_install(), 0);
-	raise(SIGUSR1);
-	double when = 0;
-	assert_int_equal(spot_signals_pending(&when), SIG_REQ_RESCALE);
-	assert_true(when > 0);
-}
-
-static void test_second_sigint_exits_130(void **state)
-{
-	(void)state;
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		if (spot_signals_install() != 0)
-			_exit(1);
-		raise(SIGINT);
-		if (spot_signals_pending(NULL) != SIG_REQ_INT)
-			_exit(2);
-		raise(SIGINT);
-		_exit(3); /* not reached: the second SIGINT exits with 130 */
-	}
-	int st = 0;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 130);
-}
-
-/* ------------------------------------------------------------------ */
 /* AWS                                                                 */
 /* ------------------------------------------------------------------ */
 
@@ -959,9 +909,6 @@ int main(void)
 		cmocka_unit_test(test_detect_provider_from_dmi_files),
 		cmocka_unit_test(test_start_auto_uses_dmi_and_none_starts_nothing),
 		cmocka_unit_test(test_start_rejects_non_http_url),
-		cmocka_unit_test(test_sigterm_requests_term_with_time),
-		cmocka_unit_test(test_sigusr1_requests_rescale),
-		cmocka_unit_test(test_second_sigint_exits_130),
 		cmocka_unit_test(test_aws_no_notice_no_event),
 		cmocka_unit_test(test_aws_notice_gives_exactly_one_stop),
 		cmocka_unit_test(test_aws_rebalance_then_stop),
