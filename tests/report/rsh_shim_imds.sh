@@ -1,7 +1,7 @@
 #!/bin/bash
 # rsh_shim_imds.sh - the fleet's rsh agent (tests/fleet/rsh_shim.sh) plus a metadata
 # service of each fake node's own: when $SIM_ROOT/nodes/HOST/metadata_url exists, the
-# node's processes get SPOTTRAIN_METADATA_URL from it (src/contract.h), so a mock
+# node's processes get SPOTTRAIN_METADATA_URL from it (src/common/contract.h), so a mock
 # metadata service (tests/mock_imds) stands for that node's cloud metadata endpoint.
 args=("$@")
 while [[ $# -gt 0 && "$1" == -* ]]; do shift; done
