@@ -7,10 +7,12 @@
 #  - periodic asynchronous checkpoints and retention (keep 2 + epoch ends);
 #  - spottrain inspect validates, spottrain eval reports the accuracy;
 #  - --init-from takes the weights only.
+# (mnist_cnn.ini sets lr = 1.0 for Adadelta, and keys the user set win over the optimizer's
+#  defaults: Adam needs its lr given too)
 # (mnist_cnn with conv2 narrowed to 16 filters: every layer kind, a quarter of the work)
 . "$(dirname "$0")/common.sh"
 common=(train --config "$CONFIGS/mnist_cnn.ini" --data-dir "$DATA" --threads 1
-        --set train.optimizer=adam --set train.eval_each_epoch=false --set layer.conv2.filters=16
+        --set train.optimizer=adam --set train.lr=0.001 --set train.eval_each_epoch=false --set layer.conv2.filters=16
         --set checkpoint.every_steps=20 --set checkpoint.keep=2)
 train() { # run-dir ranks max-steps [args]
   local dir=$1 np=$2 steps=$3; shift 3
