@@ -2,7 +2,8 @@
  * fetch_internal.h - shared by the files of the dataset download: fetch.c
  * (the per-dataset driver, the lock on each .part, the public API),
  * fetch_http.c (one file's transfer: libcurl, Range resume, redirects, the
- * size cap), fetch_url.c (what a URL may be and how it is logged) and
+ * size cap), fetch_response.c (the libcurl callbacks that write the .part),
+ * fetch_url.c (what a URL may be and how it is logged) and
  * fetch_verify.c (SHA-256 and the checksum check). Not part of the public
  * face of the module (fetch.h): only fetch*.c include it.
  */
@@ -43,6 +44,34 @@ typedef struct job {
 	char why[CURL_ERROR_SIZE + 128];/* what the last transient failure was */
 } job;
 
+/* What stopped a transfer from inside a callback. */
+typedef enum {
+	XF_GOING = 0,  /* nothing stopped the transfer */
+	XF_OVERSIZE,   /* the file would be larger than max_bytes */
+	XF_WRITE,      /* writing or cutting the .part failed (err) */
+	XF_BAD_RANGE,  /* a 206 that does not start where we asked */
+	XF_NOT_BODY,   /* a response other than 200/206 had a long body: not read */
+} xfer_stop;
+
+/* State of one request, seen by the header and write callbacks. */
+typedef struct xfer {
+	int fd;                       /* the .part, written with pwrite */
+	curl_off_t max;               /* size cap of the whole file */
+	curl_off_t asked;             /* the Range start sent (0: no Range) */
+	curl_off_t off;               /* where the next body byte goes */
+	long status;                  /* status code of the current response */
+	bool in_headers;              /* after a status line, before its blank line */
+	bool to_file;                 /* the current body goes into the .part */
+	curl_off_t length;            /* Content-Length, -1 when absent */
+	curl_off_t range_start;       /* Content-Range first byte, -1 when absent */
+	curl_off_t range_total;       /* Content-Range total size, -1 when absent or '*' */
+	bool restarted;               /* a 200 answered our Range: the .part was cut to 0 */
+	bool appended;                /* a 206 is appending to earlier bytes */
+	size_t dropped;               /* body bytes of other responses, read and dropped */
+	xfer_stop stop;
+	int err;                      /* errno for XF_WRITE */
+} xfer;
+
 /* ---- fetch.c: small helpers ---- */
 
 /* Sleep ms milliseconds (nothing when ms <= 0), resuming after signals. */
@@ -59,6 +88,13 @@ bool fetch_redirect_allowed(const char *from, const char *to);
 void fetch_url_for_log(const char *url, char *out, size_t size);
 /* Check base_url: http(s)://host[:port][/path], no query or fragment. 0 or EXIT_USAGE. */
 int fetch_check_base_url(const char *base_url);
+
+/* ---- fetch_response.c: libcurl's callbacks, userdata an xfer ---- */
+
+/* CURLOPT_HEADERFUNCTION: track the status and sizes; decide at the blank line. */
+size_t fetch_header_cb(char *data, size_t size, size_t nmemb, void *ud);
+/* CURLOPT_WRITEFUNCTION: pwrite the body into the .part, or read and drop it. */
+size_t fetch_write_cb(char *data, size_t size, size_t nmemb, void *ud);
 
 /* ---- fetch_http.c ---- */
 
