@@ -9,7 +9,7 @@
  * file in place. The lock belongs to the process: threads of one process must
  * not call it on the same folder at the same time.
  *
- * fetch.c is, with spot_*.c, the only file that includes curl.h.
+ * fetch*.c are, with spot*.c, the only files that include curl.h.
  */
 #ifndef SPOTTRAIN_FETCH_H
 #define SPOTTRAIN_FETCH_H

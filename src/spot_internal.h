@@ -1,6 +1,7 @@
 /*
- * spot_internal.h - shared between spot.c (config, watcher thread, HTTP
- * helper) and the provider protocol files spot_aws.c, spot_gcp.c
+ * spot_internal.h - shared between spot.c (watcher thread, events),
+ * spot_detect.c (config defaults, provider detection), spot_http.c (HTTP
+ * helper, warnings) and the provider protocol files spot_aws.c, spot_gcp.c
  * and spot_azure.c. Not part of the public face of the module: only spot*.c
  * include it, and these are the only worker files that include curl.h.
  *
@@ -25,6 +26,7 @@
 #define SPOT_URL_MAX 1024
 #define SPOT_ETAG_MAX 128
 #define SPOT_BACKOFF_MAX_MS 5000 /* AWS asks for a poll at least every 5 s */
+#define SPOT_DEFAULT_DMI_DIR "/sys/class/dmi/id" /* spot.dmi_dir when empty */
 
 /* Kinds of trouble, each rate-limited on its own. */
 typedef enum {
@@ -106,7 +108,10 @@ extern const spot_provider_ops spot_aws_ops;
 extern const spot_provider_ops spot_gcp_ops;
 extern const spot_provider_ops spot_azure_ops;
 
-/* ---- helpers in spot.c ---- */
+/* ---- helpers in spot_http.c ---- */
+
+/* curl_global_init, once per process for this module (pthread_once); its result. */
+CURLcode spot_curl_global_init(void);
 
 /*
  * One HTTP request to cfg.metadata_url + path (path starts with '/').
@@ -122,6 +127,9 @@ spot_http_result spot_http(spot_watcher *w, CURL *h, const char *method, const c
 			   spot_http_resp *r);
 void spot_http_resp_free(spot_http_resp *r);
 
+/* True if body[0..len) is exactly `word` after trimming ASCII whitespace (no NULs). */
+bool spot_body_is(const spot_http_resp *r, const char *word);
+
 /* Say in buf what went wrong with a response that is not the expected one; returns its kind. */
 spot_warn_kind spot_http_describe(const spot_watcher *w, const spot_http_resp *r, char *buf,
 				  size_t n);
@@ -130,6 +138,8 @@ void spot_http_warn(spot_watcher *w, const char *what, const spot_http_resp *r);
 /* Rate-limited warning of one kind (watcher thread only). */
 void spot_warn(spot_watcher *w, spot_warn_kind kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* ---- helpers in spot.c ---- */
 
 /*
  * Queue an event for spot_watcher_poll. A STOP and a REBALANCE are each queued
@@ -141,10 +151,9 @@ bool spot_emit(spot_watcher *w, spot_event_kind kind, const char *action, const 
 /* Delay for the next round: poll_ms after a good round, doubling after failures. */
 int spot_round_done(spot_watcher *w, bool ok);
 
+/* ---- helpers in spot_detect.c ---- */
+
 /* Copy src (NULL: "") into dst of size n (> 0), truncating; always NUL-terminates. */
 void spot_strlcpy(char *dst, size_t n, const char *src);
-
-/* True if body[0..len) is exactly `word` after trimming ASCII whitespace (no NULs). */
-bool spot_body_is(const spot_http_resp *r, const char *word);
 
 #endif
