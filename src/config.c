@@ -365,21 +365,26 @@ static int finish_parse(parse_ctx *p, int rc)
 
 int config_load_file(config *c, const char *path)
 {
-	parse_ctx p = {.c = c, .name = path};
-	FILE *f = fopen(path, "r");
-	if (!f) {
-		log_error("cannot open config %s: %s", path, strerror(errno));
-		return errno == ENOENT ? EXIT_NOINPUT : EXIT_USAGE;
+	char *text;
+	size_t len;
+	int rc = config_read_text(path, &text, &len);
+	if (rc)
+		return rc;
+	if (!(rc = config_check_text(text, len, path))) {
+		parse_ctx p = {.c = c, .name = path};
+		rc = finish_parse(&p, ini_parse_string(text, on_ini_key, &p));
+		if (!rc)
+			snprintf(c->source, sizeof c->source, "%s", path);
 	}
-	int rc = ini_parse_file(f, on_ini_key, &p);
-	fclose(f);
-	if (rc == 0 && !p.err[0])
-		snprintf(c->source, sizeof c->source, "%s", path);
-	return finish_parse(&p, rc);
+	free(text);
+	return rc;
 }
 
 int config_load_string(config *c, const char *text, const char *name)
 {
+	int rc = config_check_text(text, strlen(text), name);
+	if (rc)
+		return rc;
 	parse_ctx p = {.c = c, .name = name};
 	return finish_parse(&p, ini_parse_string(text, on_ini_key, &p));
 }
@@ -478,7 +483,13 @@ static void dump_key(sbuf *b, const config *c, const key_desc *k)
 {
 	const char *field = (const char *)c + k->offset;
 	switch (k->type) {
-	case K_STR: sb_printf(b, "%s = %s\n", k->key, field); break;
+	case K_STR:
+		if (strlen(k->key) + 3 + strlen(field) > CONFIG_LINE_MAX) /* a file cannot hold it */
+			sb_printf(b, "# %s: longer than a config line may be, not stored (give it with --set)\n",
+				  k->key);
+		else
+			sb_printf(b, "%s = %s\n", k->key, field);
+		break;
 	case K_BOOL: sb_printf(b, "%s = %s\n", k->key, *(const bool *)field ? "true" : "false"); break;
 	case K_ENUM: sb_printf(b, "%s = %s\n", k->key, k->names[*(const int *)field]); break;
 	case K_INT: sb_printf(b, "%s = %d\n", k->key, *(const int *)field); break;

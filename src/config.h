@@ -96,6 +96,16 @@ void config_defaults(config *c);
  * EXIT_NOINPUT (66) if the file cannot be read.
  */
 int config_load_file(config *c, const char *path);
+/* The most bytes a config file may have, and the longest line (inih's buffer, less newline and NUL). */
+#define CONFIG_TEXT_MAX (1 << 20)
+#define CONFIG_LINE_MAX 198
+/*
+ * config_text.c: read a config file whole (NUL-terminated; embedded NULs kept for the
+ * check), and check text before it is parsed: no NUL byte, no line longer than the INI
+ * parser keeps whole, no section twice. Errors name the file and line; EXIT_USAGE (64).
+ */
+int config_read_text(const char *path, char **out, size_t *len);
+int config_check_text(const char *text, size_t len, const char *name);
 /* Parse INI text (e.g. the config stored in a checkpoint); name is used in messages. */
 int config_load_string(config *c, const char *text, const char *name);
 /* Apply one override "section.key=value" (layer keys: "layer.NAME.key=value"). */
