@@ -404,6 +404,22 @@ static int max_label_of(const uint8_t *labels, size_t n)
 	return max;
 }
 
+/* Open path and read its header (magic, dims, raw size); the payload is left unread. */
+static int idx_open_header(idx_file *f, const char *path, uint32_t magic)
+{
+	int rc = idx_open(f, path);
+	if (rc)
+		return rc;
+	if ((rc = idx_read_header(f, magic)))
+		gzclose(f->gz);
+	return rc;
+}
+
+/*
+ * Both headers first, then the counts compared, then the payloads: a file that
+ * declares millions of images next to a short label file is refused before
+ * anything is inflated or allocated for it.
+ */
 int dataset_load(const char *dir, const char *split, dataset *out)
 {
 	if (!dir || !split || !out) {
@@ -412,37 +428,37 @@ int dataset_load(const char *dir, const char *split, dataset *out)
 	}
 	memset(out, 0, sizeof *out);
 	char img_path[IDX_PATH_MAX], lbl_path[IDX_PATH_MAX];
-	uint32_t idims[3], ldims[3];
+	idx_file fi, fl;
 	uint8_t *images = NULL, *labels = NULL;
 	int rc = find_split_file(dir, split, "images", 3, img_path, sizeof img_path);
+	if (!rc)
+		rc = find_split_file(dir, split, "labels", 1, lbl_path, sizeof lbl_path);
+	if (!rc)
+		rc = idx_open_header(&fi, img_path, IDX_MAGIC_IMAGES);
 	if (rc)
 		return rc;
-	rc = find_split_file(dir, split, "labels", 1, lbl_path, sizeof lbl_path);
-	if (rc)
-		return rc;
-	rc = idx_load(img_path, IDX_MAGIC_IMAGES, idims, &images);
-	if (rc)
-		return rc;
-	rc = idx_load(lbl_path, IDX_MAGIC_LABELS, ldims, &labels);
-	if (rc)
-		goto free_images;
-	if (idims[0] != ldims[0]) {
+	if ((rc = idx_open_header(&fl, lbl_path, IDX_MAGIC_LABELS)))
+		goto close_images;
+	if (fi.dims[0] != fl.dims[0]) {
 		log_error("%s declares %" PRIu32 " images but %s declares %" PRIu32
-			  " labels; they must match", img_path, idims[0], lbl_path, ldims[0]);
+			  " labels; they must match", img_path, fi.dims[0], lbl_path, fl.dims[0]);
 		rc = EXIT_DATAERR;
-		goto free_labels;
+		goto close_labels;
 	}
-	out->count = idims[0];
-	out->rows = (int)idims[1];
-	out->cols = (int)idims[2];
+	if ((rc = idx_read_payload(&fl, &labels)) || (rc = idx_read_payload(&fi, &images)))
+		goto close_labels;
+	out->count = fi.dims[0];
+	out->rows = (int)fi.dims[1];
+	out->cols = (int)fi.dims[2];
 	out->images = images;
 	out->labels = labels;
 	out->max_label = max_label_of(labels, out->count);
-	return 0;
-
-free_labels:
+	images = labels = NULL;
+close_labels:
+	gzclose(fl.gz);
 	free(labels);
-free_images:
+close_images:
+	gzclose(fi.gz);
 	free(images);
 	return rc;
 }

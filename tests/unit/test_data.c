@@ -583,6 +583,20 @@ static void test_image_label_count_mismatch_is_dataerr(void **state)
 	assert_non_null(strstr(f->stderr_text, "declares 5 labels"));
 }
 
+/* The counts are compared before any payload is read: a small gz file that declares 2.7 M
+ * images next to 5 labels is refused for the mismatch, not after inflating (or allocating)
+ * 2 GB for a payload that is not there. */
+static void test_counts_are_compared_before_any_payload(void **state)
+{
+	fixture *f = *state;
+	uint32_t dims[3] = {2700000, 28, 28};
+	write_idx(f, "train-images-idx3-ubyte.gz", true, MAGIC_IMAGES, 3, dims, 784);
+	write_labels(f, "train-labels-idx1-ubyte.gz", true, 5);
+	expect_dataset_fails(f, f->dir, EXIT_DATAERR, "declares 2700000 images but");
+	assert_non_null(strstr(f->stderr_text, "they must match"));
+	assert_null(strstr(f->stderr_text, "ends after")); /* the payload was never read */
+}
+
 static void test_missing_files_are_noinput(void **state)
 {
 	fixture *f = *state;
@@ -666,6 +680,7 @@ int main(void)
 		T(test_huge_dimensions_fail_fast),
 		T(test_extra_data_after_payload_is_dataerr),
 		T(test_image_label_count_mismatch_is_dataerr),
+		T(test_counts_are_compared_before_any_payload),
 		T(test_missing_files_are_noinput),
 		T(test_directory_in_place_of_file_is_dataerr),
 		T(test_empty_file_is_dataerr),
