@@ -47,7 +47,7 @@ cuda_major=$("$nvcc" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
 out=$build/gpu-emu
 mkdir -p "$out/lib"
 cd "$out"
-inc=(-I"$SRC/src" -I"$SRC/cuda" -I"$cuda_inc" -I"$nccl_inc" -I"$HERE")
+inc=(-I"$SRC/src" -I"$SRC/src/common" -I"$SRC/cuda" -I"$cuda_inc" -I"$nccl_inc" -I"$HERE")
 # the names the backend dlopen()s: ours, found through LD_LIBRARY_PATH
 cat >defs.h <<EOF
 #define SPOTTRAIN_CUBLAS_SONAME "libcublas.so.$cuda_major"
