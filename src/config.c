@@ -300,14 +300,14 @@ static size_t key_field_size(const key_desc *k)
  */
 static void apply_optimizer_defaults(config *c)
 {
-	config old = *c;
-	optim_config_defaults(&c->optim, old.optim.kind);
+	const size_t base = offsetof(config, optim);
+	optim_config old = c->optim;
+	optim_config_defaults(&c->optim, old.kind);
 	for (size_t i = 0; i < N_KEYS; i++) {
 		const key_desc *k = &keys[i];
-		bool in_optim = k->offset >= offsetof(config, optim) &&
-				k->offset < offsetof(config, optim) + sizeof(optim_config);
+		bool in_optim = k->offset >= base && k->offset < base + sizeof(optim_config);
 		if (in_optim && (c->explicit_keys >> i & 1))
-			memcpy((char *)c + k->offset, (const char *)&old + k->offset, key_field_size(k));
+			memcpy((char *)c + k->offset, (const char *)&old + (k->offset - base), key_field_size(k));
 	}
 }
 
