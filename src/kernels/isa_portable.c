@@ -1,0 +1,92 @@
+/*
+ * isa_portable.c - the kernels for any x86-64 (and any other CPU): the
+ * micro-kernel of ukr_body.h on arrays of floats with fmaf(), which IEEE 754
+ * defines as the exactly rounded a * b + c, so these give the bits of the
+ * vector kernels. Two instances: the portable tile (4 x 8) and the AVX-512
+ * tile (8 x 32), with which the tests run the AVX-512 shapes, tails and
+ * order on a machine without AVX-512. Built with -ffp-contract=off.
+ */
+#include <math.h>
+
+#include "kernels_internal.h"
+
+#define DEFINE_VEC(T, W)                                                                           \
+	typedef struct {                                                                           \
+		float f[W];                                                                        \
+	} T;                                                                                       \
+	static inline T T##_load(const float *p)                                                   \
+	{                                                                                          \
+		T v;                                                                               \
+		for (int l = 0; l < W; l++)                                                        \
+			v.f[l] = p[l];                                                             \
+		return v;                                                                          \
+	}                                                                                          \
+	static inline void T##_store(float *p, T v)                                                \
+	{                                                                                          \
+		for (int l = 0; l < W; l++)                                                        \
+			p[l] = v.f[l];                                                             \
+	}                                                                                          \
+	static inline T T##_set1(float x)                                                          \
+	{                                                                                          \
+		T v;                                                                               \
+		for (int l = 0; l < W; l++)                                                        \
+			v.f[l] = x;                                                                \
+		return v;                                                                          \
+	}                                                                                          \
+	static inline T T##_fma(T a, T b, T c)                                                     \
+	{                                                                                          \
+		for (int l = 0; l < W; l++)                                                        \
+			c.f[l] = fmaf(a.f[l], b.f[l], c.f[l]);                                     \
+		return c;                                                                          \
+	}
+
+DEFINE_VEC(vec4, 4)
+DEFINE_VEC(vec16, 16)
+
+/* The portable tile: 4 rows x 2 vectors of 4. */
+#define VT vec4
+#define VW 4
+#define UKR_MR 4
+#define UKR_NV 2
+#define VLOADU(p) vec4_load(p)
+#define VLOAD(p) vec4_load(p)
+#define VSTOREU(p, v) vec4_store((p), (v))
+#define VBCAST(x) vec4_set1(x)
+#define VSET1(x) vec4_set1(x)
+#define VFMA(a, b, c) vec4_fma((a), (b), (c))
+#define UKR_FN ukr_portable
+#define PEAK_FN peak_portable
+#include "ukr_body.h"
+
+const kern_impl kern_impl_portable = {"portable", UKR_MR, UKR_NR, ukr_portable, peak_portable};
+
+#undef VT
+#undef VW
+#undef UKR_MR
+#undef UKR_NV
+#undef UKR_NR
+#undef VLOADU
+#undef VLOAD
+#undef VSTOREU
+#undef VBCAST
+#undef VSET1
+#undef VFMA
+#undef UKR_FN
+#undef PEAK_FN
+
+/* The AVX-512 tile (isa_avx512.c: 8 rows x 2 vectors of 16) on fmaf. */
+#define VT vec16
+#define VW 16
+#define UKR_MR 8
+#define UKR_NV 2
+#define VLOADU(p) vec16_load(p)
+#define VLOAD(p) vec16_load(p)
+#define VSTOREU(p, v) vec16_store((p), (v))
+#define VBCAST(x) vec16_set1(x)
+#define VSET1(x) vec16_set1(x)
+#define VFMA(a, b, c) vec16_fma((a), (b), (c))
+#define UKR_FN ukr_avx512_shape
+#define PEAK_FN peak_avx512_shape
+#include "ukr_body.h"
+
+const kern_impl kern_impl_avx512_shape = {"avx512-shape", UKR_MR, UKR_NR, ukr_avx512_shape, peak_avx512_shape};

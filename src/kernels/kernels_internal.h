@@ -1,0 +1,52 @@
+/*
+ * kernels_internal.h - what the ISA files give the dispatcher (kernels.c,
+ * gemm.c): one register-tile micro-kernel and one peak loop per ISA.
+ * The ISA files include nothing else of the project, so that no inline
+ * function of a shared header is compiled with their instruction set.
+ */
+#ifndef SPOTTRAIN_KERNELS_INTERNAL_H
+#define SPOTTRAIN_KERNELS_INTERNAL_H
+
+#include <stddef.h>
+
+/* Rows of the largest register tile (the array of A row pointers is this long). */
+#define KERN_MR_MAX 8
+/* Reduction terms per packed B panel (its k block). */
+#define KERN_KC 256
+/* Columns of the widest panel. */
+#define KERN_NR_MAX 48
+
+/*
+ * The micro-kernel: for r < mr and j < nr,
+ *   c[r * ldc + j] = fma(a[r][(kc-1) * csa], bp[(kc-1) * nr + j], ... fma(a[r][0], bp[j], c[r * ldc + j]))
+ * i.e. the terms in increasing k, one fma each. bp is the packed panel
+ * [kc][nr], 64-byte aligned; c rows are nr floats (any alignment).
+ */
+typedef void (*kern_ukr_fn)(int kc, const float *const *a, ptrdiff_t csa, const float *bp, float *c,
+			    ptrdiff_t ldc);
+
+/* Runs iters rounds of 12 independent FMA chains of the ISA's vectors (each chain starts from its
+ * own value); returns a sum of the chains (so that nothing is dead code) and the flops in *flops. */
+typedef float (*kern_peak_fn)(long iters, double *flops);
+
+typedef struct kern_impl {
+	const char *name;
+	int mr, nr;
+	kern_ukr_fn ukr;
+	kern_peak_fn peak;
+} kern_impl;
+
+extern const kern_impl kern_impl_portable;
+extern const kern_impl kern_impl_avx2;
+extern const kern_impl kern_impl_avx512;
+/* The AVX-512 tiling (8 x 32) on portable fmaf arithmetic: the tests run the AVX-512 driver
+ * shapes, tails and order on machines without AVX-512. */
+extern const kern_impl kern_impl_avx512_shape;
+
+/* kern_gemm on the kernels of im (gemm.c). */
+struct kern_gemm_args;
+void kern_gemm_impl(const kern_impl *im, const struct kern_gemm_args *g, int threads);
+/* The kernels of an ISA (kernels.c). */
+const kern_impl *kern_impl_of(int isa);
+
+#endif

@@ -1,0 +1,52 @@
+/*
+ * ukr_body.h - the micro-kernel and the peak loop, written once for every
+ * ISA. The including file defines the vector type and operations:
+ *   VT, VW (lanes), UKR_MR (rows), UKR_NV (vectors per row),
+ *   VZERO(), VLOADU(p), VLOAD(p) (64-byte aligned), VSTOREU(p, v),
+ *   VBCAST(x), VFMA(a, b, c) = a * b + c with one rounding, VSET1(x),
+ *   UKR_FN, PEAK_FN: the names of the two functions.
+ * Each accumulator is one output element per lane; k runs outermost, in order.
+ */
+#define UKR_NR (UKR_NV * VW)
+
+static void UKR_FN(int kc, const float *const *a, ptrdiff_t csa, const float *bp, float *c, ptrdiff_t ldc)
+{
+	VT acc[UKR_MR][UKR_NV];
+	_Pragma("GCC unroll 8") for (int r = 0; r < UKR_MR; r++)
+		_Pragma("GCC unroll 8") for (int v = 0; v < UKR_NV; v++)
+			acc[r][v] = VLOADU(c + r * ldc + v * VW);
+	for (int k = 0; k < kc; k++) {
+		VT bv[UKR_NV];
+		_Pragma("GCC unroll 8") for (int v = 0; v < UKR_NV; v++)
+			bv[v] = VLOAD(bp + (ptrdiff_t)k * UKR_NR + v * VW);
+		const ptrdiff_t o = (ptrdiff_t)k * csa;
+		_Pragma("GCC unroll 8") for (int r = 0; r < UKR_MR; r++) {
+			VT ar = VBCAST(a[r][o]);
+			_Pragma("GCC unroll 8") for (int v = 0; v < UKR_NV; v++)
+				acc[r][v] = VFMA(ar, bv[v], acc[r][v]);
+		}
+	}
+	_Pragma("GCC unroll 8") for (int r = 0; r < UKR_MR; r++)
+		_Pragma("GCC unroll 8") for (int v = 0; v < UKR_NV; v++)
+			VSTOREU(c + r * ldc + v * VW, acc[r][v]);
+}
+
+static float PEAK_FN(long iters, double *flops)
+{
+	VT acc[12];
+	const VT m = VSET1(0.999999f), s = VSET1(1e-6f);
+	_Pragma("GCC unroll 12") for (int i = 0; i < 12; i++)
+		acc[i] = VSET1(0.5f + 0.01f * (float)i); /* a different start per chain */
+	for (long it = 0; it < iters; it++) {
+		_Pragma("GCC unroll 12") for (int i = 0; i < 12; i++)
+			acc[i] = VFMA(acc[i], m, s);
+	}
+	float out[VW], sum = 0.0f;
+	for (int i = 0; i < 12; i++) {
+		VSTOREU(out, acc[i]);
+		for (int l = 0; l < VW; l++)
+			sum += out[l];
+	}
+	*flops = 2.0 * 12.0 * VW * (double)iters;
+	return sum;
+}
