@@ -43,50 +43,55 @@
 DEFINE_VEC(vec4, 4)
 DEFINE_VEC(vec16, 16)
 
-/* The portable tile: 4 rows x 2 vectors of 4. */
+/* The portable tiles: 4 x 8 and 6 x 4 on vectors of 4. */
 #define VT vec4
 #define VW 4
-#define UKR_MR 4
-#define UKR_NV 2
 #define VLOADU(p) vec4_load(p)
-#define VLOAD(p) vec4_load(p)
 #define VSTOREU(p, v) vec4_store((p), (v))
 #define VBCAST(x) vec4_set1(x)
 #define VSET1(x) vec4_set1(x)
 #define VFMA(a, b, c) vec4_fma((a), (b), (c))
-#define UKR_FN ukr_portable
+
+#define UKR_MR 4
+#define UKR_NV 2
+#define UKR_FN ukr_portable_4x8
 #define PEAK_FN peak_portable
 #include "ukr_body.h"
 
-const kern_impl kern_impl_portable = {"portable", UKR_MR, UKR_NR, ukr_portable, peak_portable};
+#define UKR_MR 6
+#define UKR_NV 1
+#define UKR_FN ukr_portable_6x4
+#include "ukr_body.h"
+
+const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8}, {6, 4, ukr_portable_6x4}, peak_portable};
 
 #undef VT
 #undef VW
-#undef UKR_MR
-#undef UKR_NV
-#undef UKR_NR
 #undef VLOADU
-#undef VLOAD
 #undef VSTOREU
 #undef VBCAST
 #undef VSET1
 #undef VFMA
-#undef UKR_FN
-#undef PEAK_FN
 
-/* The AVX-512 tile (isa_avx512.c: 8 rows x 2 vectors of 16) on fmaf. */
+/* The AVX-512 tiles of isa_avx512.c (8 x 32 and 12 x 16) on fmaf. */
 #define VT vec16
 #define VW 16
-#define UKR_MR 8
-#define UKR_NV 2
 #define VLOADU(p) vec16_load(p)
-#define VLOAD(p) vec16_load(p)
 #define VSTOREU(p, v) vec16_store((p), (v))
 #define VBCAST(x) vec16_set1(x)
 #define VSET1(x) vec16_set1(x)
 #define VFMA(a, b, c) vec16_fma((a), (b), (c))
-#define UKR_FN ukr_avx512_shape
-#define PEAK_FN peak_avx512_shape
+
+#define UKR_MR 8
+#define UKR_NV 2
+#define UKR_FN ukr_shape_8x32
+#define PEAK_FN peak_shape
 #include "ukr_body.h"
 
-const kern_impl kern_impl_avx512_shape = {"avx512-shape", UKR_MR, UKR_NR, ukr_avx512_shape, peak_avx512_shape};
+#define UKR_MR 12
+#define UKR_NV 1
+#define UKR_FN ukr_shape_12x16
+#include "ukr_body.h"
+
+const kern_impl kern_impl_avx512_shape = {"avx512-shape", {8, 32, ukr_shape_8x32}, {12, 16, ukr_shape_12x16},
+					  peak_shape};

@@ -138,7 +138,7 @@ const char *kern_describe(char *buf, size_t len)
 	const kern_impl *im = kern_impl_of(kern_current());
 	char brand[49];
 	cpu_brand(brand);
-	snprintf(buf, len, "%s (gemm tile %dx%d; best on this CPU: %s; CPU: %s)", im->name, im->mr, im->nr,
+	snprintf(buf, len, "%s (gemm tiles %dx%d and %dx%d; best on this CPU: %s; CPU: %s)", im->name, im->wide.mr, im->wide.nr, im->narrow.mr, im->narrow.nr,
 		 kern_isa_name(kern_isa_best()), brand[0] ? brand : "unknown");
 	return buf;
 }

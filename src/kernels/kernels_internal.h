@@ -10,36 +10,44 @@
 #include <stddef.h>
 
 /* Rows of the largest register tile (the array of A row pointers is this long). */
-#define KERN_MR_MAX 8
-/* Reduction terms per packed B panel (its k block). */
+#define KERN_MR_MAX 12
+/* Reduction terms per k block: at most KERN_KC_MAX, as equal as possible, of about KERN_KC. */
 #define KERN_KC 256
+#define KERN_KC_MAX 384
 /* Columns of the widest panel. */
-#define KERN_NR_MAX 48
+#define KERN_NR_MAX 32
 
 /*
  * The micro-kernel: for r < mr and j < nr,
  *   c[r * ldc + j] = fma(a[r][(kc-1) * csa], bp[(kc-1) * nr + j], ... fma(a[r][0], bp[j], c[r * ldc + j]))
- * i.e. the terms in increasing k, one fma each. bp is the packed panel
- * [kc][nr], 64-byte aligned; c rows are nr floats (any alignment).
+ * i.e. the terms in increasing k, one fma each. Row k of the panel is
+ * b + k * ldb, nr floats; c rows are nr floats (any alignment).
  */
-typedef void (*kern_ukr_fn)(int kc, const float *const *a, ptrdiff_t csa, const float *bp, float *c,
-			    ptrdiff_t ldc);
+typedef void (*kern_ukr_fn)(int kc, const float *const *a, ptrdiff_t csa, const float *b, ptrdiff_t ldb,
+			    float *c, ptrdiff_t ldc);
 
 /* Runs iters rounds of 12 independent FMA chains of the ISA's vectors (each chain starts from its
  * own value); returns a sum of the chains (so that nothing is dead code) and the flops in *flops. */
 typedef float (*kern_peak_fn)(long iters, double *flops);
 
-typedef struct kern_impl {
-	const char *name;
+/* A register tile: mr rows of nr columns. */
+typedef struct kern_tile {
 	int mr, nr;
 	kern_ukr_fn ukr;
+} kern_tile;
+
+/* An ISA's kernels: a wide tile and a narrow one (for products with few columns, such as a
+ * dense layer over a 16-sample shard), and the peak loop. */
+typedef struct kern_impl {
+	const char *name;
+	kern_tile wide, narrow;
 	kern_peak_fn peak;
 } kern_impl;
 
 extern const kern_impl kern_impl_portable;
 extern const kern_impl kern_impl_avx2;
 extern const kern_impl kern_impl_avx512;
-/* The AVX-512 tiling (8 x 32) on portable fmaf arithmetic: the tests run the AVX-512 driver
+/* The AVX-512 tiles on portable fmaf arithmetic: the tests run the AVX-512 driver
  * shapes, tails and order on machines without AVX-512. */
 extern const kern_impl kern_impl_avx512_shape;
 

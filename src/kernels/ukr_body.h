@@ -2,35 +2,41 @@
  * ukr_body.h - the micro-kernel and the peak loop, written once for every
  * ISA. The including file defines the vector type and operations:
  *   VT, VW (lanes), UKR_MR (rows), UKR_NV (vectors per row),
- *   VZERO(), VLOADU(p), VLOAD(p) (64-byte aligned), VSTOREU(p, v),
+ *   VLOADU(p), VSTOREU(p, v),
  *   VBCAST(x), VFMA(a, b, c) = a * b + c with one rounding, VSET1(x),
- *   UKR_FN, PEAK_FN: the names of the two functions.
+ *   UKR_FN and (optional) PEAK_FN: the names of the functions.
+ * It undefines UKR_MR, UKR_NV, UKR_FN and PEAK_FN at its end, so that a file can
+ * include it once per tile shape.
  * Each accumulator is one output element per lane; k runs outermost, in order.
  */
+#ifndef UKR_NR
 #define UKR_NR (UKR_NV * VW)
+#endif
 
-static void UKR_FN(int kc, const float *const *a, ptrdiff_t csa, const float *bp, float *c, ptrdiff_t ldc)
+static void UKR_FN(int kc, const float *const *a, ptrdiff_t csa, const float *b, ptrdiff_t ldb, float *c,
+		   ptrdiff_t ldc)
 {
 	VT acc[UKR_MR][UKR_NV];
-	_Pragma("GCC unroll 8") for (int r = 0; r < UKR_MR; r++)
-		_Pragma("GCC unroll 8") for (int v = 0; v < UKR_NV; v++)
+	_Pragma("GCC unroll 16") for (int r = 0; r < UKR_MR; r++)
+		_Pragma("GCC unroll 16") for (int v = 0; v < UKR_NV; v++)
 			acc[r][v] = VLOADU(c + r * ldc + v * VW);
 	for (int k = 0; k < kc; k++) {
 		VT bv[UKR_NV];
-		_Pragma("GCC unroll 8") for (int v = 0; v < UKR_NV; v++)
-			bv[v] = VLOAD(bp + (ptrdiff_t)k * UKR_NR + v * VW);
+		_Pragma("GCC unroll 16") for (int v = 0; v < UKR_NV; v++)
+			bv[v] = VLOADU(b + (ptrdiff_t)k * ldb + v * VW);
 		const ptrdiff_t o = (ptrdiff_t)k * csa;
-		_Pragma("GCC unroll 8") for (int r = 0; r < UKR_MR; r++) {
+		_Pragma("GCC unroll 16") for (int r = 0; r < UKR_MR; r++) {
 			VT ar = VBCAST(a[r][o]);
-			_Pragma("GCC unroll 8") for (int v = 0; v < UKR_NV; v++)
+			_Pragma("GCC unroll 16") for (int v = 0; v < UKR_NV; v++)
 				acc[r][v] = VFMA(ar, bv[v], acc[r][v]);
 		}
 	}
-	_Pragma("GCC unroll 8") for (int r = 0; r < UKR_MR; r++)
-		_Pragma("GCC unroll 8") for (int v = 0; v < UKR_NV; v++)
+	_Pragma("GCC unroll 16") for (int r = 0; r < UKR_MR; r++)
+		_Pragma("GCC unroll 16") for (int v = 0; v < UKR_NV; v++)
 			VSTOREU(c + r * ldc + v * VW, acc[r][v]);
 }
 
+#ifdef PEAK_FN
 static float PEAK_FN(long iters, double *flops)
 {
 	VT acc[12];
@@ -50,3 +56,10 @@ static float PEAK_FN(long iters, double *flops)
 	*flops = 2.0 * 12.0 * VW * (double)iters;
 	return sum;
 }
+#endif
+
+#undef UKR_NR
+#undef UKR_MR
+#undef UKR_NV
+#undef UKR_FN
+#undef PEAK_FN
