@@ -112,16 +112,17 @@ static bool conv_is_pointwise(const conv_desc *d)
 	       d->pad_top == 0 && d->pad_left == 0 && d->out_h == d->in_h && d->out_w == d->in_w;
 }
 
+/* The im2col buffer: K rows of the patches and a row of ones (the bias gradient's). */
 static size_t conv_col_floats(const conv_desc *d)
 {
-	return conv_is_pointwise(d) ? 0 : round_line(conv_k(d) * conv_out_plane(d));
+	return round_line((conv_k(d) + 1) * conv_out_plane(d));
 }
 
-/* One thread's slice: the im2col buffer (reused for the column gradient); never empty. */
+/* One thread's slice: the im2col buffer (reused for the column gradient), then the
+ * transposed weight and bias gradient [K + 1][oc] that backward accumulates in. */
 static size_t conv_slot_floats(const conv_desc *d)
 {
-	size_t f = conv_col_floats(d);
-	return f ? f : 16;
+	return conv_col_floats(d) + round_line((conv_k(d) + 1) * (size_t)d->out_c);
 }
 
 /* Threads a conv call over n samples uses: never more than samples. */
@@ -270,17 +271,38 @@ static void cpu_conv2d_forward(const conv_desc *d, int n, const float *in, const
 }
 
 /*
- * dw[oc, K] += dy[oc, P] . col[K, P]^T and db[oc] += sum_p dy[oc, p] (as 1 * dy, one fma per
- * term) for one sample; col holds the sample's im2col (or x itself when pointwise).
+ * gT[K + 1][oc] += col[K + 1, P] . dy[oc, P]^T for one sample: rows k < K are the weight
+ * gradient (transposed), row K (col's row of ones) the bias gradient, each element a chain
+ * of one fma per term in p order. col holds the sample's patches (x itself copied when
+ * pointwise) above the row of ones.
  */
-static void conv_bwd_weights(const conv_desc *d, const float *B, const float *dy, float *dw, float *db,
+static void conv_bwd_weights(const conv_desc *d, const float *x, const float *dy, float *col, float *gT,
 			     int threads)
 {
-	static const float one = 1.0f;
 	const int oc = d->out_c, K = (int)conv_k(d), P = (int)conv_out_plane(d);
-	kern_gemm(&(kern_gemm_args){oc, K, P, dy, P, 1, B, 1, P, dw, K, 1}, threads);
-	if (db)
-		kern_gemm(&(kern_gemm_args){1, oc, P, &one, 0, 0, dy, 1, P, db, 0, 1}, threads);
+	if (conv_is_pointwise(d))
+		memcpy(col, x, sizeof(float) * (size_t)K * (size_t)P);
+	else
+		im2col(d, x, col);
+	kern_gemm(&(kern_gemm_args){K + 1, oc, P, col, P, 1, dy, 1, P, gT, oc, 1}, threads);
+}
+
+/* gT = [dw^T; db] (load = 1) or back (load = 0); a NULL db reads as zeros and is not written. */
+static void conv_grad_transpose(const conv_desc *d, float *dw, float *db, float *gT, int load)
+{
+	const int oc = d->out_c, K = (int)conv_k(d);
+	for (int o = 0; o < oc; o++) {
+		for (int k = 0; k < K; k++) {
+			if (load)
+				gT[(size_t)k * oc + o] = dw[(size_t)o * K + k];
+			else
+				dw[(size_t)o * K + k] = gT[(size_t)k * oc + o];
+		}
+		if (load)
+			gT[(size_t)K * oc + o] = db ? db[o] : 0.0f;
+		else if (db)
+			db[o] = gT[(size_t)K * oc + o];
+	}
 }
 
 /* dx = col2im(w[oc, K]^T . dy[oc, P]) for one sample; col is scratch (unused when pointwise). */
@@ -297,8 +319,9 @@ static void conv_bwd_input(const conv_desc *d, const float *w, const float *dy, 
 
 /*
  * Weight and bias gradients accumulate sample after sample, one chain per
- * element (so no per-thread partial sums: the same bits for every thread
- * count); input gradients are per sample and run on the team.
+ * element (no per-thread partial sums: the same bits for every thread count;
+ * a team splits the columns of each product); input gradients are per sample
+ * and run on the team.
  */
 static void cpu_conv2d_backward(const conv_desc *d, int n, const float *in, const float *w,
 				const float *dout, float *din, float *dw, float *db, float *ws)
@@ -306,28 +329,20 @@ static void cpu_conv2d_backward(const conv_desc *d, int n, const float *in, cons
 	if (n <= 0 || !conv_desc_ok(d))
 		return;
 	const size_t in_sz = conv_in_numel(d), out_sz = (size_t)d->out_c * conv_out_plane(d);
-	const size_t slot = conv_slot_floats(d);
-	const bool pw = conv_is_pointwise(d);
+	const size_t slot = conv_slot_floats(d), K = conv_k(d), P = conv_out_plane(d);
 	const int team = conv_team(n);
+	float *col = ws, *gT = ws + conv_col_floats(d);
 
-	if (team == 1) { /* the training path: one shard per thread */
-		for (size_t i = 0; i < (size_t)n; i++) {
-			const float *x = in + i * in_sz, *dy = dout + i * out_sz;
-			if (!pw)
-				im2col(d, x, ws);
-			conv_bwd_weights(d, pw ? x : ws, dy, dw, db, 1);
-			if (din)
-				conv_bwd_input(d, w, dy, din + i * in_sz, ws);
-		}
-		return;
-	}
+	conv_grad_transpose(d, dw, db, gT, 1);
+	for (size_t p = 0; p < P; p++)
+		col[K * P + p] = 1.0f;
 	for (size_t i = 0; i < (size_t)n; i++) {
-		const float *x = in + i * in_sz;
-		if (!pw)
-			im2col(d, x, ws);
-		conv_bwd_weights(d, pw ? x : ws, dout + i * out_sz, dw, db, team);
+		conv_bwd_weights(d, in + i * in_sz, dout + i * out_sz, col, gT, team);
+		if (din && team == 1) /* the training path: one shard per thread, col is free again */
+			conv_bwd_input(d, w, dout + i * out_sz, din + i * in_sz, col);
 	}
-	if (!din)
+	conv_grad_transpose(d, dw, db, gT, 0);
+	if (!din || team == 1)
 		return;
 #pragma omp parallel num_threads(team)
 	{
