@@ -37,6 +37,7 @@ static const char *const sched_names[] = {"constant", "step", "cosine", NULL};
 static const char *const scope_names[] = {"shared", "node", NULL};
 static const char *const dist_names[] = {"auto", "mpi", "nccl", NULL};
 static const char *const device_names[] = {"auto", "cpu", "cuda", NULL};
+static const char *const cpu_isa_names[] = {"auto", "portable", "avx2", "avx512", NULL};
 static const char *const provider_names[] = {"none", "auto", "aws", "gcp", "azure", NULL};
 
 #define OFF(f) offsetof(config, f)
@@ -77,6 +78,7 @@ static const key_desc keys[] = {
 	{"run", "min_step_ms", K_INT, OFF(min_step_ms), 0, 0, 6e5, NULL},
 	{"run", "threads", K_INT, OFF(threads), 0, 0, 4096, NULL},
 	{"run", "device", K_ENUM, OFF(device), 0, 0, 0, device_names},
+	{"run", "cpu_isa", K_ENUM, OFF(cpu_isa), 0, 0, 0, cpu_isa_names},
 	{"spot", "provider", K_ENUM, OFF(spot.provider), 0, 0, 0, provider_names},
 	{"spot", "metadata_url", K_STR, STR(spot.metadata_url), 0, 0, NULL},
 	{"spot", "poll_ms", K_INT, OFF(spot.poll_ms), 0, 10, 3.6e6, NULL},

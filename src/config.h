@@ -30,6 +30,8 @@
 typedef enum { CKPT_SCOPE_SHARED = 0, CKPT_SCOPE_NODE } ckpt_scope;
 typedef enum { DIST_AUTO = 0, DIST_MPI, DIST_NCCL } dist_backend_kind;
 typedef enum { DEVICE_AUTO = 0, DEVICE_CPU, DEVICE_CUDA } device_kind;
+/* run.cpu_isa: the CPU kernels (src/kernels/); CPU_ISA_x = KERN_ISA_x + 1. */
+typedef enum { CPU_ISA_AUTO = 0, CPU_ISA_PORTABLE, CPU_ISA_AVX2, CPU_ISA_AVX512 } cpu_isa_kind;
 
 /* Room for one layer type's own parameters (src/layers/<type>.c). */
 #define LAYER_PARAMS_BYTES 64
@@ -75,6 +77,8 @@ typedef struct config {
 	int min_step_ms;                    /* pace: a step lasts at least this long (simulations, demos) */
 	int threads;                        /* 0 = cores available to the rank */
 	device_kind device;                 /* auto | cpu | cuda */
+	cpu_isa_kind cpu_isa;               /* auto (the best this CPU runs) | portable | avx2 | avx512; the
+					       environment's SPOTTRAIN_CPU_ISA wins; one the CPU lacks: exit 64 */
 	double progress_timeout_s;          /* heartbeat interval contract for the launcher (info) */
 	/* [spot] */
 	spot_config spot;
