@@ -20,6 +20,8 @@ static const char *const isa_names[KERN_ISA_N] = {"portable", "avx2", "avx512"};
 
 /* The ISA of the process: chosen once at start (kern_select) or by a test (kern_force). */
 static int g_isa = -1;
+/* Tests only (kern_test_use_impl): kernels that replace the ISA's, NULL normally. */
+static const kern_impl *g_test_impl;
 
 const char *kern_isa_name(kern_isa isa)
 {
@@ -143,9 +145,14 @@ const char *kern_describe(char *buf, size_t len)
 	return buf;
 }
 
+void kern_test_use_impl(const kern_impl *im)
+{
+	g_test_impl = im;
+}
+
 void kern_gemm(const kern_gemm_args *g, int threads)
 {
-	kern_gemm_impl(kern_impl_of(kern_current()), g, threads);
+	kern_gemm_impl(g_test_impl ? g_test_impl : kern_impl_of(kern_current()), g, threads);
 }
 
 void kern_gemm_isa(kern_isa isa, const kern_gemm_args *g, int threads)

@@ -54,6 +54,8 @@ extern const kern_impl kern_impl_avx512_shape;
 /* kern_gemm on the kernels of im (gemm.c). */
 struct kern_gemm_args;
 void kern_gemm_impl(const kern_impl *im, const struct kern_gemm_args *g, int threads);
+/* Tests: run kern_gemm on im (such as kern_impl_avx512_shape) until called with NULL. */
+void kern_test_use_impl(const kern_impl *im);
 /* The kernels of an ISA (kernels.c). */
 const kern_impl *kern_impl_of(int isa);
 
