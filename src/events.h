@@ -68,12 +68,24 @@ void print_train_summary(const train_summary *t);
 void print_eval_summary(double test_accuracy, double loss, long images, const char *ckpt);
 
 /* The last line of `spottrain bench` (launcher/sweep.c reads it). */
+/* One layer's figures in bench: one shard on one thread, per pass. */
+typedef struct bench_layer {
+	const char *name;
+	double forward_ms, backward_ms, forward_gflops, backward_gflops;
+} bench_layer;
+
 typedef struct bench_summary {
 	const char *config, *backend;
 	int world, threads, global_batch, steps;
 	double images_per_s, step_ms, step_ms_p50, step_ms_p90, step_ms_p99;
 	double forward_ms, backward_ms, allreduce_ms, optimizer_ms, fixed_point_ms;
 	double allreduce_bytes, allreduce_busbw_gbs, gflops, sgemm_gflops;
+	/* The CPU kernels (NULL: not printed), the measured peak per rank (peak-FMA loop on the
+	 * CPU: the backend's peak_gflops) and the per-layer figures (n_layers 0: none). */
+	const char *cpu_isa, *kernels;
+	double peak_gflops;
+	int shard_samples, n_layers;
+	const bench_layer *layers;
 } bench_summary;
 void print_bench_summary(const bench_summary *b);
 

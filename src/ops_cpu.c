@@ -75,6 +75,12 @@ static inline size_t part_lo(size_t n, int t, int nt)
 	return n * (size_t)t / (size_t)nt;
 }
 
+/* Whether a parallel region opened here would run on one thread (a shard's thread in grad.c). */
+static bool nested_serial(void)
+{
+	return omp_get_active_level() >= omp_get_max_active_levels();
+}
+
 /* Floats rounded up to whole 64-byte lines, so per-thread slices stay aligned and apart. */
 static inline size_t round_line(size_t floats)
 {
@@ -128,7 +134,7 @@ static size_t conv_slot_floats(const conv_desc *d)
 /* Threads a conv call over n samples uses: never more than samples. */
 static int conv_team(int n)
 {
-	int t = backend_cpu_threads();
+	int t = nested_serial() ? 1 : backend_cpu_threads();
 	return n < t ? (n < 1 ? 1 : n) : t;
 }
 
@@ -559,7 +565,7 @@ static void cpu_zero(size_t count, float *x)
 /* Threads for a dense product of this many multiply-adds. */
 static int dense_team(size_t macs)
 {
-	return macs >= PAR_MIN_MACS ? backend_cpu_threads() : 1;
+	return macs >= PAR_MIN_MACS && !nested_serial() ? backend_cpu_threads() : 1;
 }
 
 /*
@@ -688,12 +694,13 @@ static int cpu_threads(const backend *be)
 }
 
 /*
- * The measured peak of the chosen kernels' ISA with the rank's threads: the best of 5
- * runs of independent FMA chains (kernels.h), about 0.1 s each.
+ * The measured peak of the chosen kernels' ISA with the rank's threads: the best of 25
+ * runs of independent FMA chains (kernels.h), about 0.02 s each (short runs, so that one
+ * of them likely finds the cores free on a shared machine).
  */
 static double cpu_peak_gflops(const backend *be)
 {
-	return kern_peak_gflops(kern_current(), cpu_threads(be), 0.1, 5);
+	return kern_peak_gflops(kern_current(), cpu_threads(be), 0.02, 25);
 }
 
 /* ---------------------------------------------------------------- table */
