@@ -12,8 +12,8 @@
 /* Rows of the largest register tile (the array of A row pointers is this long). */
 #define KERN_MR_MAX 12
 /* Reduction terms per k block: at most KERN_KC_MAX, as equal as possible, of about KERN_KC. */
-#define KERN_KC 256
-#define KERN_KC_MAX 384
+#define KERN_KC 192
+#define KERN_KC_MAX 256
 /* Columns of the widest panel. */
 #define KERN_NR_MAX 32
 
