@@ -40,6 +40,10 @@
 		return c;                                                                          \
 	}
 
+/* No unrolling: these are arrays in memory anyway (and fully unrolled 8 x 32 tiles of
+ * arrays cost minutes of compile time under the sanitizers). */
+#define UKR_UNROLL _Pragma("GCC unroll 1")
+
 DEFINE_VEC(vec4, 4)
 DEFINE_VEC(vec16, 16)
 
