@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "contract.h"
+#include "layers/layer.h"
 #include "log.h"
 
 /* Wait for the backend and return the time (only when timing phases). */
@@ -36,8 +37,12 @@ int step_engine_init(step_engine *e, const model *m, const backend *be, dist *d,
 		return EXIT_SOFTWARE;
 	}
 	if (m->n_buffers && (!e->exact || !(be->caps & BACKEND_CAP_HOST_MEMORY))) {
-		log_error("the %s backend cannot train a network with buffers (BatchNorm): its statistics are "
-			  "kept per exact shard, on host memory; run on the CPU", be->name);
+		const layer *l = m->layers;
+		while (l->n_bufs == 0)
+			l++;
+		log_error("[layer.%s] the %s backend cannot run a %s layer: its statistics are kept per exact "
+			  "shard, on host memory; run on the CPU (--device cpu)", l->spec.name, be->name,
+			  l->spec.type->name);
 		return EXIT_USAGE;
 	}
 	if (m->n_buffers) {
