@@ -77,7 +77,7 @@ static int layer_figures(run *r, bench_layer *out)
 	double *t = calloc((size_t)L * 4, sizeof *t); /* this pass fwd, bwd; best fwd, bwd */
 	if (!t)
 		return 0;
-	batch_info b = {n, r->se.ge.samples[0], r->se.ge.labels[0], r->cfg.seed, 0, 1};
+	batch_info b = {n, r->se.ge.samples[0], r->se.ge.labels[0], r->cfg.seed, 0, 1, NULL, NULL};
 	const int levels = omp_get_max_active_levels();
 	omp_set_max_active_levels(0); /* every op on this one thread, as in a shard's thread */
 	for (int rep = 0; rep <= LAYER_REPS; rep++) {

@@ -266,7 +266,9 @@ static void test_conv_reference_and_identity_across_isas(void **state)
 static const char net_text[] =
 	"[model]\ninput = 3x13x11\n"
 	"[layer.c1]\ntype = conv2d\nfilters = 6\nkernel = 3\nstride = 2\npadding = same\nactivation = relu\n"
-	"[layer.c2]\ntype = conv2d\nfilters = 5\nkernel = 1\n"
+	"[layer.bn]\ntype = batchnorm\n"
+	"[layer.c2]\ntype = conv2d\nfilters = 5\nkernel = 1\nbias = false\n"
+	"[layer.ap]\ntype = avgpool\npool = 1\n"
 	"[layer.lr]\ntype = leaky_relu\nslope = 0.1\n"
 	"[layer.p]\ntype = maxpool\npool = 2\n"
 	"[layer.d]\ntype = dropout\nrate = 0.25\n"
@@ -297,7 +299,7 @@ static void test_network_forward_and_backward_identical_on_every_isa(void **stat
 	float *x = rnd_buf(in);
 	uint32_t samples[5] = {3, 1, 4, 1, 5};
 	uint8_t labels[5] = {0, 6, 2, 3, 1};
-	batch_info b = {n, samples, labels, 1, 0, 1};
+	batch_info b = {n, samples, labels, 1, 0, 1, NULL, NULL};
 	const kern_impl *im[4];
 	const int ni = impls(im);
 	double loss0 = 0;
