@@ -33,7 +33,8 @@ typedef struct key_desc {
 } key_desc;
 
 static const char *const optim_names[] = {"sgd", "adam", "adamw", "adadelta", NULL};
-static const char *const sched_names[] = {"constant", "step", "cosine", NULL};
+static const char *const sched_names[] = {"constant", "step", "cosine", "onecycle", NULL};
+static const char *const wd_skip_names[] = {"none", "bn", "bias", "bn,bias", NULL}; /* value = OPTIM_WD_SKIP_* bits */
 static const char *const scope_names[] = {"shared", "node", NULL};
 static const char *const dist_names[] = {"auto", "mpi", "nccl", NULL};
 static const char *const device_names[] = {"auto", "cpu", "cuda", NULL};
@@ -56,12 +57,14 @@ static const key_desc keys[] = {
 	{"train", "momentum", K_FLOAT, OFF(optim.momentum), 0, 0, 1, NULL},
 	{"train", "nesterov", K_BOOL, OFF(optim.nesterov), 0, 0, 0, NULL},
 	{"train", "weight_decay", K_FLOAT, OFF(optim.weight_decay), 0, 0, 1e3, NULL},
+	{"train", "wd_skip", K_ENUM, OFF(optim.wd_skip), 0, 0, 0, wd_skip_names},
 	{"train", "beta1", K_FLOAT, OFF(optim.beta1), 0, 0, 1, NULL},
 	{"train", "beta2", K_FLOAT, OFF(optim.beta2), 0, 0, 1, NULL},
 	{"train", "eps", K_FLOAT, OFF(optim.eps), 0, 0, 1, NULL},
 	{"train", "rho", K_FLOAT, OFF(optim.rho), 0, 0, 1, NULL},
 	{"train", "schedule", K_ENUM, OFF(optim.schedule), 0, 0, 0, sched_names},
 	{"train", "warmup_steps", K_LONG, OFF(optim.warmup_steps), 0, 0, 1e12, NULL},
+	{"train", "warmup_epochs", K_FLOAT, OFF(optim.warmup_epochs), 0, 0, 1e6, NULL},
 	{"train", "step_every", K_LONG, OFF(optim.step_every), 0, 0, 1e12, NULL},
 	{"train", "gamma", K_FLOAT, OFF(optim.gamma), 0, 0, 1e3, NULL},
 	{"train", "min_lr", K_FLOAT, OFF(optim.min_lr), 0, 0, 1e6, NULL},
@@ -481,9 +484,20 @@ static void sb_printf(sbuf *b, const char *fmt, ...)
 	}
 }
 
+/* Keys added after checkpoints of version 1: dumped only when set to something other than
+ * their zero default, so that the resolved config (kept in checkpoints) of older configs is
+ * unchanged. */
+static bool dumped_only_when_set(const key_desc *k)
+{
+	return strcmp(k->section, "train") == 0 &&
+	       (strcmp(k->key, "wd_skip") == 0 || strcmp(k->key, "warmup_epochs") == 0);
+}
+
 static void dump_key(sbuf *b, const config *c, const key_desc *k)
 {
 	const char *field = (const char *)c + k->offset;
+	if (dumped_only_when_set(k) && (k->type == K_ENUM ? *(const int *)field == 0 : *(const float *)field == 0.0f))
+		return;
 	switch (k->type) {
 	case K_STR:
 		if (strlen(k->key) + 3 + strlen(field) > CONFIG_LINE_MAX) /* a file cannot hold it */

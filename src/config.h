@@ -6,7 +6,7 @@
  * Layers are sections named [layer.NAME], in file order; each type's keys are
  * parsed, checked and dumped by its file in src/layers/ (the table: layers.c):
  *   [layer.conv1]  type = conv2d, filters = 32, kernel = 3 (or 3x5), stride = 1 (or 1x2),
- *                  padding = valid|same, activation = relu|none
+ *                  padding = valid|same|N|PHxPW, bias = true|false, activation = relu|none
  *   [layer.pool1]  type = maxpool, pool = 2 (or 2x2), stride = (default: pool)
  *   [layer.drop1]  type = dropout, rate = 0.25
  *   [layer.flat]   type = flatten
@@ -14,7 +14,9 @@
  *   [layer.r]      type = relu
  *   [layer.lr]     type = leaky_relu, slope = 0.01
  *   [layer.bn]     type = batchnorm (or batchnorm2d), momentum = 0.1, eps = 1e-5, affine = true|false
- *   [layer.loss]   type = softmax_xent  (must be last; the layer before gives the class count)
+ *   [layer.ap]     type = avgpool, pool = 2, stride = (default: pool);  [layer.g] type = global_avgpool
+ *   [layer.loss]   type = softmax_xent, label_smoothing = 0  (must be last; the layer before gives
+ *                  the class count)
  */
 #ifndef SPOTTRAIN_CONFIG_H
 #define SPOTTRAIN_CONFIG_H

@@ -107,6 +107,7 @@ static void plan_steps(run *r)
 	size_t B = (size_t)r->cfg.global_batch;
 	r->steps_per_epoch = (long)((r->train.count + B - 1) / B);
 	r->total_steps = r->steps_per_epoch * r->cfg.epochs;
+	optim_apply_warmup_epochs(&r->cfg.optim, r->steps_per_epoch);
 	if (r->cfg.max_steps > 0 && r->cfg.max_steps < r->total_steps)
 		r->total_steps = r->cfg.max_steps;
 	r->last_lr = optim_lr_at(&r->cfg.optim, r->optim_step > 0 ? r->optim_step : 1, r->total_steps);
