@@ -22,7 +22,7 @@
 #include "model.h"
 
 #define CKPT_FORMAT "spottrain-ckpt"
-#define CKPT_FORMAT_VERSION 1
+#define CKPT_FORMAT_VERSION 2 /* 2: fixed-length strings (1: variable-length, refused) */
 #define CKPT_MAX_STATES 4
 
 typedef struct ckpt_meta {
