@@ -76,7 +76,8 @@ void ckpt_meta_free(ckpt_meta *meta);
 /*
  * Scan dir for ckpt-*.h5, newest step first, and return the newest one that validates
  * fully against m (damaged or foreign files are skipped with a warning naming them).
- * Returns 0 and fills path/step, or EXIT_NOINPUT if there is none.
+ * Returns 0 and fills path/step, or EXIT_NOINPUT if there is none; EXIT_DATAERR (said why)
+ * when there is none but files of checkpoint format 1 were skipped (a run of an older build).
  */
 int ckpt_find_newest(const char *dir, const model *m, const ckpt_buffers *layout, char *path,
 		     size_t len, long *step);

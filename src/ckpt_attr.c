@@ -97,7 +97,7 @@ int ckpt_attr_read_str(reader_ctx *c, hid_t obj, const char *label, const char *
 		rc = ckpt_h5fail(c->why, c->len, EXIT_DATAERR, "checkpoint %s: cannot query attribute %s of %s", c->path, name, label);
 	} else if (var > 0) {
 		rc = ckpt_fail(c->why, c->len, EXIT_DATAERR,
-			       "checkpoint %s: attribute %s of %s is a variable-length string (checkpoint format 1, "
+			       "checkpoint %s: attribute %s of %s is a variable-length string " CKPT_FORMAT1_NOTE
 			       "written before format %d): not read, as HDF5 would take it from its unchecked global heap",
 			       c->path, name, label, CKPT_FORMAT_VERSION);
 	} else if (n == 0 || n > CKPT_MAX_STRING_ATTR) {
