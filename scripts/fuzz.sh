@@ -55,6 +55,7 @@ for t in "${targets[@]}"; do
   f=fuzz-out/$t
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$f/log" | grep -o '[0-9]*$' || echo '?')
   last=$(grep -E '^#[0-9]+' "$f/log" | tail -1 | grep -oE 'cov: [0-9]+ ft: [0-9]+' || true)
-  found=$(ls "$f" | grep -cE '^(crash|leak|timeout|oom|slow-unit)-' || true)
+  found=$(find "$f" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \
+    -o -name 'slow-unit-*' \) | wc -l)
   printf '%-9s executions %-10s %-20s findings %s\n' "$t" "$execs" "$last" "$found"
 done

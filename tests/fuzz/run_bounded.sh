@@ -7,6 +7,7 @@ set -euo pipefail
 target=$1 corpus=$2 work=$3 runs=$4
 rm -rf "$work"
 mkdir -p "$work/new"
-export LSAN_OPTIONS=suppressions=$(dirname "$0")/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}
+here=$(dirname "$0")
+export LSAN_OPTIONS=suppressions=$here/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}
 exec "$target" -seed=1 -runs="$runs" -timeout=20 -rss_limit_mb=2048 -max_len=65536 \
   -close_fd_mask=3 -print_final_stats=1 -artifact_prefix="$work/" "$work/new" "$corpus"

@@ -16,7 +16,10 @@ common=(train --config "$CONFIGS/tiny.ini" --data-dir "$DATA" --threads 1 --set 
 "$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/run" --max-steps 20 >"$WORK/first.out" 2>"$WORK/first.err" ||
   { cat "$WORK/first.err"; fail "first training failed"; }
 newest="$WORK/run/checkpoints/ckpt-00000020.h5"
-[ -f "$newest" ] && [ -f "$WORK/run/checkpoints/ckpt-00000010.h5" ] || { ls -R "$WORK/run"; fail "no checkpoints of steps 10 and 20"; }
+if [ ! -f "$newest" ] || [ ! -f "$WORK/run/checkpoints/ckpt-00000010.h5" ]; then
+  ls -R "$WORK/run"
+  fail "no checkpoints of steps 10 and 20"
+fi
 "$PYTHON" "$TESTS_DIR/integration/ckpt_heap_damage.py" "$newest" || fail "could not make the damaged checkpoint"
 
 expect_exit 65 "$SPOTTRAIN" inspect "$newest"
