@@ -12,6 +12,7 @@ SPOTTRAIN_PACKAGES=(
   dataset-fashion-mnist
   python3 python3-h5py python3-numpy
   gnuplot-nox shellcheck
+  clang-14 libclang-rt-14-dev
 )
 
 spottrain_install_deps() {

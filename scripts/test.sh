@@ -2,7 +2,9 @@
 # Installs what is missing, builds spottrain twice (Release with warnings as
 # errors, and ASan+UBSan) and runs the whole test suite in both builds.
 #   scripts/test.sh            everything
-#   SPOTTRAIN_TEST_FAST=1 ...  skip the sanitizer pass
+#   SPOTTRAIN_TEST_FAST=1 ...  skip the sanitizer and fuzz passes
+# The fuzz pass builds the libFuzzer targets with clang-14 (ASan+UBSan) and runs each for a
+# bounded number of inputs (tests/fuzz/CMakeLists.txt); scripts/fuzz.sh runs them for longer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
@@ -25,4 +27,12 @@ if [ "${SPOTTRAIN_TEST_FAST:-0}" != 1 ]; then
   export ASAN_OPTIONS=halt_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   (cd build-asan && ctest --output-on-failure -j"$jobs" --timeout 1800 -LE slow)
+fi
+
+if [ "${SPOTTRAIN_TEST_FAST:-0}" != 1 ]; then
+  echo "== fuzz targets (clang-14, libFuzzer, ASan+UBSan): a bounded run of each"
+  CC=clang-14 cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPOTTRAIN_FUZZ=ON -DSPOTTRAIN_SANITIZE=ON \
+    -DSPOTTRAIN_CUDA=OFF >/dev/null
+  cmake --build build-fuzz -j"$jobs" --target fuzz_targets
+  (cd build-fuzz && ctest --output-on-failure -j"$jobs" -L fuzz)
 fi

@@ -167,6 +167,29 @@ static bool parse_bool(const char *s, bool *out)
 	return false;
 }
 
+/*
+ * A text value must read back the same from the canonical dump, which a checkpoint keeps and a
+ * resume parses: no control character (a newline from --set would start a line of its own, even
+ * a [section]), no blank at either end (the parser trims them) and no " ;" (the parser takes the
+ * rest as a comment). Of these, a value from a file can hold only a tab.
+ */
+static bool str_value_ok(const char *value, char *err, size_t errlen, const key_desc *k)
+{
+	size_t n = strlen(value);
+	const char *why = NULL;
+	for (size_t i = 0; i < n && !why; i++)
+		if ((unsigned char)value[i] < 0x20 || value[i] == 0x7f)
+			why = "holds a control character (a newline, a tab, ...)";
+	if (!why && n > 0 && (isspace((unsigned char)value[0]) || isspace((unsigned char)value[n - 1])))
+		why = "starts or ends with a blank";
+	if (!why && (strstr(value, " ;") || strstr(value, "\t;")))
+		why = "holds \" ;\", which a config file reads as the start of a comment";
+	if (why)
+		snprintf(err, errlen, "value of %s.%s %s: it could not be stored in a config file as given",
+			 k->section, k->key, why);
+	return why == NULL;
+}
+
 /* Store value into the field k describes; on failure writes a message to err. */
 static bool set_key(config *c, const key_desc *k, const char *value, char *err, size_t errlen)
 {
@@ -179,6 +202,8 @@ static bool set_key(config *c, const key_desc *k, const char *value, char *err, 
 				 k->key, k->size - 1);
 			return false;
 		}
+		if (!str_value_ok(value, err, errlen, k))
+			return false;
 		memcpy(field, value, strlen(value) + 1);
 		return true;
 	case K_BOOL:
