@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 spottrain_install_deps
+spottrain_install_deps "${SPOTTRAIN_TEST_PACKAGES[@]}"
 
 jobs=$(nproc)
 echo "== Release build (warnings are errors)"

@@ -10,7 +10,8 @@
 #   slurm_cluster_start DIR   # exit 77 (skip) when the packages are missing or the
 #                             # daemons cannot start here; exports SLURM_CONF
 #   ...sbatch, srun, scontrol...
-#   slurm_cluster_stop        # also run by the EXIT trap it installs
+#   slurm_cluster_stop        # call it from your EXIT trap (installed for you when
+#                             # you have none)
 # Standalone (a demo cluster in DIR, stopped by Ctrl-C):
 #   tests/slurm/cluster.sh DIR
 #
@@ -55,7 +56,7 @@ SlurmUser=$user
 SlurmdUser=$user
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$d/munge.sock
+AuthInfo=socket=$d/munge.sock,cred_expire=10
 StateSaveLocation=$d/state
 SlurmdSpoolDir=$d/spool/%n
 SlurmctldPidFile=$d/slurmctld.pid
@@ -127,8 +128,11 @@ slurm_cluster_start() {
 		command -v "$b" >/dev/null || slurm_cluster_skip "no $b (install munge and slurm-wlm: scripts/deps.sh)"
 	done
 	SLURM_CLUSTER_DIR=$d
-	trap slurm_cluster_stop EXIT
-	mkdir -p "$d/state" "$d/spool" && chmod 700 "$d" || slurm_cluster_skip "cannot create $d"
+	# the caller's own EXIT trap must call slurm_cluster_stop; without one, this is it
+	[ -n "$(trap -p EXIT)" ] || trap slurm_cluster_stop EXIT
+	if ! mkdir -p "$d/state" "$d/spool" || ! chmod 700 "$d"; then
+		slurm_cluster_skip "cannot create $d"
+	fi
 	node=$(hostname -s)
 	cport=$(slurm_cluster_port) || slurm_cluster_skip "no free port pair for slurmctld/slurmd"
 	slurm_cluster_conf "$d" "$node" "$cport" $((cport + 1))
