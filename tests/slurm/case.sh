@@ -24,7 +24,8 @@ STEPS=80     # the job's --max-steps
 AT_STEP=25   # interrupt once rank 0 has reached this step
 PACE_MS=60   # run.min_step_ms: a job of ~5 s, long enough to be interrupted mid-way
 
-trap 'slurm_cluster_stop; rm -rf "$WORK"' EXIT
+# SLURM_TEST_KEEP=1 keeps the work folder (cluster logs, run directory) for a post-mortem
+trap 'slurm_cluster_stop; [ "${SLURM_TEST_KEEP:-0}" = 1 ] && echo "kept $WORK" >&2 || rm -rf "$WORK"' EXIT
 slurm_cluster_start "$WORK/cluster"
 
 # the tiny net on the test data; data.dir in the config so that `spottrain eval` finds it too
@@ -64,7 +65,7 @@ fail_job() {
 	fail "$CASE: $*"
 }
 
-JOB=$(sbatch --parsable -p spot --nodes=1 --ntasks=2 --cpus-per-task=1 --time=10 \
+JOB=$(sbatch --parsable -p spot --nodes=1 --ntasks=2 --ntasks-per-node=2 --cpus-per-task=1 --time=10 \
 	--output="$WORK/job.out" --export=ALL "$SB") || fail "sbatch refused the script"
 echo "$CASE: job $JOB submitted" >&2
 
@@ -86,6 +87,7 @@ state=$(job_field "$JOB" JobState)
 exit_code=$(job_field "$JOB" ExitCode)
 restarts=$(job_field "$JOB" Restarts)
 report=$("$PYTHON" "$TESTS_DIR/slurm/report.py" "$RUN_DIR" "$sig_time")
+grep '^slurm-spottrain' "$WORK/job.out" >&2 || true
 echo "$CASE: job $state, ExitCode $exit_code, Restarts $restarts" >&2
 echo "$CASE: $report" >&2
 field() { "$PYTHON" -c "import json,sys; r=json.loads(sys.argv[1]); print($2)" "$report"; }

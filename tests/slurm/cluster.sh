@@ -56,7 +56,7 @@ SlurmUser=$user
 SlurmdUser=$user
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$d/munge.sock,cred_expire=10
+AuthInfo=socket=$d/munge.sock,cred_expire=5
 StateSaveLocation=$d/state
 SlurmdSpoolDir=$d/spool/%n
 SlurmctldPidFile=$d/slurmctld.pid
@@ -81,7 +81,7 @@ JobRequeue=1
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
 # seconds, not minutes: a test should take seconds
-KillWait=5
+KillWait=3
 MinJobAge=300
 MessageTimeout=10
 SlurmctldTimeout=30

@@ -20,12 +20,16 @@ def lines(path):
 
 
 def runs_of(events):
-    """Split the events into runs: a run begins at each start event."""
-    runs = []
+    """Split the events into runs: a run begins at each start event; a resume event
+    (written just before its run's start event) belongs to the run that follows it."""
+    runs, pending = [], []
     for e in events:
         if e["event"] == "start":
-            runs.append({"start": e, "events": []})
-        elif runs:
+            runs.append({"start": e, "events": pending})
+            pending = []
+        elif e["event"] == "resume" or not runs:
+            pending.append(e)
+        else:
             runs[-1]["events"].append(e)
     return runs
 
