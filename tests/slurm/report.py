@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """What a SLURM job of spottrain did, from its run directory (events.jsonl, metrics.jsonl).
 
-usage: report.py RUN_DIR SIGNAL_TIME
+usage: report.py RUN_DIR [SIGNAL_TIME...]
 Prints one JSON object: per run of the job (one per start event of rank 0) the ranks'
-exit codes, the stop step and reason, where the next run resumed, the steps lost, and
-the times from SIGNAL_TIME (the wall time the test sent the signal; 0 = none) to the
-stop's checkpoint being durable and to the first step of the resumed run.
+exit codes, the stop step and reason, the step the next run resumed from, the steps
+lost, and the seconds from SIGNAL_TIME i (the wall time the test interrupted run i)
+to the stop's checkpoint being durable and to the first step of run i+1.
 """
 import json
 import os
@@ -35,7 +35,7 @@ def runs_of(events):
 
 
 def main():
-    run_dir, signal_time = sys.argv[1], float(sys.argv[2])
+    run_dir, signals = sys.argv[1], [float(t) for t in sys.argv[2:]]
     events = lines(os.path.join(run_dir, "events.jsonl"))
     metrics = [m for m in lines(os.path.join(run_dir, "metrics.jsonl")) if "loss" in m]
     runs = runs_of(events)
@@ -48,6 +48,7 @@ def main():
         resume = [e for e in ev if e["event"] == "resume"]
         steps = [m["step"] for m in metrics if t0 <= m["time"] < t1]
         info = {
+            "run": i,
             "start_step": r["start"]["step"],
             "resumed_from": resume[0]["step"] if resume else None,
             "exit_codes": sorted(e["code"] for e in ev if e["event"] == "exit"),
@@ -55,16 +56,16 @@ def main():
             "stop_step": stop[0]["step"] if stop else None,
             "stop_reason": stop[0]["reason"] if stop else None,
         }
-        if stop and signal_time > 0:
-            info["signal_to_durable_s"] = round(stop[0]["time"] - signal_time, 3)
+        if i < len(signals):
+            if stop:
+                info["signal_to_durable_s"] = round(stop[0]["time"] - signals[i], 3)
+            first = [m["time"] for m in metrics if m["time"] >= t1]
+            if first:
+                info["signal_to_resumed_step_s"] = round(min(first) - signals[i], 3)
         out["runs"].append(info)
     for prev, nxt in zip(out["runs"], out["runs"][1:]):
-        resumed = nxt["resumed_from"] if nxt["resumed_from"] is not None else 0
-        prev["steps_lost"] = prev["last_step"] - resumed
-    if len(runs) > 1 and signal_time > 0:
-        t_first = [m["time"] for m in metrics if m["time"] >= runs[1]["start"]["time"]]
-        if t_first:
-            out["signal_to_resumed_step_s"] = round(min(t_first) - signal_time, 3)
+        prev["resumed_by_next"] = nxt["resumed_from"] if nxt["resumed_from"] is not None else 0
+        prev["steps_lost"] = prev["last_step"] - prev["resumed_by_next"]
     print(json.dumps(out))
     return 0
 
