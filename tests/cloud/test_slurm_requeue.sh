@@ -75,9 +75,9 @@ expect_grep "finished: RUN/eval.json" "$WORK/run/eval.json" 'test_accuracy'
 job 0 LAUNCHER=mpirun MPIRUN_ARGS=--bind-to\ none
 expect_rc "LAUNCHER=mpirun: finished" 0
 expect_grep "LAUNCHER=mpirun: training" "$FAKE_LOG" \
-	"^mpirun --mca odls_base_sigkill_timeout 300 --bind-to none spottrain train --config /cfg/mnist_cnn.ini --run-dir $WORK/run$"
+	"^mpirun --bind-to none spottrain train --config /cfg/mnist_cnn.ini --run-dir $WORK/run$"
 expect_grep "LAUNCHER=mpirun: eval on one rank" "$FAKE_LOG" \
-	"^mpirun -np 1 --mca odls_base_sigkill_timeout 300 --bind-to none spottrain eval --ckpt $WORK/run/final.h5$"
+	"^mpirun -np 1 --bind-to none spottrain eval --ckpt $WORK/run/final.h5$"
 job 0 LAUNCHER=bogus
 expect_rc "LAUNCHER=bogus: refused" 64
 job 66

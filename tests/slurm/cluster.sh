@@ -153,15 +153,43 @@ slurm_cluster_start() {
 	echo "slurm cluster up: node $node, slurmctld on 127.0.0.1:$cport, files in $d" >&2
 }
 
-# Stops what slurm_cluster_start started, by pid: job steps first (scancel), then
-# slurmd, slurmctld, munged; TERM, a bounded wait, then KILL. Safe to call twice.
+# The pids of this cluster's slurmstepd processes (they outlive slurmd by design):
+# those with a file open under the cluster's folder (their sockets in the spool).
+slurm_cluster_stepds() {
+	local p f
+	for p in $(pgrep -x slurmstepd); do
+		for f in /proc/"$p"/fd/*; do
+			case $(readlink "$f" 2>/dev/null) in
+			"$SLURM_CLUSTER_DIR"/*)
+				echo "$p"
+				break
+				;;
+			esac
+		done
+	done
+	return 0
+}
+
+slurm_cluster_kill_tree() { # PID: SIGKILL PID and its descendants, children first
+	local c
+	for c in $(pgrep -P "$1"); do
+		slurm_cluster_kill_tree "$c"
+	done
+	kill -KILL "$1" 2>/dev/null || true
+}
+
+# Stops what slurm_cluster_start started, by pid: every job (scancel, then a SIGKILL
+# of the pids left: scontrol listpids and this cluster's slurmstepd), then slurmd,
+# slurmctld, munged; TERM, a bounded wait, then KILL. Safe to call twice.
 slurm_cluster_stop() {
-	local p i
+	local p i left
 	[ "${#SLURM_CLUSTER_PIDS[@]}" -gt 0 ] || return 0
 	if [ "${#SLURM_CLUSTER_PIDS[@]}" -ge 3 ]; then
 		scancel --user="$(id -un)" >/dev/null 2>&1 || true
-		# the job processes live in their own process groups (proctrack/pgid)
-		slurm_cluster_wait 10 bash -c '! squeue -h -t R,CG 2>/dev/null | grep -q .' || true
+		slurm_cluster_wait 10 bash -c '! squeue -h -t R,CG,S 2>/dev/null | grep -q .' || true
+		left=$(scontrol listpids 2>/dev/null | awk 'NR > 1 && $1 ~ /^[0-9]+$/ { print $1 }')
+		# shellcheck disable=SC2086 # a list of pids
+		[ -z "$left" ] || kill -KILL $left 2>/dev/null || true
 	fi
 	for ((i = ${#SLURM_CLUSTER_PIDS[@]} - 1; i >= 0; i--)); do
 		p=${SLURM_CLUSTER_PIDS[$i]}
@@ -170,6 +198,13 @@ slurm_cluster_stop() {
 		wait "$p" 2>/dev/null || true
 	done
 	SLURM_CLUSTER_PIDS=()
+	left=$(slurm_cluster_stepds)
+	if [ -n "$left" ]; then
+		echo "slurm cluster: killing the steps left behind: slurmstepd $left" >&2
+		for p in $left; do
+			slurm_cluster_kill_tree "$p"
+		done
+	fi
 }
 
 # Standalone: a demo cluster until Ctrl-C.
