@@ -187,7 +187,7 @@ slurm_cluster_stop() {
 	if [ "${#SLURM_CLUSTER_PIDS[@]}" -ge 3 ]; then
 		scancel --user="$(id -un)" >/dev/null 2>&1 || true
 		slurm_cluster_wait 10 bash -c '! squeue -h -t R,CG,S 2>/dev/null | grep -q .' || true
-		left=$(scontrol listpids 2>/dev/null | awk 'NR > 1 && $1 ~ /^[0-9]+$/ { print $1 }')
+		left=$(scontrol listpids 2>/dev/null | awk 'NR > 1 && $1 ~ /^[0-9]+$/ { print $1 }') || true
 		# shellcheck disable=SC2086 # a list of pids
 		[ -z "$left" ] || kill -KILL $left 2>/dev/null || true
 	fi
