@@ -16,6 +16,8 @@
 #include "model.h"
 #include "ops.h"
 
+_Static_assert(LAYER_MAX_IN == LAYER_CALL_MAX_IN, "a layer's inputs fit a layer_call");
+
 /* At most this many parameter views (weight, bias, ...) per layer. */
 #define LAYER_MAX_VIEWS 4
 
@@ -28,6 +30,7 @@ enum layer_flags {
 	LT_ALIAS = 2,      /* its output is its input's memory (flatten): no buffers, no pass */
 	LT_ACTIVATION = 4, /* accepts "activation = relu|none"; relu adds a layer NAME.relu after it */
 	LT_KERNELS = 8,    /* runs on be->layer_kernels(be, name): a backend without them refuses it */
+	LT_MULTI_IN = 16,  /* takes several inputs (ins/dins of layer_pass); others take one */
 };
 
 /* What one forward or backward call of a layer gets. */
@@ -43,6 +46,10 @@ typedef struct layer_pass {
 				      * layer writes d(logits) here when training */
 	const float *w[LAYER_MAX_VIEWS]; /* its parameter views */
 	float *dw[LAYER_MAX_VIEWS];      /* backward: their gradients (added to) */
+	int n_in;                    /* inputs: in = ins[0], din = dins[0] */
+	const float *ins[LAYER_MAX_IN];
+	float *dins[LAYER_MAX_IN];   /* d(inputs), overwritten (the model adds for shared ones);
+				      * NULL: the network input, not needed */
 	void *saved;                 /* saved_bytes per sample, kept from forward to backward */
 	float *scratch;              /* shared scratch, at least scratch_bytes */
 	double *loss_sum;            /* loss layers: summed loss */
@@ -113,6 +120,8 @@ bool layer_key_unknown(const layer_spec *s, const char *key, char *err, size_t e
 
 /* A parameter view "NAME.what" of the layer, appended to the flat layout; -1 if too many. */
 int model_add_view(model *m, layer *l, const char *what, int ndim, const int *dims);
+/* The per-sample shape of input k of l (the network input or an earlier layer's output). */
+void model_input_dims(const model *m, const layer *l, int k, int *c, int *h, int *w);
 /* Glorot-uniform values for tensor t, drawn from Philox keyed by (seed, t). */
 void model_init_glorot(const model *m, int t, uint32_t seed, double fan_in, double fan_out, float *params);
 
