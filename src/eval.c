@@ -24,7 +24,7 @@ void eval_test_set(run *r, double *loss, double *acc)
 			e->labels[j] = r->test.labels[i + (size_t)j];
 		}
 		r->be->gather_images(r->test_images, e->samples, cnt, pixels, 1.0f / 255.0f, e->ws.input);
-		batch_info b = {cnt, e->samples, e->labels, r->cfg.seed, 0, 0};
+		batch_info b = {cnt, e->samples, e->labels, r->cfg.seed, 0, 0, e->buffers, NULL};
 		double l;
 		int c;
 		net_forward(&r->m, r->be, e->params, &e->ws, &b, &l, &c);

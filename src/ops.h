@@ -73,6 +73,10 @@ typedef struct layer_call {
 	const float *ins[LAYER_CALL_MAX_IN];  /* forward inputs [n, ins_numel[k]] */
 	float *dins[LAYER_CALL_MAX_IN];       /* backward: their gradients, overwritten; NULL: not needed */
 	size_t ins_numel[LAYER_CALL_MAX_IN];  /* floats per sample of each input */
+	const float *const *buf;    /* the layer's buffer views in view order (NULL: none) */
+	float *const *stat;         /* training forward: its statistics, same layout as buf (NULL: not wanted) */
+	int training;               /* batch_info.training */
+	const void *state;          /* the layer's derived descriptor (layer.state, e.g. a pool_desc) */
 } layer_call;
 
 struct backend;

@@ -50,6 +50,9 @@ typedef struct layer_pass {
 	const float *ins[LAYER_MAX_IN];
 	float *dins[LAYER_MAX_IN];   /* d(inputs), overwritten (the model adds for shared ones);
 				      * NULL: the network input, not needed */
+	const float *buf[LAYER_MAX_VIEWS]; /* its buffer views (running statistics; NULL: none) */
+	float *stat[LAYER_MAX_VIEWS];    /* training forward: where its statistics go, same layout
+					  * as buf (NULL: not wanted) */
 	void *saved;                 /* saved_bytes per sample, kept from forward to backward */
 	float *scratch;              /* shared scratch, at least scratch_bytes */
 	double *loss_sum;            /* loss layers: summed loss */
@@ -72,6 +75,11 @@ typedef struct layer_type {
 	int (*shape)(model *m, layer *l);
 	/* Forward flops per sample, 2 per multiply-add (NULL: 0). */
 	double (*flops)(const layer *l);
+	/* Initial values of its buffer views in buffers (NULL: zeros). */
+	void (*init_buffers)(const model *m, const layer *l, float *buffers);
+	/* Once per step: its buffers (buf[v], writable) from stat[v], the mean over the step's
+	 * shards of what forward wrote to its statistics (NULL: buffers never change). */
+	void (*update_buffers)(const layer *l, float *const *buf, const float *const *stat);
 	/* Initial values of its views in params (NULL: zeros). */
 	void (*init)(const model *m, const layer *l, uint32_t seed, float *params);
 	/* Its attributes as text for the architecture hash (NULL: the text of a layer without any). */
@@ -122,6 +130,8 @@ bool layer_key_unknown(const layer_spec *s, const char *key, char *err, size_t e
 int model_add_view(model *m, layer *l, const char *what, int ndim, const int *dims);
 /* The per-sample shape of input k of l (the network input or an earlier layer's output). */
 void model_input_dims(const model *m, const layer *l, int k, int *c, int *h, int *w);
+/* A buffer view "NAME.what" of the layer (non-trained state), appended to the buffer block; -1 if too many. */
+int model_add_buffer(model *m, layer *l, const char *what, int ndim, const int *dims);
 /* Glorot-uniform values for tensor t, drawn from Philox keyed by (seed, t). */
 void model_init_glorot(const model *m, int t, uint32_t seed, double fan_in, double fan_out, float *params);
 

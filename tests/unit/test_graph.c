@@ -235,7 +235,7 @@ static void test_residual_gradient_matches_finite_differences(void **state)
 	fill(&m, &ws, n, p);
 	uint32_t samples[3] = {0, 1, 2};
 	uint8_t labels[3] = {0, 3, 1};
-	batch_info b = {n, samples, labels, 1, 0, 1};
+	batch_info b = {n, samples, labels, 1, 0, 1, NULL, NULL};
 	net_loss(&m, p, &ws, &b);
 	net_backward(&m, backend_cpu(), p, g, &ws, &b);
 	int checked = 0, stem_checked = 0;
@@ -287,7 +287,7 @@ static void test_residual_gradient_same_bits_every_run(void **state)
 	fill(&m, &ws, n, p);
 	uint32_t samples[5] = {0, 1, 2, 3, 4};
 	uint8_t labels[5] = {0, 3, 1, 2, 2};
-	batch_info b = {n, samples, labels, 1, 0, 1};
+	batch_info b = {n, samples, labels, 1, 0, 1, NULL, NULL};
 	for (int r = 0; r < 2; r++) {
 		for (int i = 0; i < m.n_layers; i++) /* garbage in every gradient buffer */
 			for (size_t e = 0; e < (size_t)n * m.layers[i].out_numel; e++)
