@@ -4,7 +4,6 @@
 # PyTorch's), and `spottrain eval` and PyTorch in eval mode agree on the test accuracy and
 # loss, here on the first 1000 test images after 10 training steps.
 # PyTorch: Debian's python3-torch (/usr/bin/python3), or TORCH_PYTHON; skipped (77) without.
-# Until the BatchNorm layers are in, the graph-only variant of it_resnet.sh (--bn-free).
 . "$(dirname "$0")/common.sh"
 torch_py=/usr/bin/python3
 "$torch_py" -c "import torch" 2>/dev/null || torch_py=${TORCH_PYTHON:-}
@@ -22,17 +21,14 @@ for name, head, per in (("t10k-images-idx3-ubyte", 16, 28 * 28), ("t10k-labels-i
     out[4:8] = n.to_bytes(4, "big")
     open(os.path.join(dst, name), "wb").write(out)
 PY
-sed -e 's/^type = batchnorm/type = leaky_relu/' -e 's/^padding = 1$/padding = same/' \
-    -e '/^bias = false$/d' -e 's/^type = global_avgpool/type = maxpool\npool = 7/' \
-    "$CONFIGS/resnet20.ini" >"$WORK/resnet20.ini"
-run_mpi 1 "$SPOTTRAIN" train --config "$WORK/resnet20.ini" --data-dir "$WORK/data" --run-dir "$WORK/run" \
+run_mpi 1 "$SPOTTRAIN" train --config "$CONFIGS/resnet20.ini" --data-dir "$WORK/data" --run-dir "$WORK/run" \
   --threads 2 --max-steps 10 --set train.global_batch=32 --set train.lr=0.01 --set train.schedule=constant \
   --set train.eval_each_epoch=false --set checkpoint.every_steps=0 >"$WORK/train.out" 2>"$WORK/train.err" \
   || { cat "$WORK/train.err"; fail "training failed"; }
 expect_exit 0 "$SPOTTRAIN" eval --ckpt "$WORK/run/final.h5" --data-dir "$WORK/data" --threads 2
 cp "$WORK/last.out" "$WORK/spottrain.json"
 "$PYTHON" "$interop" export "$WORK/run/final.h5" "$WORK/weights.npz" || fail "export failed"
-"$torch_py" "$interop" eval "$WORK/weights.npz" "$WORK/data" resnet20 1x28x28 --bn-free >"$WORK/torch.json" \
+"$torch_py" "$interop" eval "$WORK/weights.npz" "$WORK/data" resnet20 1x28x28 >"$WORK/torch.json" \
   || fail "PyTorch could not load or run the checkpoint"
 "$PYTHON" - "$WORK/spottrain.json" "$WORK/torch.json" <<'PY' || fail "spottrain eval and PyTorch disagree"
 import json, sys

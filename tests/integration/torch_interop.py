@@ -4,15 +4,12 @@
 usage: torch_interop.py export CKPT.h5 OUT.npz
            (Debian's python3 with h5py) every tensor of /params (and /buffers when present)
            under its own name, as stored: these names and layouts are the state_dict's.
-       torch_interop.py eval OUT.npz DATA_DIR ARCH INPUT [--bn-free]
+       torch_interop.py eval OUT.npz DATA_DIR ARCH INPUT
            (a python with torch and numpy) a torchvision-style ResNet (ARCH resnet20 or
            resnet18, INPUT CxHxW), load_state_dict(strict=True), eval mode on DATA_DIR's
            t10k set with spottrain's scaling (pixel / 255), prints a JSON line with
            test_accuracy, test_loss and images.
---bn-free: the graph-only variant of it_resnet.sh (each BatchNorm a LeakyReLU(0.01), biased
-convolutions with spottrain's "same" padding, a max-pool for the global average pool), for
-as long as the BatchNorm layers are not in. Exit 0, 1 on an error, 77 (skip) when a module
-cannot be imported.
+Exit 0, 1 on an error, 77 (skip) when a module cannot be imported.
 """
 import gzip
 import json
@@ -47,39 +44,22 @@ def idx(path):
     raise FileNotFoundError(path)
 
 
-def build(arch, in_c, in_hw, bn_free):
+def build(arch, in_c):
     import torch
     import torch.nn as nn
-    import torch.nn.functional as F
-
-    class SameConv2d(nn.Conv2d):
-        """spottrain's padding = same: out = ceil(in / stride), the low side padded first."""
-
-        def forward(self, x):
-            pads = []
-            for dim, k, s in ((3, self.kernel_size[1], self.stride[1]), (2, self.kernel_size[0], self.stride[0])):
-                n = x.shape[dim]
-                total = max((-(-n // s) - 1) * s + k - n, 0)
-                pads += [total // 2, total - total // 2]
-            return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride)
 
     def conv(i, o, k, s):
-        if bn_free:
-            return SameConv2d(i, o, k, s) if k > 1 else nn.Conv2d(i, o, k, s)
         return nn.Conv2d(i, o, k, s, padding=k // 2, bias=False)
-
-    def norm(c):
-        return nn.LeakyReLU(0.01) if bn_free else nn.BatchNorm2d(c)
 
     class BasicBlock(nn.Module):
         def __init__(self, inp, planes, stride):
             super().__init__()
-            self.conv1, self.bn1 = conv(inp, planes, 3, stride), norm(planes)
-            self.conv2, self.bn2 = conv(planes, planes, 3, 1), norm(planes)
+            self.conv1, self.bn1 = conv(inp, planes, 3, stride), nn.BatchNorm2d(planes)
+            self.conv2, self.bn2 = conv(planes, planes, 3, 1), nn.BatchNorm2d(planes)
             self.relu = nn.ReLU()
             self.downsample = None
             if stride != 1 or inp != planes:
-                self.downsample = nn.Sequential(conv(inp, planes, 1, stride), norm(planes))
+                self.downsample = nn.Sequential(conv(inp, planes, 1, stride), nn.BatchNorm2d(planes))
 
         def forward(self, x):
             shortcut = x if self.downsample is None else self.downsample(x)
@@ -91,17 +71,16 @@ def build(arch, in_c, in_hw, bn_free):
     class ResNet(nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv1, self.bn1, self.relu = conv(in_c, widths[0], 3, 1), norm(widths[0]), nn.ReLU()
-            inp, size = widths[0], in_hw
+            self.conv1, self.bn1, self.relu = conv(in_c, widths[0], 3, 1), nn.BatchNorm2d(widths[0]), nn.ReLU()
+            inp = widths[0]
             for i, w in enumerate(widths):
                 stride = 1 if i == 0 else 2
                 layers = []
                 for b in range(blocks):
                     layers.append(BasicBlock(inp, w, stride if b == 0 else 1))
                     inp = w
-                size = -(-size // stride)
                 setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
-            self.avgpool = nn.MaxPool2d(size) if bn_free else nn.AdaptiveAvgPool2d(1)
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
             self.fc = nn.Linear(inp, 10)
 
         def forward(self, x):
@@ -113,7 +92,7 @@ def build(arch, in_c, in_hw, bn_free):
     return ResNet()
 
 
-def evaluate(npz, data_dir, arch, shape, bn_free):
+def evaluate(npz, data_dir, arch, shape):
     try:
         import numpy as np
         import torch
@@ -121,7 +100,7 @@ def evaluate(npz, data_dir, arch, shape, bn_free):
         skip(e)
     torch.set_num_threads(2)
     c, h, w = (int(v) for v in shape.split("x"))
-    model = build(arch, c, h, bn_free)
+    model = build(arch, c)
     weights = np.load(npz)
     state = {k: torch.from_numpy(np.array(weights[k])) for k in weights.files}
     model.load_state_dict(state, strict=True)  # raises on a missing, unexpected or misshapen tensor
@@ -140,8 +119,8 @@ def evaluate(npz, data_dir, arch, shape, bn_free):
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "export":
         export(sys.argv[2], sys.argv[3])
-    elif len(sys.argv) in (6, 7) and sys.argv[1] == "eval":
-        evaluate(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], "--bn-free" in sys.argv[6:])
+    elif len(sys.argv) == 6 and sys.argv[1] == "eval":
+        evaluate(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
     else:
         print(__doc__, file=sys.stderr)
         sys.exit(1)
