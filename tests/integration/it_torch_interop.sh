@@ -22,7 +22,7 @@ for name, head, per in (("t10k-images-idx3-ubyte", 16, 28 * 28), ("t10k-labels-i
     open(os.path.join(dst, name), "wb").write(out)
 PY
 run_mpi 1 "$SPOTTRAIN" train --config "$CONFIGS/resnet20.ini" --data-dir "$WORK/data" --run-dir "$WORK/run" \
-  --threads 2 --max-steps 10 --set train.global_batch=32 --set train.lr=0.01 --set train.schedule=constant \
+  --threads 2 --max-steps 10 --set train.global_batch=32 --set train.lr=0.01 --set train.schedule=constant --set train.warmup_steps=0 \
   --set train.eval_each_epoch=false --set checkpoint.every_steps=0 >"$WORK/train.out" 2>"$WORK/train.err" \
   || { cat "$WORK/train.err"; fail "training failed"; }
 expect_exit 0 "$SPOTTRAIN" eval --ckpt "$WORK/run/final.h5" --data-dir "$WORK/data" --threads 2
