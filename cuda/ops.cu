@@ -904,12 +904,107 @@ static void cu_leaky_relu_backward(const backend *be, const layer_call *c)
 
 static const layer_kernels cu_leaky_relu = {cu_leaky_relu_forward, cu_leaky_relu_backward};
 
+/* add (src/layers/add.c): y = ins[0] + ins[1] (+ ins[2]) (+ ins[3]), added in the CPU's order
+ * (y may be ins[0]); backward copies dout into each d(input) asked for. */
+__global__ void k_add_fwd(size_t n, int n_in, const float *a, const float *b, const float *c, const float *d,
+			  float *y)
+{
+	GRID_STRIDE(i, n)
+	{
+		float s = a[i] + b[i];
+		if (n_in > 2)
+			s += c[i];
+		if (n_in > 3)
+			s += d[i];
+		y[i] = s;
+	}
+}
+
+__global__ void k_copy(size_t n, const float *src, float *dst)
+{
+	GRID_STRIDE(i, n)
+	dst[i] = src[i];
+}
+
+static void cu_add_forward(const backend *be, const layer_call *c)
+{
+	(void)be;
+	const size_t count = (size_t)(c->n > 0 ? c->n : 0) * c->out_numel;
+	if (!count || c->n_in < 2 || c->n_in > LAYER_CALL_MAX_IN)
+		return;
+	k_add_fwd<<<grid_for(count), THREADS, 0, g_cuda.stream>>>(count, c->n_in, c->ins[0], c->ins[1], c->ins[2],
+								     c->ins[3], c->y);
+	CUDA_CHECK_LAUNCH();
+}
+
+static void cu_add_backward(const backend *be, const layer_call *c)
+{
+	(void)be;
+	const size_t count = (size_t)(c->n > 0 ? c->n : 0) * c->out_numel;
+	for (int k = 0; count && k < c->n_in && k < LAYER_CALL_MAX_IN; k++) {
+		if (!c->dins[k] || c->dins[k] == c->dout)
+			continue;
+		k_copy<<<grid_for(count), THREADS, 0, g_cuda.stream>>>(count, c->dout, c->dins[k]);
+		CUDA_CHECK_LAUNCH();
+	}
+}
+
+static const layer_kernels cu_add = {cu_add_forward, cu_add_backward};
+
+/* concat (src/layers/concat.c): per sample, input k's ins_numel[k] floats at offset off of the
+ * output's out_numel; put copies them in (forward), take copies them out (backward). */
+__global__ void k_slice_put(size_t total, size_t per, size_t out_numel, size_t off, const float *src, float *y)
+{
+	GRID_STRIDE(i, total)
+	y[(i / per) * out_numel + off + i % per] = src[i];
+}
+
+__global__ void k_slice_take(size_t total, size_t per, size_t out_numel, size_t off, const float *dy, float *dst)
+{
+	GRID_STRIDE(i, total)
+	dst[i] = dy[(i / per) * out_numel + off + i % per];
+}
+
+static void cu_concat_forward(const backend *be, const layer_call *c)
+{
+	(void)be;
+	size_t off = 0;
+	for (int k = 0; c->n > 0 && k < c->n_in && k < LAYER_CALL_MAX_IN; k++) {
+		const size_t per = c->ins_numel[k], total = (size_t)c->n * per;
+		if (total) {
+			k_slice_put<<<grid_for(total), THREADS, 0, g_cuda.stream>>>(total, per, c->out_numel, off,
+										    c->ins[k], c->y);
+			CUDA_CHECK_LAUNCH();
+		}
+		off += per;
+	}
+}
+
+static void cu_concat_backward(const backend *be, const layer_call *c)
+{
+	(void)be;
+	size_t off = 0;
+	for (int k = 0; c->n > 0 && k < c->n_in && k < LAYER_CALL_MAX_IN; k++) {
+		const size_t per = c->ins_numel[k], total = (size_t)c->n * per;
+		if (total && c->dins[k]) {
+			k_slice_take<<<grid_for(total), THREADS, 0, g_cuda.stream>>>(total, per, c->out_numel, off,
+										     c->dout, c->dins[k]);
+			CUDA_CHECK_LAUNCH();
+		}
+		off += per;
+	}
+}
+
+static const layer_kernels cu_concat = {cu_concat_forward, cu_concat_backward};
+
 /* The kinds this backend runs by name; a kind missing here is refused at start, naming the layer. */
 static const struct {
 	const char *kind;
 	const layer_kernels *k;
 } cu_layer_table[] = {
 	{"leaky_relu", &cu_leaky_relu},
+	{"add", &cu_add},
+	{"concat", &cu_concat},
 };
 
 static const layer_kernels *cu_layer_kernels(const backend *be, const char *kind)

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config_block.h"
 #include "contract.h"
 #include "layers/layer.h"
 #include "log.h"
@@ -104,6 +105,7 @@ typedef struct parse_ctx {
 	config *c;
 	const char *name;     /* file name for messages */
 	char err[512];        /* first error */
+	config_blocks *blocks; /* [block.*] templates and the [repeat.*] being read (config_block.c) */
 } parse_ctx;
 
 void config_defaults(config *c)
@@ -253,9 +255,9 @@ static bool set_key(config *c, const key_desc *k, const char *value, char *err, 
 
 static layer_spec *find_or_add_layer(config *c, const char *name, char *err, size_t errlen)
 {
-	for (int i = 0; i < c->n_layers; i++)
-		if (strcmp(c->layers[i].name, name) == 0)
-			return &c->layers[i];
+	int i = config_find_layer(c, name, c->n_layers);
+	if (i >= 0)
+		return &c->layers[i];
 	if (c->n_layers >= CONFIG_MAX_LAYERS) {
 		snprintf(err, errlen, "too many layers (at most %d)", CONFIG_MAX_LAYERS);
 		return NULL;
@@ -266,8 +268,9 @@ static layer_spec *find_or_add_layer(config *c, const char *name, char *err, siz
 		return NULL;
 	}
 	for (const char *p = name; *p; p++) {
-		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-') {
-			snprintf(err, errlen, "layer name '%s' may hold only letters, digits, '_' and '-'", name);
+		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.') {
+			snprintf(err, errlen, "layer name '%s' may hold only letters, digits, '_', '-' and '.'",
+				 name);
 			return NULL;
 		}
 	}
@@ -277,11 +280,58 @@ static layer_spec *find_or_add_layer(config *c, const char *name, char *err, siz
 	return l;
 }
 
-/* One key of [layer.NAME]: the layer table parses it (src/layers/layers.c). */
-static bool set_layer_key(config *c, const char *lname, const char *key, const char *value, char *err,
-			  size_t errlen)
+int config_find_layer(const config *c, const char *name, int before)
+{
+	for (int i = 0; i < before && i < c->n_layers; i++)
+		if (strcmp(c->layers[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+/* "inputs = a, b": earlier layers by name ("input": the network's input), each once. */
+static bool set_inputs(config *c, layer_spec *l, const char *value, char *err, size_t errlen)
+{
+	const int self = (int)(l - c->layers);
+	char buf[CONFIG_LINE_MAX + 2];
+	int n = 0;
+	snprintf(buf, sizeof buf, "%s", value);
+	for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		while (isspace((unsigned char)*tok))
+			tok++;
+		for (char *e = tok + strlen(tok); e > tok && isspace((unsigned char)e[-1]);)
+			*--e = 0;
+		int idx = config_find_layer(c, tok, self);
+		if (idx < 0 && strcmp(tok, "input") != 0) {
+			snprintf(err, errlen, "[layer.%s] inputs: '%s' is not a layer before it (nor 'input')",
+				 l->name, tok);
+			return false;
+		}
+		if (n == LAYER_MAX_IN) {
+			snprintf(err, errlen, "[layer.%s] inputs: at most %d", l->name, LAYER_MAX_IN);
+			return false;
+		}
+		for (int k = 0; k < n; k++) {
+			if (l->inputs[k] == idx) {
+				snprintf(err, errlen, "[layer.%s] inputs: '%s' is named twice", l->name, tok);
+				return false;
+			}
+		}
+		l->inputs[n++] = (int16_t)idx;
+	}
+	if (n == 0) {
+		snprintf(err, errlen, "[layer.%s] inputs: name at least one layer", l->name);
+		return false;
+	}
+	l->n_inputs = n;
+	return true;
+}
+
+bool config_layer_key(config *c, const char *lname, const char *key, const char *value, char *err,
+		      size_t errlen)
 {
 	layer_spec *l = find_or_add_layer(c, lname, err, errlen);
+	if (l && strcmp(key, "inputs") == 0)
+		return set_inputs(c, l, value, err, errlen);
 	return l && layer_spec_set(l, key, value, err, errlen);
 }
 
@@ -346,7 +396,12 @@ static bool apply(config *c, const char *section, const char *key, const char *v
 		  size_t errlen)
 {
 	if (strncmp(section, "layer.", 6) == 0)
-		return set_layer_key(c, section + 6, key, value, err, errlen);
+		return config_layer_key(c, section + 6, key, value, err, errlen);
+	if (strncmp(section, "block.", 6) == 0 || strncmp(section, "repeat.", 7) == 0) {
+		snprintf(err, errlen, "[%s] is expanded when the file is read: set the layers it made "
+			 "(layer.NAME.key=value)", section);
+		return false;
+	}
 	if (strcmp(section, "model") == 0)
 		return set_model_key(c, key, value, err, errlen);
 	const key_desc *k = find_key(section, key);
@@ -373,7 +428,10 @@ static int on_ini_key(void *user, const char *section, const char *name, const c
 	parse_ctx *p = user;
 	if (p->err[0])
 		return 1; /* report only the first error */
-	if (!apply(p->c, section, name, value, p->err, sizeof p->err))
+	int r = config_block_key(&p->blocks, p->c, section, name, value, p->err, sizeof p->err);
+	if (r > 0)
+		return 1;
+	if (r < 0 || !apply(p->c, section, name, value, p->err, sizeof p->err))
 		return 0;
 	return 1;
 }
@@ -393,6 +451,20 @@ static int finish_parse(parse_ctx *p, int rc)
 	return EXIT_USAGE;
 }
 
+/* inih over text, then the [repeat.*] left open at the end; finish_parse's result. */
+static int parse_text(parse_ctx *p, const char *text)
+{
+	int rc = ini_parse_string(text, on_ini_key, p);
+	if (rc == 0 && !p->err[0] && !config_block_finish(p->blocks, p->c, p->err, sizeof p->err)) {
+		log_error("%s: %s", p->name, p->err);
+		config_blocks_free(p->blocks);
+		return EXIT_USAGE;
+	}
+	config_blocks_free(p->blocks);
+	p->blocks = NULL;
+	return finish_parse(p, rc);
+}
+
 int config_load_file(config *c, const char *path)
 {
 	char *text;
@@ -402,7 +474,7 @@ int config_load_file(config *c, const char *path)
 		return rc;
 	if (!(rc = config_check_text(text, len, path))) {
 		parse_ctx p = {.c = c, .name = path};
-		rc = finish_parse(&p, ini_parse_string(text, on_ini_key, &p));
+		rc = parse_text(&p, text);
 		if (!rc)
 			snprintf(c->source, sizeof c->source, "%s", path);
 	}
@@ -416,7 +488,7 @@ int config_load_string(config *c, const char *text, const char *name)
 	if (rc)
 		return rc;
 	parse_ctx p = {.c = c, .name = name};
-	return finish_parse(&p, ini_parse_string(text, on_ini_key, &p));
+	return parse_text(&p, text);
 }
 
 int config_set(config *c, const char *assignment)
@@ -555,6 +627,11 @@ char *config_dump(const config *c)
 		char keys_text[1024];
 		layer_spec_dump(l, keys_text, sizeof keys_text);
 		sb_printf(&b, "\n[layer.%s]\n%s", l->name, keys_text);
+		for (int k = 0; k < l->n_inputs; k++)
+			sb_printf(&b, "%s%s", k ? ", " : "inputs = ",
+				  l->inputs[k] < 0 ? "input" : c->layers[l->inputs[k]].name);
+		if (l->n_inputs)
+			sb_printf(&b, "\n");
 	}
 	const char *section = "";
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {

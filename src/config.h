@@ -17,6 +17,18 @@
  *   [layer.ap]     type = avgpool, pool = 2, stride = (default: pool);  [layer.g] type = global_avgpool
  *   [layer.loss]   type = softmax_xent, label_smoothing = 0  (must be last; the layer before gives
  *                  the class count)
+ *   [layer.sum]    type = add, inputs = a, b     (element-wise sum of 2 to 4 inputs of one shape)
+ *   [layer.cat]    type = concat, inputs = a, b  (channels of inputs of one HxW, in that order)
+ * Any layer may name its inputs: "inputs = a, b" (earlier layers, or "input" for the network's
+ * input; default: the previous layer). A name with "activation = relu" means its relu's output.
+ * Layer names hold letters, digits, '_', '-' and '.'.
+ *
+ * Repeated blocks (config_block.c): sections [block.T.NAME] are the layers NAME of a template
+ * T (written like [layer.NAME] sections, values may use ${VAR}, "when = ${VAR}" drops the layer
+ * when false, "inputs" may name the template's own layers and "@in", the block's input). A
+ * section [repeat.R] with "block = T", "count = N" and variables "VAR = value" (instance K's own
+ * value: "VAR.K = value") puts N copies of T there, their layers named R.K.NAME (torchvision's
+ * layer2.0.conv1). The resolved config lists the generated [layer.*] sections.
  */
 #ifndef SPOTTRAIN_CONFIG_H
 #define SPOTTRAIN_CONFIG_H
@@ -27,7 +39,10 @@
 #include "optim.h"
 #include "spot.h"
 
-#define CONFIG_MAX_LAYERS 64
+/* Layers of a network after expansion (ResNet-20 with BatchNorm has about 75). */
+#define CONFIG_MAX_LAYERS 128
+/* At most this many inputs per layer ("inputs = a, b"). */
+#define LAYER_MAX_IN 4
 #define CONFIG_PATH_MAX 1024
 
 typedef enum { CKPT_SCOPE_SHARED = 0, CKPT_SCOPE_NODE } ckpt_scope;
@@ -45,6 +60,8 @@ typedef struct layer_spec {
 	const struct layer_type *type;   /* src/layers/layers.c; NULL until "type = ..." */
 	char name[48];                   /* NAME of [layer.NAME]; an activation adds "NAME.relu" */
 	bool relu_after;                 /* activation = relu: a relu layer follows (types that allow it) */
+	int n_inputs;                    /* "inputs = a, b": how many; 0 = the previous layer */
+	int16_t inputs[LAYER_MAX_IN];    /* their indices in config.layers (earlier ones), -1 = the input */
 	union {
 		double align;
 		unsigned char bytes[LAYER_PARAMS_BYTES];

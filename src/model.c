@@ -9,6 +9,7 @@
 #include "layers/layer.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,23 +94,31 @@ void model_init_glorot(const model *m, int ti, uint32_t seed, double fan_in, dou
 	}
 }
 
-/* A new layer at the end of m, its input the previous layer's output (or the model's input). */
-static layer *push_layer(model *m, const layer_spec *spec)
+void model_input_dims(const model *m, const layer *l, int k, int *c, int *h, int *w)
+{
+	const int src = l->in_idx[k];
+	*c = src >= 0 ? m->layers[src].out_c : m->in_c;
+	*h = src >= 0 ? m->layers[src].out_h : m->in_h;
+	*w = src >= 0 ? m->layers[src].out_w : m->in_w;
+}
+
+/* A new layer at the end of m reading in_idx[0 .. n_in) (NULL: the previous layer or the model's input). */
+static layer *push_layer(model *m, const layer_spec *spec, const int *in_idx, int n_in)
 {
 	if (m->n_layers >= CONFIG_MAX_LAYERS) {
 		log_error("too many layers (activations count; at most %d)", CONFIG_MAX_LAYERS);
 		return NULL;
 	}
-	const layer *prev = m->n_layers ? &m->layers[m->n_layers - 1] : NULL;
 	layer *l = &m->layers[m->n_layers];
 	memset(l, 0, sizeof *l);
 	l->spec = *spec;
 	l->index = m->n_layers++;
 	l->first_view = -1;
+	l->n_in = in_idx ? n_in : 1;
+	for (int k = 0; k < l->n_in; k++)
+		l->in_idx[k] = in_idx ? in_idx[k] : l->index - 1;
+	model_input_dims(m, l, 0, &l->in_c, &l->in_h, &l->in_w);
 	l->first_buf = -1;
-	l->in_c = prev ? prev->out_c : m->in_c;
-	l->in_h = prev ? prev->out_h : m->in_h;
-	l->in_w = prev ? prev->out_w : m->in_w;
 	l->out_c = l->in_c;
 	l->out_h = l->in_h;
 	l->out_w = l->in_w;
@@ -122,6 +131,10 @@ static layer *push_layer(model *m, const layer_spec *spec)
 static int shape_layer(model *m, layer *l)
 {
 	const layer_type *t = l->spec.type;
+	if (l->n_in > 1 && !(t->flags & LT_MULTI_IN)) {
+		log_error("[layer.%s] a %s layer takes one input, not %d", l->spec.name, t->name, l->n_in);
+		return EXIT_USAGE;
+	}
 	int rc = t->shape ? t->shape(m, l) : 0;
 	if (rc)
 		return rc;
@@ -138,23 +151,43 @@ static int shape_layer(model *m, layer *l)
 		m->classes = l->in_c;
 	double f = t->flops ? t->flops(l) : 0.0;
 	m->flops_per_sample += f;
-	m->train_flops_per_sample += f * (l->index > 0 ? 3 : 2);
+	m->train_flops_per_sample += f * (l->in_idx[0] >= 0 ? 3 : 2);
 	return 0;
 }
 
-/* Hash the architecture: types, names, shapes, attributes and the tensor layout. */
+/* " <a,b" when l's inputs are not just the layer before it (sequential text is kept as it was). */
+static void inputs_text(const model *m, const layer *l, char *buf, size_t len)
+{
+	buf[0] = 0;
+	if (l->n_in == 1 && l->in_idx[0] == l->index - 1)
+		return;
+	size_t used = 0;
+	for (int k = 0; k < l->n_in && used < len; k++) {
+		int src = l->in_idx[k];
+		int n = snprintf(buf + used, len - used, "%s%s", k ? "," : " <",
+				 src >= 0 ? m->layers[src].spec.name : "input");
+		if (n < 0)
+			break;
+		used += (size_t)n;
+	}
+}
+
+/* Hash the architecture: types, names, shapes, attributes, inputs and the tensor layout. */
 static uint64_t model_hash(const model *m)
 {
 	uint64_t h = 0xcbf29ce484222325ull;
-	char line[384];
+	char line[640];
 	for (int i = 0; i < m->n_layers; i++) {
 		const layer *l = &m->layers[i];
 		/* the attribute text of a layer without attributes, as hashed since version 1 */
 		char attrs[192] = "k0x0 s0x0 p0,0 p0x0 r0";
 		if (l->spec.type->hash_attrs)
 			l->spec.type->hash_attrs(l, attrs, sizeof attrs);
-		int n = snprintf(line, sizeof line, "%s %s %dx%dx%d>%dx%dx%d %s;", l->spec.type->name,
-				 l->spec.name, l->in_c, l->in_h, l->in_w, l->out_c, l->out_h, l->out_w, attrs);
+		char from[256] = "";
+		inputs_text(m, l, from, sizeof from);
+		int n = snprintf(line, sizeof line, "%s %s %dx%dx%d>%dx%dx%d %s%s;", l->spec.type->name,
+				 l->spec.name, l->in_c, l->in_h, l->in_w, l->out_c, l->out_h, l->out_w, attrs,
+				 from);
 		h = fnv1a(h, line, (size_t)(n < (int)sizeof line ? n : (int)sizeof line - 1));
 	}
 	for (int i = 0; i < m->n_tensors; i++) {
@@ -172,34 +205,78 @@ static uint64_t model_hash(const model *m)
 	return h;
 }
 
+/* Layers whose output no later layer reads (a dead branch) and names given twice are refused. */
+static int check_graph(const model *m)
+{
+	bool read[CONFIG_MAX_LAYERS] = {false};
+	for (int i = 0; i < m->n_layers; i++) {
+		const layer *l = &m->layers[i];
+		for (int k = 0; k < l->n_in; k++)
+			if (l->in_idx[k] >= 0)
+				read[l->in_idx[k]] = true;
+		for (int j = 0; j < i; j++) {
+			if (strcmp(m->layers[j].spec.name, l->spec.name) == 0) {
+				log_error("[layer.%s] two layers have this name", l->spec.name);
+				return EXIT_USAGE;
+			}
+		}
+	}
+	for (int i = 0; i < m->n_layers; i++) {
+		if (!read[i] && !(m->layers[i].spec.type->flags & LT_LOSS)) {
+			log_error("[layer.%s] no later layer reads its output (name it in an 'inputs')",
+				  m->layers[i].spec.name);
+			return EXIT_USAGE;
+		}
+	}
+	return 0;
+}
+
+/* Config layer i and its relu (if any) onto m; last[] maps config layers to their last model layer. */
+static int build_layer(const config *c, int i, model *m, int *last)
+{
+	const layer_spec *s = &c->layers[i];
+	int in_idx[LAYER_MAX_IN];
+	for (int k = 0; k < s->n_inputs; k++)
+		in_idx[k] = s->inputs[k] >= 0 ? last[s->inputs[k]] : -1;
+	layer *l = push_layer(m, s, s->n_inputs ? in_idx : NULL, s->n_inputs);
+	if (!l)
+		return EXIT_USAGE;
+	int rc = shape_layer(m, l);
+	if (rc)
+		return rc;
+	if (s->relu_after) {
+		layer_spec r = {.type = layer_type_find("relu")};
+		snprintf(r.name, sizeof r.name, "%.*s.relu", (int)sizeof r.name - 6, s->name);
+		if (!push_layer(m, &r, NULL, 0))
+			return EXIT_USAGE;
+	}
+	last[i] = m->n_layers - 1;
+	return 0;
+}
+
 int model_build(const config *c, model *m)
 {
 	memset(m, 0, sizeof *m);
 	m->in_c = c->in_c;
 	m->in_h = c->in_h;
 	m->in_w = c->in_w;
+	int last[CONFIG_MAX_LAYERS];
 	for (int i = 0; i < c->n_layers; i++) {
 		if (!c->layers[i].type) {
 			log_error("[layer.%s] has no type", c->layers[i].name);
 			return EXIT_USAGE;
 		}
-		layer *l = push_layer(m, &c->layers[i]);
-		if (!l)
-			return EXIT_USAGE;
-		int rc = shape_layer(m, l);
+		int rc = build_layer(c, i, m, last);
 		if (rc)
 			return rc;
-		if (l->spec.relu_after) {
-			layer_spec r = {.type = layer_type_find("relu")};
-			snprintf(r.name, sizeof r.name, "%.*s.relu", (int)sizeof r.name - 6, c->layers[i].name);
-			if (!push_layer(m, &r))
-				return EXIT_USAGE;
-		}
 	}
 	if (m->classes == 0) {
 		log_error("the network has no softmax_xent layer at the end");
 		return EXIT_USAGE;
 	}
+	int rc = check_graph(m);
+	if (rc)
+		return rc;
 	m->hash = model_hash(m);
 	return 0;
 }
@@ -257,9 +334,11 @@ void model_describe(const model *m, char *buf, size_t len)
 	buf[0] = 0;
 	for (int i = 0; i < m->n_layers && used < len; i++) {
 		const layer *l = &m->layers[i];
-		int n = snprintf(buf + used, len - used, "  %-14s %-12s %4dx%dx%d -> %dx%dx%d\n", l->spec.name,
+		char from[256];
+		inputs_text(m, l, from, sizeof from);
+		int n = snprintf(buf + used, len - used, "  %-14s %-12s %4dx%dx%d -> %dx%dx%d%s\n", l->spec.name,
 				 l->spec.type->name, l->in_c, l->in_h, l->in_w, l->out_c, l->out_h,
-				 l->out_w);
+				 l->out_w, from);
 		if (n < 0)
 			break;
 		used += (size_t)n;
@@ -300,9 +379,10 @@ static bool alloc_layer(const model *m, const backend *be, int i, net_workspace 
 	const layer *l = &m->layers[i];
 	const size_t bytes = (size_t)ws->max_n * l->out_numel * sizeof(float);
 	if (l->spec.type->flags & LT_ALIAS) {
-		/* the output is the input's memory; the first layer still needs a gradient for layer 1 */
-		ws->act[i] = i > 0 ? ws->act[i - 1] : ws->input;
-		ws->grad[i] = i > 0 ? ws->grad[i - 1] : ws_alloc(be, bytes);
+		/* the output is the input's memory; on the network input it still needs a gradient */
+		const int src = l->in_idx[0];
+		ws->act[i] = src >= 0 ? ws->act[src] : ws->input;
+		ws->grad[i] = src >= 0 ? ws->grad[src] : ws_alloc(be, bytes);
 		return ws->grad[i] != NULL;
 	}
 	ws->act[i] = ws_alloc(be, bytes);
@@ -312,6 +392,64 @@ static bool alloc_layer(const model *m, const backend *be, int i, net_workspace 
 	size_t saved = l->spec.type->saved_bytes ? l->spec.type->saved_bytes(l) : 0;
 	if (saved && !(ws->saved[i] = ws_alloc(be, (size_t)ws->max_n * saved)))
 		return false;
+	return true;
+}
+
+/* The layer whose gradient buffer layer i's is (through alias layers such as flatten). */
+static int grad_owner(const model *m, int i)
+{
+	while ((m->layers[i].spec.type->flags & LT_ALIAS) && m->layers[i].in_idx[0] >= 0)
+		i = m->layers[i].in_idx[0];
+	return i;
+}
+
+/*
+ * Who writes which input gradient in backward (net_workspace.din_tmp), and the
+ * tmp buffers the later readers of a shared output need. Sequential networks get
+ * no tmp and no "add" kernels. false when memory runs out or be cannot add (logged).
+ */
+static bool plan_input_grads(const model *m, const backend *be, net_workspace *ws, bool *no_add)
+{
+	bool written[CONFIG_MAX_LAYERS] = {false};
+	int n_tmp = 0;
+	size_t tmp_numel = 0;
+	ws->din_tmp = malloc((size_t)m->n_layers * LAYER_MAX_IN);
+	if (!ws->din_tmp)
+		return false;
+	memset(ws->din_tmp, -2, (size_t)m->n_layers * LAYER_MAX_IN);
+	for (int i = m->n_layers - 1; i >= 0; i--) {
+		const layer *l = &m->layers[i];
+		if ((l->spec.type->flags & LT_ALIAS) || (!l->spec.type->backward && !(l->spec.type->flags & LT_LOSS)))
+			continue;
+		int used = 0;
+		for (int k = 0; k < l->n_in; k++) {
+			const int src = l->in_idx[k];
+			if (src < 0)
+				continue;
+			const int owner = grad_owner(m, src);
+			signed char mode = -1;
+			if (written[owner]) {
+				mode = (signed char)used++;
+				if (m->layers[src].out_numel > tmp_numel)
+					tmp_numel = m->layers[src].out_numel;
+			}
+			written[owner] = true;
+			ws->din_tmp[i * LAYER_MAX_IN + k] = mode;
+		}
+		n_tmp = used > n_tmp ? used : n_tmp;
+	}
+	if (n_tmp == 0)
+		return true;
+	ws->acc = be->layer_kernels ? be->layer_kernels(be, "add") : NULL;
+	if (!ws->acc || !ws->acc->forward) {
+		log_error("the %s backend has no kernels for an add layer, which a network whose outputs "
+			  "several layers read needs", be->name);
+		*no_add = true;
+		return false;
+	}
+	for (int t = 0; t < n_tmp; t++)
+		if (!(ws->tmp[t] = ws_alloc(be, (size_t)ws->max_n * tmp_numel * sizeof(float))))
+			return false;
 	return true;
 }
 
@@ -331,6 +469,14 @@ int net_workspace_alloc(const model *m, const backend *be, int max_n, net_worksp
 			net_workspace_free(m, be, ws);
 			return EXIT_USAGE;
 		}
+	}
+	bool no_add = false;
+	if (!plan_input_grads(m, be, ws, &no_add)) {
+		if (no_add) {
+			net_workspace_free(m, be, ws);
+			return EXIT_USAGE;
+		}
+		goto fail;
 	}
 	ws->input = ws_alloc(be, (size_t)max_n * m->in_c * m->in_h * m->in_w * sizeof(float));
 	if (!ws->input)
@@ -358,8 +504,8 @@ void net_workspace_free(const model *m, const backend *be, net_workspace *ws)
 {
 	for (int i = 0; ws->act && i < m->n_layers; i++) {
 		if (m->layers[i].spec.type->flags & LT_ALIAS) {
-			if (i == 0 && ws->grad[0])
-				be->release(ws->grad[0]); /* its own; the output is ws->input */
+			if (m->layers[i].in_idx[0] < 0 && ws->grad[i])
+				be->release(ws->grad[i]); /* its own; the output is ws->input */
 			continue;
 		}
 		if (ws->act[i])
@@ -369,6 +515,9 @@ void net_workspace_free(const model *m, const backend *be, net_workspace *ws)
 		if (ws->saved[i])
 			be->release(ws->saved[i]);
 	}
+	for (int t = 0; t < LAYER_MAX_IN; t++)
+		if (ws->tmp[t])
+			be->release(ws->tmp[t]);
 	if (ws->input)
 		be->release(ws->input);
 	if (ws->scratch)
@@ -377,6 +526,7 @@ void net_workspace_free(const model *m, const backend *be, net_workspace *ws)
 	free(ws->grad);
 	free(ws->saved);
 	free(ws->kernels);
+	free(ws->din_tmp);
 	memset(ws, 0, sizeof *ws);
 }
 
@@ -392,13 +542,19 @@ static layer_pass pass_of(const model *m, const backend *be, const float *params
 		.l = l,
 		.b = b,
 		.k = ws->kernels[i],
-		.in = i > 0 ? ws->act[i - 1] : ws->input,
+		.n_in = l->n_in,
 		.out = ws->act[i],
 		.dout = ws->grad[i],
-		.din = i > 0 ? ws->grad[i - 1] : NULL,
 		.saved = ws->saved[i],
 		.scratch = ws->scratch,
 	};
+	for (int k = 0; k < l->n_in; k++) {
+		const int src = l->in_idx[k], mode = ws->din_tmp[i * LAYER_MAX_IN + k];
+		p.ins[k] = src >= 0 ? ws->act[src] : ws->input;
+		p.dins[k] = mode == -1 ? ws->grad[src] : mode >= 0 ? ws->tmp[mode] : NULL;
+	}
+	p.in = p.ins[0];
+	p.din = p.dins[0];
 	for (int v = 0; v < l->n_views; v++) {
 		size_t off = m->tensors[l->first_view + v].offset;
 		p.w[v] = params + off;
@@ -419,6 +575,31 @@ static double layer_clock(const backend *be)
 	be->synchronize(be);
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* After layer i's backward: add the input gradients it wrote into tmp to their owners' (fixed order). */
+static void add_shared_grads(const model *m, const backend *be, const net_workspace *ws, const layer_pass *p,
+			     int i)
+{
+	const layer *l = &m->layers[i];
+	for (int k = 0; k < l->n_in; k++) {
+		const int mode = ws->din_tmp[i * LAYER_MAX_IN + k];
+		if (mode < 0)
+			continue;
+		const int src = l->in_idx[k];
+		const size_t numel = m->layers[src].out_numel;
+		layer_call c = {
+			.n = p->b->n,
+			.in_numel = numel,
+			.out_numel = numel,
+			.in = ws->grad[src],
+			.y = ws->grad[src],
+			.n_in = 2,
+			.ins = {ws->grad[src], ws->tmp[mode]},
+			.ins_numel = {numel, numel},
+		};
+		ws->acc->forward(be, &c);
+	}
 }
 
 void net_forward(const model *m, const backend *be, const float *params, net_workspace *ws,
@@ -455,6 +636,8 @@ void net_backward(const model *m, const backend *be, const float *params, float 
 		layer_pass p = pass_of(m, be, params, grads, ws, b, i);
 		double t0 = ws->layer_bwd_s ? layer_clock(be) : 0;
 		t->backward(&p);
+		if (ws->acc)
+			add_shared_grads(m, be, ws, &p, i);
 		if (ws->layer_bwd_s)
 			ws->layer_bwd_s[i] += layer_clock(be) - t0;
 	}

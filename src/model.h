@@ -31,7 +31,9 @@ typedef struct tensor_view {
 typedef struct layer {
 	layer_spec spec;         /* spec.type: its row in the layer table (src/layers/) */
 	int index;               /* position in the network */
-	int in_c, in_h, in_w;    /* per-sample input shape (dense: in_c = features, h = w = 1) */
+	int n_in;                /* its inputs (1 unless "inputs = a, b" names more) */
+	int in_idx[LAYER_MAX_IN]; /* their layer indices, all smaller than index; -1 = the network input */
+	int in_c, in_h, in_w;    /* per-sample shape of its first input (dense: in_c = features, h = w = 1) */
 	int out_c, out_h, out_w; /* per-sample output shape */
 	size_t in_numel, out_numel;
 	int first_view, n_views; /* its parameter views: model.tensors[first_view .. + n_views) */
@@ -59,9 +61,11 @@ typedef struct model {
 } model;
 
 /*
- * Infer shapes and lay out tensors for the config's layers. Impossible shapes
+ * Infer shapes and lay out tensors for the config's layers, in file order (a
+ * layer's inputs come before it: the order is topological). Impossible shapes
  * (kernel larger than input, zero-size outputs, no loss layer at the end,
- * dense after conv without flatten ...) return EXIT_USAGE with a message naming the layer.
+ * dense after conv without flatten, inputs of an add that differ, an output
+ * nobody reads ...) return EXIT_USAGE with a message naming the layer.
  */
 int model_build(const config *c, model *m);
 
@@ -104,11 +108,20 @@ typedef struct net_workspace {
 	/* NULL, or per-layer seconds that each net_forward / net_backward adds to (bench's per-layer
 	 * figures; the backend is synchronised around each timed layer). Owned by whoever sets them. */
 	double *layer_fwd_s, *layer_bwd_s;
+	/* Gradients of outputs that several layers read (DESIGN.md, "graphs"): in backward (reverse
+	 * file order) the first reader overwrites the output's gradient, each later one writes into
+	 * tmp[din_tmp[...]] and the backend's "add" kernels add that in, so the sum runs in one
+	 * fixed order. din_tmp[i * LAYER_MAX_IN + k]: -2 no gradient (the network input), -1 the
+	 * output's own gradient, t >= 0 tmp[t]. */
+	signed char *din_tmp;
+	float *tmp[LAYER_MAX_IN];
+	const layer_kernels *acc;  /* the "add" kernels when tmp is used */
 } net_workspace;
 
 /*
  * Allocate the workspace on backend be. Refuses (EXIT_USAGE, naming the layer)
- * a network with a layer kind be cannot run; EXIT_OSERR when memory runs out.
+ * a network with a layer kind be cannot run (or, for a graph whose outputs are read by several
+ * layers, without "add" kernels); EXIT_OSERR when memory runs out.
  */
 int net_workspace_alloc(const model *m, const backend *be, int max_n, net_workspace *ws);
 void net_workspace_free(const model *m, const backend *be, net_workspace *ws);

@@ -53,6 +53,8 @@ typedef struct dropout_desc {
  * (src/layers/README.md): a layer kind found by name through
  * backend.layer_kernels. Pointers are backend memory; sizes per sample.
  */
+#define LAYER_CALL_MAX_IN 4
+
 typedef struct layer_call {
 	int n;                      /* samples */
 	size_t in_numel, out_numel; /* floats per sample of the input and the output */
@@ -66,6 +68,11 @@ typedef struct layer_call {
 	float *const *dw;           /* their gradients, ADDED to */
 	void *saved;                /* per-layer memory kept from forward to backward */
 	void *scratch;              /* shared scratch memory */
+	/* Kinds with several inputs (add, concat): in and din are ins[0] and dins[0]. */
+	int n_in;
+	const float *ins[LAYER_CALL_MAX_IN];  /* forward inputs [n, ins_numel[k]] */
+	float *dins[LAYER_CALL_MAX_IN];       /* backward: their gradients, overwritten; NULL: not needed */
+	size_t ins_numel[LAYER_CALL_MAX_IN];  /* floats per sample of each input */
 	const float *const *buf;    /* the layer's buffer views in view order (NULL: none) */
 	float *const *stat;         /* training forward: its statistics, same layout as buf (NULL: not wanted) */
 	int training;               /* batch_info.training */

@@ -16,6 +16,8 @@
 #include "model.h"
 #include "ops.h"
 
+_Static_assert(LAYER_MAX_IN == LAYER_CALL_MAX_IN, "a layer's inputs fit a layer_call");
+
 /* At most this many parameter views (weight, bias, ...) per layer. */
 #define LAYER_MAX_VIEWS 4
 
@@ -29,6 +31,7 @@ enum layer_flags {
 	LT_ACTIVATION = 4, /* accepts "activation = relu|none"; relu adds a layer NAME.relu after it */
 	LT_KERNELS = 8,    /* runs on be->layer_kernels(be, name): a backend without them refuses it */
 	LT_NORM = 16,      /* a normalisation layer: train.wd_skip = bn leaves its views undecayed */
+	LT_MULTI_IN = 32,  /* takes several inputs (ins/dins of layer_pass); others take one */
 };
 
 /* What one forward or backward call of a layer gets. */
@@ -44,6 +47,10 @@ typedef struct layer_pass {
 				      * layer writes d(logits) here when training */
 	const float *w[LAYER_MAX_VIEWS]; /* its parameter views */
 	float *dw[LAYER_MAX_VIEWS];      /* backward: their gradients (added to) */
+	int n_in;                    /* inputs: in = ins[0], din = dins[0] */
+	const float *ins[LAYER_MAX_IN];
+	float *dins[LAYER_MAX_IN];   /* d(inputs), overwritten (the model adds for shared ones);
+				      * NULL: the network input, not needed */
 	const float *buf[LAYER_MAX_VIEWS]; /* its buffer views (running statistics; NULL: none) */
 	float *stat[LAYER_MAX_VIEWS];    /* training forward: where its statistics go, same layout
 					  * as buf (NULL: not wanted) */
@@ -122,6 +129,8 @@ bool layer_key_unknown(const layer_spec *s, const char *key, char *err, size_t e
 
 /* A parameter view "NAME.what" of the layer, appended to the flat layout; -1 if too many. */
 int model_add_view(model *m, layer *l, const char *what, int ndim, const int *dims);
+/* The per-sample shape of input k of l (the network input or an earlier layer's output). */
+void model_input_dims(const model *m, const layer *l, int k, int *c, int *h, int *w);
 /* A buffer view "NAME.what" of the layer (non-trained state), appended to the buffer block; -1 if too many. */
 int model_add_buffer(model *m, layer *l, const char *what, int ndim, const int *dims);
 /* Glorot-uniform values for tensor t, drawn from Philox keyed by (seed, t). */

@@ -15,6 +15,7 @@
 extern const layer_type layer_conv2d, layer_maxpool, layer_relu, layer_leaky_relu, layer_dropout,
 	layer_flatten, layer_dense, layer_softmax_xent, layer_batchnorm, layer_batchnorm2d,
 	layer_avgpool, layer_global_avgpool;
+extern const layer_type layer_add, layer_concat;
 
 /* Every layer type, one row each (a new type: one file in this folder, one row here). */
 static const layer_type *const types[] = {
@@ -30,6 +31,8 @@ static const layer_type *const types[] = {
 	&layer_batchnorm2d,
 	&layer_avgpool,
 	&layer_global_avgpool,
+	&layer_add,
+	&layer_concat,
 };
 
 #define N_TYPES (sizeof types / sizeof types[0])

@@ -387,6 +387,88 @@ static void test_relu_matches_cpu_bitwise(void **state)
 	free(dy);
 }
 
+/* Graph kinds (src/layers/add.c, concat.c): add of 3 inputs, add in place, concat of 3, as the CPU. */
+static void test_add_concat_match_cpu_bitwise(void **state)
+{
+	(void)state;
+	rng_seed(41);
+	const int n = 5;
+	const size_t per[3] = {3 * 49, 1 * 49, 4 * 49}, out = 8 * 49;
+	const layer_kernels *ca = C->layer_kernels(C, "add"), *ga = G->layer_kernels(G, "add");
+	const layer_kernels *cc = C->layer_kernels(C, "concat"), *gc = G->layer_kernels(G, "concat");
+	if (!ca || !ga || !cc || !gc)
+		fail_msg("add/concat kernels missing: CPU %p %p, GPU %p %p", (const void *)ca, (const void *)cc,
+			 (const void *)ga, (const void *)gc);
+	float *h[3], *c_in[3], *g_in[3], *c_d[3], *g_d[3];
+	for (int k = 0; k < 3; k++) {
+		h[k] = rand_floats(n * out, -100, 100); /* add: every input [n, out] */
+		c_in[k] = cpu_copy(h[k], n * out);
+		g_in[k] = gpu_floats(h[k], n * out);
+		c_d[k] = cpu_copy(h[k], n * out);
+		g_d[k] = gpu_floats(h[k], n * out);
+		poison(g_d[k], n * out);
+	}
+	float *dy = rand_floats(n * out, -1, 1), *cdy = cpu_copy(dy, n * out), *gdy = gpu_floats(dy, n * out);
+	float *cy = cpu_copy(dy, n * out), *gy = gpu_floats(dy, n * out);
+	poison(gy, n * out);
+	layer_call c = {.n = n, .in_numel = out, .out_numel = out, .y = cy, .dout = cdy, .n_in = 3,
+			.ins = {c_in[0], c_in[1], c_in[2]}, .dins = {c_d[0], NULL, c_d[2]}};
+	layer_call g = {.n = n, .in_numel = out, .out_numel = out, .y = gy, .dout = gdy, .n_in = 3,
+			.ins = {g_in[0], g_in[1], g_in[2]}, .dins = {g_d[0], NULL, g_d[2]}};
+	ca->forward(C, &c);
+	ga->forward(G, &g);
+	float *hy = fetch(gy, n * out);
+	expect_bitwise("add forward", hy, cy, n * out * sizeof(float));
+	free(hy);
+	ca->backward(C, &c);
+	ga->backward(G, &g);
+	for (int k = 0; k < 3; k += 2) {
+		hy = fetch(g_d[k], n * out);
+		expect_bitwise("add backward", hy, c_d[k], n * out * sizeof(float));
+		free(hy);
+	}
+	/* in place, as the model adds gradients of shared outputs: y = ins[0] */
+	layer_call ci = {.n = n, .out_numel = out, .y = c_in[0], .n_in = 2, .ins = {c_in[0], c_in[1]}};
+	layer_call gi = {.n = n, .out_numel = out, .y = g_in[0], .n_in = 2, .ins = {g_in[0], g_in[1]}};
+	ca->forward(C, &ci);
+	ga->forward(G, &gi);
+	hy = fetch(g_in[0], n * out);
+	expect_bitwise("add in place", hy, c_in[0], n * out * sizeof(float));
+	free(hy);
+	/* concat of inputs with 3, 1 and 4 channels of 7x7 */
+	layer_call cc3 = {.n = n, .out_numel = out, .y = cy, .dout = cdy, .n_in = 3,
+			  .ins = {c_in[0], c_in[1], c_in[2]}, .dins = {c_d[0], c_d[1], NULL},
+			  .ins_numel = {per[0], per[1], per[2]}};
+	layer_call gc3 = {.n = n, .out_numel = out, .y = gy, .dout = gdy, .n_in = 3,
+			  .ins = {g_in[0], g_in[1], g_in[2]}, .dins = {g_d[0], g_d[1], NULL},
+			  .ins_numel = {per[0], per[1], per[2]}};
+	poison(gy, n * out);
+	cc->forward(C, &cc3);
+	gc->forward(G, &gc3);
+	hy = fetch(gy, n * out);
+	expect_bitwise("concat forward", hy, cy, n * out * sizeof(float));
+	free(hy);
+	cc->backward(C, &cc3);
+	gc->backward(G, &gc3);
+	for (int k = 0; k < 2; k++) {
+		hy = fetch(g_d[k], n * per[k]);
+		expect_bitwise("concat backward", hy, c_d[k], n * per[k] * sizeof(float));
+		free(hy);
+	}
+	for (int k = 0; k < 3; k++) {
+		free(h[k]);
+		C->release(c_in[k]);
+		C->release(c_d[k]);
+		G->release(g_in[k]);
+		G->release(g_d[k]);
+	}
+	free(dy);
+	C->release(cdy);
+	C->release(cy);
+	G->release(gdy);
+	G->release(gy);
+}
+
 /* A layer kind found by name (src/layers/README.md): leaky_relu, the same bits as the CPU. */
 /* Kinds with CPU kernels only: the GPU backend has none, so networks with them are refused at start. */
 static void test_cpu_only_kinds_have_no_gpu_kernels(void **state)
@@ -839,6 +921,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_relu_matches_cpu_bitwise),
 		cmocka_unit_test(test_leaky_relu_matches_cpu_bitwise),
 		cmocka_unit_test(test_cpu_only_kinds_have_no_gpu_kernels),
+		cmocka_unit_test(test_add_concat_match_cpu_bitwise),
 		cmocka_unit_test(test_dropout_uses_the_same_philox_masks),
 		cmocka_unit_test(test_scale_and_zero_match_cpu),
 		cmocka_unit_test(test_gather_images_matches_cpu_bitwise),
