@@ -15,7 +15,6 @@ void eval_test_set(run *r, double *loss, double *acc)
 	size_t n = r->test.count, max_n = (size_t)e->ws.max_n;
 	size_t lo = n * (size_t)r->d.rank / (size_t)r->d.world;
 	size_t hi = n * (size_t)(r->d.rank + 1) / (size_t)r->d.world;
-	size_t pixels = (size_t)r->m.in_c * r->m.in_h * r->m.in_w;
 	double sums[2] = {0, 0};
 	for (size_t i = lo; i < hi; i += max_n) {
 		int cnt = (int)(hi - i < max_n ? hi - i : max_n);
@@ -23,7 +22,7 @@ void eval_test_set(run *r, double *loss, double *acc)
 			e->samples[j] = (uint32_t)(i + (size_t)j);
 			e->labels[j] = r->test.labels[i + (size_t)j];
 		}
-		r->be->gather_images(r->test_images, e->samples, cnt, pixels, 1.0f / 255.0f, e->ws.input);
+		run_gather(r, false, e->samples, cnt, e->ws.input);
 		batch_info b = {cnt, e->samples, e->labels, r->cfg.seed, 0, 0};
 		double l;
 		int c;

@@ -35,18 +35,19 @@ static int fetch_data(run *r, int rc)
 	return dist_agree(&r->d, rc);
 }
 
-/* The images must fit the network's input and the labels its classes. */
-static int check_dataset(const run *r, const dataset *ds)
+/* The images of split must fit the network's input and the labels its classes. */
+static int check_dataset(const run *r, const dataset *ds, const char *split)
 {
 	const model *m = &r->m;
-	if (m->in_c != 1 || ds->rows != m->in_h || ds->cols != m->in_w) {
-		log_error("%s: images are 1x%dx%d but the network's input is %dx%dx%d (model.input)", r->cfg.data_dir,
-			  ds->rows, ds->cols, m->in_c, m->in_h, m->in_w);
+	if (ds->channels != m->in_c || ds->rows != m->in_h || ds->cols != m->in_w) {
+		log_error("%s (%s, %s set): images are %dx%dx%d (CxHxW) but the network's input is %dx%dx%d "
+			  "(model.input)", r->cfg.data_dir, data_format_name((data_format)r->cfg.data_format), split,
+			  ds->channels, ds->rows, ds->cols, m->in_c, m->in_h, m->in_w);
 		return EXIT_DATAERR;
 	}
 	if (ds->max_label >= m->classes) {
-		log_error("%s: labels go up to %d but the network has %d classes", r->cfg.data_dir, ds->max_label,
-			  m->classes);
+		log_error("%s (%s set): labels go up to %d but the network has %d classes", r->cfg.data_dir, split,
+			  ds->max_label, m->classes);
 		return EXIT_DATAERR;
 	}
 	return 0;
@@ -65,8 +66,9 @@ static int synthesize(run *r)
 		return EXIT_OSERR;
 	}
 	ds->count = count;
+	ds->channels = m->in_c;
 	ds->rows = m->in_h;
-	ds->cols = m->in_w * m->in_c;
+	ds->cols = m->in_w;
 	philox_key key = {{r->cfg.seed, 77}};
 	for (size_t i = 0; i < count * pixels; i++) {
 		philox_ctr c = {{(uint32_t)i, 0, 0, 9}};
@@ -78,23 +80,35 @@ static int synthesize(run *r)
 	return 0;
 }
 
+/* One split in the configured format, checked against the network. */
+static int load_split(run *r, data_split split, dataset *ds)
+{
+	const config *c = &r->cfg;
+	int rc = data_load(c->data_dir, (data_format)c->data_format, (data_label_kind)c->data_label, split, ds);
+	return rc ? rc : check_dataset(r, ds, split == DATA_TRAIN ? "training" : "test");
+}
+
 int run_load_data(run *r, int rc)
 {
+	const config *c = &r->cfg;
+	if (!rc)
+		rc = augment_setup(&r->aug, c->aug_crop_pad, c->aug_pad_mode == 1, c->aug_flip, c->aug_cutout,
+				   c->data_mean, c->data_std, r->m.in_c, r->m.in_h, r->m.in_w);
 	if (r->kind == RUN_TRAIN)
 		rc = fetch_data(r, rc); /* every rank: it contains the agreement */
 	if (!rc && r->kind == RUN_BENCH)
 		rc = synthesize(r);
-	if (!rc && r->kind == RUN_TRAIN && !(rc = dataset_load(r->cfg.data_dir, "train", &r->train)))
-		rc = check_dataset(r, &r->train);
-	if (!rc && r->kind != RUN_BENCH && !(rc = dataset_load(r->cfg.data_dir, "t10k", &r->test)))
-		rc = check_dataset(r, &r->test);
+	if (!rc && r->kind == RUN_TRAIN)
+		rc = load_split(r, DATA_TRAIN, &r->train);
+	if (!rc && r->kind != RUN_BENCH)
+		rc = load_split(r, DATA_TEST, &r->test);
 	return dist_agree(&r->d, rc);
 }
 
 /* The images of ds in backend memory: uploaded once (host-memory backends use them in place). */
 static int place_images(run *r, const dataset *ds, uint8_t **out)
 {
-	size_t bytes = ds->count * (size_t)ds->rows * (size_t)ds->cols;
+	size_t bytes = ds->count * (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
 	if ((r->be->caps & BACKEND_CAP_HOST_MEMORY) || bytes == 0) {
 		*out = ds->images;
 		return 0;
@@ -141,6 +155,39 @@ void run_order_epoch(run *r, long epoch)
 	r->perm_epoch = epoch;
 }
 
+/*
+ * The augmented inputs of n samples of ds on the host: written in place on
+ * host-memory backends, staged and uploaded otherwise.
+ */
+static void gather_augmented(run *r, const dataset *ds, bool train, const uint32_t *samples, int n, float *input)
+{
+	size_t pixels = (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
+	bool host = r->be->caps & BACKEND_CAP_HOST_MEMORY;
+	float *out = host ? input : malloc((size_t)n * pixels * sizeof *out);
+	if (!out) {
+		log_error("out of memory staging %d augmented images", n);
+		exit(EXIT_OSERR); /* inside a step: nothing to return to */
+	}
+	for (int i = 0; i < n; i++)
+		augment_image(&r->aug, ds->images + (size_t)samples[i] * pixels, ds->rows, ds->cols, r->cfg.seed,
+			      (uint32_t)r->epoch, samples[i], train, out + (size_t)i * pixels);
+	if (!host) {
+		r->be->upload(input, out, (size_t)n * pixels * sizeof *out);
+		free(out);
+	}
+}
+
+void run_gather(run *r, bool train, const uint32_t *samples, int n, float *input)
+{
+	const dataset *ds = train ? &r->train : &r->test;
+	if (augment_active(&r->aug)) {
+		gather_augmented(r, ds, train, samples, n, input);
+		return;
+	}
+	size_t pixels = (size_t)r->m.in_c * r->m.in_h * r->m.in_w;
+	r->be->gather_images(train ? r->train_images : r->test_images, samples, n, pixels, 1.0f / 255.0f, input);
+}
+
 void run_fill_shard(void *ctx, long first, int n, float *input, uint32_t *samples, uint8_t *labels)
 {
 	run *r = ctx;
@@ -149,6 +196,5 @@ void run_fill_shard(void *ctx, long first, int n, float *input, uint32_t *sample
 		samples[i] = order[i];
 		labels[i] = r->train.labels[samples[i]];
 	}
-	size_t pixels = (size_t)r->m.in_c * r->m.in_h * r->m.in_w;
-	r->be->gather_images(r->train_images, samples, n, pixels, 1.0f / 255.0f, input);
+	run_gather(r, true, samples, n, input);
 }
