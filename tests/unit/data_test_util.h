@@ -27,7 +27,7 @@ typedef struct dtu {
 } dtu;
 
 /* Remove dir and everything below it. */
-static void dtu_remove_tree(const char *dir)
+static inline void dtu_remove_tree(const char *dir)
 {
 	DIR *d = opendir(dir);
 	if (!d)
@@ -36,9 +36,11 @@ static void dtu_remove_tree(const char *dir)
 	while ((e = readdir(d)) != NULL) {
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 			continue;
-		char p[1536];
+		char p[4096];
 		struct stat st;
-		snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+		int n = snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+		if (n < 0 || (size_t)n >= sizeof p)
+			continue;
 		if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
 			dtu_remove_tree(p);
 		else
@@ -48,7 +50,7 @@ static void dtu_remove_tree(const char *dir)
 	rmdir(dir);
 }
 
-static int dtu_setup(void **state)
+static inline int dtu_setup(void **state)
 {
 	dtu *f = calloc(1, sizeof *f);
 	const char *base = getenv("TMPDIR");
@@ -64,7 +66,7 @@ static int dtu_setup(void **state)
 	return 0;
 }
 
-static int dtu_teardown(void **state)
+static inline int dtu_teardown(void **state)
 {
 	dtu *f = *state;
 	dtu_remove_tree(f->dir);
@@ -73,14 +75,14 @@ static int dtu_teardown(void **state)
 }
 
 /* dir/name in the scratch path (valid until the next call). */
-static const char *dtu_path(dtu *f, const char *name)
+static inline const char *dtu_path(dtu *f, const char *name)
 {
 	snprintf(f->path, sizeof f->path, "%s/%s", f->dir, name);
 	return f->path;
 }
 
 /* Write n bytes to dir/name. Returns 0 on success. */
-static int dtu_write(dtu *f, const char *name, const void *bytes, size_t n)
+static inline int dtu_write(dtu *f, const char *name, const void *bytes, size_t n)
 {
 	FILE *fp = fopen(dtu_path(f, name), "wb");
 	if (!fp)
@@ -90,7 +92,7 @@ static int dtu_write(dtu *f, const char *name, const void *bytes, size_t n)
 }
 
 /* Send stderr to a file until dtu_capture_end. */
-static void dtu_capture_begin(dtu *f)
+static inline void dtu_capture_begin(dtu *f)
 {
 	char p[1100];
 	fflush(stderr);
@@ -104,7 +106,7 @@ static void dtu_capture_begin(dtu *f)
 }
 
 /* Restore stderr; f->err holds what was written (echoed, marked as expected). */
-static void dtu_capture_end(dtu *f)
+static inline void dtu_capture_end(dtu *f)
 {
 	char p[1100];
 	fflush(stderr);
