@@ -66,6 +66,10 @@ void print_train_summary(const train_summary *t);
 
 /* The last line of `spottrain eval`. */
 void print_eval_summary(double test_accuracy, double loss, long images, const char *ckpt);
+/* The same line with top-5 accuracy and per_class: [{"class", "images", "accuracy"}, ...]
+ * (class_images[i] test images of class i, class_correct[i] of them right at top-1). */
+void print_eval_detail(double test_accuracy, double top5_accuracy, double loss, long images, const char *ckpt,
+		       int classes, const double *class_images, const double *class_correct);
 
 /* The last line of `spottrain bench` (launcher/sweep.c reads it). */
 typedef struct bench_summary {

@@ -34,9 +34,25 @@ done
 cmp -s "$WORK/eval-cifar.txt" "$WORK/eval-h5nhwc.txt" && cmp -s "$WORK/eval-cifar.txt" "$WORK/eval-h5nchw.txt" \
   || { cat "$WORK"/eval-*.txt; fail "the same test images in three formats evaluate differently"; }
 
+# eval's JSON: top-5 and per-class accuracy, consistent with top-1 and the class counts
+"$PYTHON" - "$WORK/eval-cifar.out" "$WORK/data" <<'PY' || fail "eval's top-5 / per-class figures are wrong"
+import json, sys, h5py
+d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+labels = h5py.File(sys.argv[2] + "/h5nhwc/set.h5", "r")["test/labels"][()]
+pc = d["per_class"]
+assert len(pc) == 6 and [c["class"] for c in pc] == list(range(6)), pc
+assert [c["images"] for c in pc] == [int((labels == k).sum()) for k in range(6)], pc
+right = sum(c["accuracy"] * c["images"] for c in pc)
+assert abs(right / d["images"] - d["test_accuracy"]) < 1e-9, d
+assert d["top5_accuracy"] >= d["test_accuracy"] and min(c["accuracy"] for c in pc) >= 0.9, d
+PY
+
 train grey grey
 acc=$(last_json "$WORK/grey.out" test_accuracy)
 acc_at_least 0.5 "$acc" || fail "the grey control learned ($acc): the test does not need colour"
+"$SPOTTRAIN" eval --ckpt "$WORK/grey/final.h5" --data-dir "$WORK/data/grey" >"$WORK/eval-grey.out" 2>/dev/null
+top5=$(last_json "$WORK/eval-grey.out" top5_accuracy)
+acc_at_least 0.99 "$top5" || fail "top-5 of the grey control is $top5: 6 classes cannot all be in a top 5"
 
 expect_exit 65 "$SPOTTRAIN" train --config "$cfg" --data-dir "$DATA" --run-dir "$WORK/mnist" --max-steps 1
 expect_err "1x28x28.*3x32x32"
