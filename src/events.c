@@ -192,6 +192,8 @@ void print_bench_summary(const bench_summary *b)
 	cJSON_AddNumberToObject(o, "global_batch", b->global_batch);
 	cJSON_AddNumberToObject(o, "steps", b->steps);
 	cJSON_AddNumberToObject(o, "images_per_s", b->images_per_s);
+	cJSON_AddNumberToObject(o, "data_ms", b->data_ms);
+	cJSON_AddNumberToObject(o, "prefetch_ms", b->prefetch_ms);
 	cJSON_AddNumberToObject(o, "images_per_s_per_rank", b->images_per_s / b->world);
 	cJSON_AddNumberToObject(o, "step_ms", b->step_ms);
 	cJSON_AddNumberToObject(o, "step_ms_p50", b->step_ms_p50);

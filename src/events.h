@@ -77,6 +77,8 @@ typedef struct bench_summary {
 	int world, threads, global_batch, steps;
 	double images_per_s, step_ms, step_ms_p50, step_ms_p90, step_ms_p99;
 	double forward_ms, backward_ms, allreduce_ms, optimizer_ms, fixed_point_ms;
+	double data_ms;          /* shard fills per step (summed over threads / threads): inside the step */
+	double prefetch_ms;      /* the prefetch thread's work per step (hidden), 0 without data.prefetch */
 	double allreduce_bytes, allreduce_busbw_gbs, gflops, sgemm_gflops;
 } bench_summary;
 void print_bench_summary(const bench_summary *b);

@@ -122,11 +122,76 @@ static int place_images(run *r, const dataset *ds, uint8_t **out)
 	return 0;
 }
 
+/* prefetch_make_fn: one training sample's input, as gather_augmented makes it. */
+static void make_sample(void *ctx, uint32_t sample, uint32_t epoch, float *out)
+{
+	const run *r = ctx;
+	const dataset *ds = &r->train;
+	size_t pixels = (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
+	augment_image(&r->aug, ds->images + (size_t)sample * pixels, ds->rows, ds->cols, r->cfg.seed, epoch, sample,
+		      true, out);
+}
+
+/*
+ * data.prefetch on a training or bench run: the worker makes host inputs, so it is
+ * used where inputs are made on the host anyway (augmentation on, or a host-memory
+ * backend, where x/255 made here has the gather's bits). Otherwise it stays off, with a line.
+ */
+static int start_prefetch(run *r)
+{
+	if (!r->cfg.data_prefetch || r->kind == RUN_EVAL)
+		return 0;
+	if (!augment_active(&r->aug) && !(r->be->caps & BACKEND_CAP_HOST_MEMORY)) {
+		if (r->d.rank == 0)
+			log_info("data.prefetch: off on %s without augmentation (the gather runs on the device)",
+				 r->be->name);
+		return 0;
+	}
+	r->pf = calloc(1, sizeof *r->pf);
+	if (!r->pf) {
+		log_error("out of memory for the prefetcher");
+		return EXIT_OSERR;
+	}
+	size_t pixels = (size_t)r->m.in_c * r->m.in_h * r->m.in_w;
+	int rc = prefetch_init(r->pf, r->cfg.global_batch, pixels, make_sample, r);
+	if (rc) {
+		free(r->pf);
+		r->pf = NULL;
+	}
+	return rc;
+}
+
+void run_reset_data_time(run *r)
+{
+	r->data_ns = 0;
+	if (r->pf) {
+		pthread_mutex_lock(&r->pf->mu);
+		while (r->pf->busy)
+			pthread_cond_wait(&r->pf->cv, &r->pf->mu);
+		r->pf->worker_s = 0;
+		pthread_mutex_unlock(&r->pf->mu);
+	}
+}
+
+void run_free_data(run *r)
+{
+	if (r->pf) {
+		if (r->d.rank == 0)
+			log_info("data.prefetch: %ld shard fills served from the prefetch, %ld made in the step",
+				 (long)r->pf->hits, (long)r->pf->misses);
+		prefetch_free(r->pf);
+		free(r->pf);
+		r->pf = NULL;
+	}
+}
+
 int run_place_data(run *r)
 {
 	int rc = place_images(r, &r->train, &r->train_images);
 	if (!rc)
 		rc = place_images(r, &r->test, &r->test_images);
+	if (!rc)
+		rc = start_prefetch(r);
 	if (!rc && r->kind == RUN_BENCH)
 		for (size_t i = 0; i < r->train.count; i++)
 			r->perm[i] = (uint32_t)i; /* every step takes the same synthetic batch */
@@ -188,13 +253,68 @@ void run_gather(run *r, bool train, const uint32_t *samples, int n, float *input
 	r->be->gather_images(train ? r->train_images : r->test_images, samples, n, pixels, 1.0f / 255.0f, input);
 }
 
+/* This rank's step positions [*p0, *p1) of a step of bsz samples (grad.h's shards, or the float path's part). */
+static void rank_positions(const run *r, int bsz, long *p0, long *p1)
+{
+	int W = r->d.world, rank = r->d.rank, S = r->cfg.shard_samples;
+	if (!r->se.exact) {
+		*p0 = (long)bsz * rank / W;
+		*p1 = (long)bsz * (rank + 1) / W;
+		return;
+	}
+	int k0, k1;
+	grad_rank_shards(bsz, S, rank, W, &k0, &k1);
+	*p0 = (long)k0 * S;
+	*p1 = (long)k1 * S < bsz ? (long)k1 * S : bsz;
+}
+
+/*
+ * The step that is running (optim_step) begins: queue the next one's samples of this
+ * rank. Train: the next step of the same epoch (none across an epoch end, whose order
+ * is not drawn yet); bench: the same synthetic step again.
+ */
+static void prefetch_next(run *r)
+{
+	long N = (long)r->train.count, B = r->cfg.global_batch;
+	long bsz = N - r->pos < B ? N - r->pos : B;
+	long next = r->kind == RUN_BENCH ? r->pos : r->pos + bsz;
+	long p0 = 0, p1 = 0;
+	if (next < N) {
+		int nb = (int)(N - next < B ? N - next : B);
+		rank_positions(r, nb, &p0, &p1);
+	}
+	prefetch_begin_step(r->pf, r->optim_step, r->optim_step + 1, (uint32_t)r->epoch, p0, r->perm + next + p0,
+			    (int)(p1 - p0));
+}
+
+/* The inputs of [first, first+n) from the prefetcher into input (backend memory); false: not there. */
+static bool take_prefetched(run *r, long first, int n, const uint32_t *samples, float *input)
+{
+	if (!r->pf)
+		return false;
+	if (r->be->caps & BACKEND_CAP_HOST_MEMORY)
+		return prefetch_take(r->pf, (uint32_t)r->epoch, first, n, samples, input);
+	size_t bytes = (size_t)n * r->pf->pixels * sizeof(float);
+	float *stage = malloc(bytes);
+	bool ok = stage && prefetch_take(r->pf, (uint32_t)r->epoch, first, n, samples, stage);
+	if (ok)
+		r->be->upload(input, stage, bytes);
+	free(stage);
+	return ok;
+}
+
 void run_fill_shard(void *ctx, long first, int n, float *input, uint32_t *samples, uint8_t *labels)
 {
 	run *r = ctx;
+	double t0 = now_mono();
 	const uint32_t *order = r->perm + r->pos + first;
 	for (int i = 0; i < n; i++) {
 		samples[i] = order[i];
 		labels[i] = r->train.labels[samples[i]];
 	}
-	run_gather(r, true, samples, n, input);
+	if (r->pf)
+		prefetch_next(r);
+	if (!take_prefetched(r, first, n, samples, input))
+		run_gather(r, true, samples, n, input);
+	r->data_ns += (long long)((now_mono() - t0) * 1e9);
 }
