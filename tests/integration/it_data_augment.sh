@@ -25,6 +25,8 @@ run resumed 3 1 30 "${aug[@]}"
 run prefetch 2 1 30 "${aug[@]}" --set data.prefetch=true
 run plain 1 2 30
 same() { "$PYTHON" "$TESTS_DIR/integration/compare_params.py" "$WORK/$1/final.h5" "$WORK/$2/final.h5" --bitwise --optim; }
+grep -Eq "data.prefetch: [1-9][0-9]* shard fills served from the prefetch" "$WORK/prefetch.err" \
+  || { cat "$WORK/prefetch.err"; fail "data.prefetch served nothing"; }
 same w1 w2 || fail "augmented W=1 vs W=2 not bit-identical"
 same w1 w3 || fail "augmented W=1 vs W=3 not bit-identical"
 same w1 resumed || fail "augmented run stopped at W=2 and resumed at W=3 differs from W=1"
