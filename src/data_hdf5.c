@@ -83,6 +83,7 @@ static int read_layout(const h5set *s)
 		char *v = NULL;
 		hid_t mt = H5Tcopy(H5T_C_S1);
 		H5Tset_size(mt, H5T_VARIABLE);
+		H5Tset_cset(mt, H5Tget_cset(ft)); /* h5py writes UTF-8; HDF5 converts no character sets */
 		ok = H5Aread(a, mt, &v) >= 0 && v;
 		if (ok)
 			snprintf(text, sizeof text, "%s", v);
@@ -93,6 +94,7 @@ static int read_layout(const h5set *s)
 		size_t n = H5Tget_size(ft);
 		hid_t mt = H5Tcopy(H5T_C_S1);
 		H5Tset_size(mt, sizeof text - 1);
+		H5Tset_cset(mt, H5Tget_cset(ft));
 		ok = n < sizeof text && H5Aread(a, mt, text) >= 0;
 		H5Tclose(mt);
 	}

@@ -22,7 +22,7 @@
 typedef struct spec {
 	int n_train, n_test, c, h, w;
 	const char *layout;  /* attribute value; NULL: none (NHWC) */
-	int vlen;            /* write the attribute as a variable-length string */
+	int vlen;            /* write the attribute as a variable-length string (2: UTF-8, as h5py does) */
 	int chunked;         /* chunks of 3 images, deflate */
 	hid_t label_type;    /* file type of the labels */
 	int float_images;    /* images stored as float (mistyped) */
@@ -43,6 +43,8 @@ static void put_layout(hid_t d, const spec *s)
 {
 	hid_t t = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR);
 	H5Tset_size(t, s->vlen ? H5T_VARIABLE : strlen(s->layout));
+	if (s->vlen == 2)
+		H5Tset_cset(t, H5T_CSET_UTF8);
 	hid_t a = H5Acreate2(d, "layout", t, sp, H5P_DEFAULT, H5P_DEFAULT);
 	assert_true(a >= 0);
 	assert_true(H5Awrite(a, t, s->vlen ? (const void *)&s->layout : (const void *)s->layout) >= 0);
@@ -200,6 +202,14 @@ static void expect_refusal(dtu *f, const spec *s, data_split split, int rc, ...)
 	va_end(ap);
 }
 
+static void test_nchw_utf8_attribute(void **state)
+{
+	spec s = base_spec();
+	s.layout = "NCHW";
+	s.vlen = 2;
+	round_trip(*state, &s);
+}
+
 static void test_missing_datasets(void **state)
 {
 	spec s = base_spec();
@@ -268,6 +278,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_nhwc_default, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_nchw_chunked_int64_labels, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_nhwc_vlen_attribute_one_channel, dtu_setup, dtu_teardown),
+		cmocka_unit_test_setup_teardown(test_nchw_utf8_attribute, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_missing_datasets, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_mistyped_images, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_label_out_of_range_and_counts, dtu_setup, dtu_teardown),
