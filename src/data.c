@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -467,7 +468,11 @@ void dataset_free(dataset *d)
 {
 	if (!d)
 		return;
-	free(d->images);
-	free(d->labels);
+	if (d->map) {
+		munmap(d->map, d->map_bytes);
+	} else {
+		free(d->images);
+		free(d->labels);
+	}
 	memset(d, 0, sizeof *d);
 }

@@ -32,6 +32,8 @@ typedef struct dataset {
 	uint8_t *images; /* count * channels * rows * cols pixels, NCHW */
 	uint8_t *labels; /* count labels */
 	int max_label;   /* largest label value present */
+	void *map;       /* data_shared.c: images and labels live in this mapping (NULL: malloc'ed) */
+	size_t map_bytes;
 } dataset;
 
 /* data.format: the values of the config key, in its order. */
@@ -89,6 +91,16 @@ int cifar_load(const char *dir, int cifar100, data_label_kind label, data_split 
  * NCHW, labels (integer, rank 1, the same count, 0..255).
  */
 int h5set_load(const char *path, data_split split, dataset *out);
+
+/*
+ * data_shared.c: one copy per node. publish (the node's first rank) moves ds into the
+ * POSIX shared-memory object `name` (read-only from then on); attach (the others) maps it
+ * into ds; unlink removes the name once all have it. publish and attach return 0, or -1
+ * when the copy cannot be shared (logged; the caller keeps or loads its own copy).
+ */
+int data_share_publish(dataset *ds, const char *name);
+int data_share_attach(dataset *ds, const char *name);
+void data_share_unlink(const char *name);
 
 /* The largest of n labels (0 when n is 0). */
 int data_max_label(const uint8_t *labels, size_t n);

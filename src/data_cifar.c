@@ -203,6 +203,7 @@ int cifar_load(const char *dir, int cifar100, data_label_kind label, data_split 
 		free(labels);
 		return rc;
 	}
-	*out = (dataset){(size_t)total, 3, CIFAR_SIDE, CIFAR_SIDE, images, labels, data_max_label(labels, total)};
+	*out = (dataset){.count = (size_t)total, .channels = 3, .rows = CIFAR_SIDE, .cols = CIFAR_SIDE,
+			 .images = images, .labels = labels, .max_label = data_max_label(labels, total)};
 	return 0;
 }

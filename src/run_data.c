@@ -9,7 +9,9 @@
  */
 #include "run.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "contract.h"
 #include "fetch.h"
@@ -80,11 +82,44 @@ static int synthesize(run *r)
 	return 0;
 }
 
-/* One split in the configured format, checked against the network. */
-static int load_split(run *r, data_split split, dataset *ds)
+/* The name of split's node-shared copy: a token of rank 0 (the same on every rank), the node, the split. */
+static void share_name(run *r, data_split split, char *name, size_t size)
+{
+	unsigned long long tok = ((unsigned long long)getpid() << 32) ^ (unsigned long long)(now_wall() * 1e6);
+	dist_bcast(&r->d, &tok, sizeof tok, 0);
+	snprintf(name, size, "/spottrain-%llx-n%d-%s", tok, r->d.node_index, split == DATA_TRAIN ? "train" : "test");
+}
+
+/*
+ * Collective: one split in the configured format, checked against the network. With
+ * several ranks on a node, the node's first rank reads the files and shares the set
+ * (data_shared.c); the others map it, or read the files themselves when that failed.
+ */
+static int load_split(run *r, data_split split, dataset *ds, int rc)
 {
 	const config *c = &r->cfg;
-	int rc = data_load(c->data_dir, (data_format)c->data_format, (data_label_kind)c->data_label, split, ds);
+	data_format fmt = (data_format)c->data_format;
+	data_label_kind lk = (data_label_kind)c->data_label;
+	bool share = r->d.local_size > 1, leader = r->d.local_rank == 0;
+	char name[128] = "";
+	rc = dist_agree(&r->d, rc);
+	if (share)
+		share_name(r, split, name, sizeof name);
+	if (!rc && (!share || leader)) {
+		rc = data_load(c->data_dir, fmt, lk, split, ds);
+		if (!rc && share)
+			data_share_publish(ds, name); /* on failure the rank keeps its own copy */
+	}
+	rc = dist_agree(&r->d, rc);
+	if (!rc && share && !leader && data_share_attach(ds, name) != 0)
+		rc = data_load(c->data_dir, fmt, lk, split, ds);
+	rc = dist_agree(&r->d, rc);
+	if (share && leader) {
+		data_share_unlink(name);
+		if (!rc && ds->map && r->d.rank == 0)
+			log_info("%s: the %s set (%zu images, %.1f MB) is held once per node in shared memory",
+				 c->data_dir, split == DATA_TRAIN ? "training" : "test", ds->count, ds->map_bytes / 1e6);
+	}
 	return rc ? rc : check_dataset(r, ds, split == DATA_TRAIN ? "training" : "test");
 }
 
@@ -98,10 +133,10 @@ int run_load_data(run *r, int rc)
 		rc = fetch_data(r, rc); /* every rank: it contains the agreement */
 	if (!rc && r->kind == RUN_BENCH)
 		rc = synthesize(r);
-	if (!rc && r->kind == RUN_TRAIN)
-		rc = load_split(r, DATA_TRAIN, &r->train);
-	if (!rc && r->kind != RUN_BENCH)
-		rc = load_split(r, DATA_TEST, &r->test);
+	if (r->kind == RUN_TRAIN)
+		rc = load_split(r, DATA_TRAIN, &r->train, rc);
+	if (r->kind != RUN_BENCH)
+		rc = load_split(r, DATA_TEST, &r->test, rc);
 	return dist_agree(&r->d, rc);
 }
 
