@@ -186,12 +186,14 @@ static void to_nchw(const h5set *s, const uint8_t *blk, size_t n, uint8_t *out)
 		memcpy(out, blk, n * px);
 		return;
 	}
-	size_t h = (size_t)s->dims[1], w = (size_t)s->dims[2], c = (size_t)s->dims[3];
-	for (size_t i = 0; i < n; i++)
-		for (size_t y = 0; y < h; y++)
-			for (size_t x = 0; x < w; x++)
-				for (size_t k = 0; k < c; k++)
-					out[i * px + (k * h + y) * w + x] = blk[i * px + (y * w + x) * c + k];
+	size_t hw = (size_t)s->dims[1] * (size_t)s->dims[2], c = (size_t)s->dims[3];
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *src = blk + i * px;
+		uint8_t *dst = out + i * px;
+		for (size_t k = 0; k < c; k++)
+			for (size_t p = 0; p < hw; p++)
+				dst[k * hw + p] = src[p * c + k];
+	}
 }
 
 /* All images into out (NCHW), H5SET_BLOCK at a time. 0 or an exit code naming the block. */
