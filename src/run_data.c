@@ -1,7 +1,10 @@
 /*
- * run_data.c - the data of a run (run.h): the IDX data sets (fetched when
- * missing), bench's synthetic step, their place in backend memory, the epoch
- * order and the shard fill that every training step reads through.
+ * run_data.c - the data of a run (run.h): the data sets in any format of
+ * data.h (IDX fetched when missing; one copy per node), bench's synthetic
+ * step, their place in backend memory, the epoch order, and the shard fill
+ * that every training step reads through: the plain gather, or the
+ * per-sample augmentation on the host (data_augment.h), taken from the
+ * prefetch thread when data.prefetch is on (data_prefetch.h).
  *
  * Invariant 1 (DESIGN.md): epoch e visits the samples in the order of a
  * permutation drawn from (seed, e); global step s of an epoch takes the
