@@ -6,18 +6,20 @@
 #     -L LABEL  a CTest label to run (repeatable; default: unit and integration)
 #     -b BUILD  an existing build directory (default build-flake, configured Release if absent)
 #     -j JOBS   parallel tests per run (default: the number of cores)
+#     -x LABEL  leave out the tests of a label (e.g. slow)
 # Prints one line per run and, at the end, "test  failures/K" for every test that failed,
 # then "N passed, N failed" over all test runs. Exits 1 when any test failed, else 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-k=20 build=build-flake jobs=$(nproc) labels=()
-while getopts "k:L:b:j:" o; do
+k=20 build=build-flake jobs=$(nproc) labels=() exclude=()
+while getopts "k:L:b:j:x:" o; do
   case "$o" in
     k) k=$OPTARG ;;
     L) labels+=("$OPTARG") ;;
     b) build=$OPTARG ;;
     j) jobs=$OPTARG ;;
-    *) sed -n '2,11p' "$0" >&2; exit 64 ;;
+    x) exclude=(-LE "^$OPTARG\$") ;;
+    *) sed -n '2,12p' "$0" >&2; exit 64 ;;
   esac
 done
 [ "${#labels[@]}" -gt 0 ] || labels=(unit integration)
@@ -35,7 +37,7 @@ passes=0 fails=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for run in $(seq 1 "$k"); do
-  (cd "$build" && ctest -j"$jobs" -L "$regex" --timeout 900 >"$log" 2>&1) || true
+  (cd "$build" && ctest -j"$jobs" -L "$regex" "${exclude[@]}" --timeout 900 >"$log" 2>&1) || true
   p=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* Passed' "$log" || true)
   f_list=$(sed -n 's/^[[:space:]]*[0-9]* - \(.*\) (\(Failed\|Timeout\|SEGFAULT\|Subprocess aborted\|Exception\|Child aborted\).*/\1/p' "$log")
   f=0

@@ -11,6 +11,10 @@
  *   /params/<tensor>  float32 with the tensor's shape ("conv1.weight" [32,1,3,3])
  *   /optim/<state>/<tensor>  each optimizer state buffer, same layout
  *   /optim            attrs optimizer, lr, step (optimizer step count)
+ *   /buffers/<buffer> float32, only for networks with buffers (BatchNorm's
+ *                     "bn1.running_mean" [C], "bn1.running_var" [C],
+ *                     "bn1.num_batches_tracked" [1]); files of networks
+ *                     without buffers have no /buffers group (unchanged format)
  */
 #ifndef SPOTTRAIN_CKPT_H
 #define SPOTTRAIN_CKPT_H
@@ -48,6 +52,8 @@ typedef struct ckpt_buffers {
 	int n_states;
 	const char *state_names[CKPT_MAX_STATES];
 	float *states[CKPT_MAX_STATES];       /* each m->n_params floats */
+	float *buffers;                       /* m->n_buffers floats; required when the model has
+					       * buffers (read: NULL only checksums them) */
 } ckpt_buffers;
 
 /* Path of the checkpoint of a step: DIR/ckpt-%08ld.h5 */

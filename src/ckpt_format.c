@@ -227,6 +227,26 @@ static int check_tensor(const model *m, int i, char *why, size_t len)
 	return 0;
 }
 
+/* One buffer view: name (unique among tensors and buffers), shape, extent inside the block. */
+static int check_buffer(const model *m, int i, char *why, size_t len)
+{
+	const tensor_view *t = &m->buffers[i];
+	size_t numel = 1;
+	if (!ckpt_valid_name(t->name) || t->ndim < 1 || t->ndim > 4)
+		return fail(why, len, "buffer %d has an unusable name or shape", i);
+	for (int d = 0; d < t->ndim; d++) {
+		if (t->dims[d] < 1)
+			return fail(why, len, "buffer %s has dimension %d = %d", t->name, d, t->dims[d]);
+		numel *= (size_t)t->dims[d];
+	}
+	if (numel != t->numel || t->offset > m->n_buffers || t->numel > m->n_buffers - t->offset)
+		return fail(why, len, "buffer %s does not fit its shape or the buffer block", t->name);
+	for (int j = 0; j < i; j++)
+		if (strcmp(m->buffers[j].name, t->name) == 0)
+			return fail(why, len, "buffer name %s appears twice", t->name);
+	return 0;
+}
+
 int ckpt_check_model(const model *m, char *why, size_t len)
 {
 	if (!m)
@@ -235,6 +255,13 @@ int ckpt_check_model(const model *m, char *why, size_t len)
 		return fail(why, len, "model has %d tensors", m->n_tensors);
 	for (int i = 0; i < m->n_tensors; i++) {
 		int rc = check_tensor(m, i, why, len);
+		if (rc)
+			return rc;
+	}
+	if (m->n_buffer_views < 0 || m->n_buffer_views > MODEL_MAX_BUFFERS)
+		return fail(why, len, "model has %d buffers", m->n_buffer_views);
+	for (int i = 0; i < m->n_buffer_views; i++) {
+		int rc = check_buffer(m, i, why, len);
 		if (rc)
 			return rc;
 	}

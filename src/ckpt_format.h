@@ -8,9 +8,10 @@
  * Content checksum (root attribute content_checksum, uint32): zlib crc32,
  * starting from 0, over
  *   1. the float32 values (little-endian bytes) of every dataset of /params,
- *      then of every /optim/<state> group, groups and datasets each in the
+ *      then of every /optim/<state> group, then (networks with buffers only)
+ *      of /buffers, groups and datasets each in the
  *      order they were written (creation order is tracked and indexed; it is
- *      m->tensors order and ckpt_buffers state order at write time);
+ *      m->tensors order, ckpt_buffers state order, m->buffers order at write time);
  *   2. the fields with a checksum place (ckpt_field.crc), in that order:
  *      integers as int64 (uint64 for model_hash) little-endian, wall_time_s
  *      as float64, lr as float32, text as its bytes, two texts in a row
@@ -34,6 +35,8 @@
 #define CKPT_PARAMS_LABEL "/params"
 #define CKPT_OPTIM_GROUP "optim"
 #define CKPT_OPTIM_LABEL "/optim"
+#define CKPT_BUFFERS_GROUP "buffers"
+#define CKPT_BUFFERS_LABEL "/buffers"
 #define CKPT_NAME_LEN 64 /* a tensor or state name, with its 0 (tensor_view.name) */
 
 /* The object an attribute belongs to. */

@@ -25,7 +25,7 @@ typedef struct stats {
 typedef struct printer {
 	FILE *out;
 	char group[96];   /* the group being walked */
-	bool per_tensor;  /* /params: one line per tensor; optimizer states: one line per group */
+	bool per_tensor;  /* /params, /buffers: one line per tensor; optimizer states: one line per group */
 	int n_tensors;    /* of the current group */
 	stats group_stats;
 } printer;
@@ -111,7 +111,7 @@ static void on_group(void *ctx, const char *group, int n_tensors)
 	printer *p = ctx;
 	flush_group(p);
 	snprintf(p->group, sizeof p->group, "%s", group);
-	p->per_tensor = strcmp(group, "/params") == 0;
+	p->per_tensor = strcmp(group, "/params") == 0 || strcmp(group, "/buffers") == 0;
 	p->n_tensors = n_tensors;
 	memset(&p->group_stats, 0, sizeof p->group_stats);
 	if (p->per_tensor)

@@ -42,6 +42,39 @@ static int check_checksum(reader_ctx *c, uint32_t computed, uint32_t stored)
 
 /* ------------------------------------------------------------------ read -- */
 
+/*
+ * /buffers: exactly the model's buffer views, read into dst (NULL: only checksummed). A
+ * network without buffers takes a file without the group (the format of such networks is
+ * unchanged); a file with buffers for it is refused.
+ */
+static int walk_buffers(walker *w, hid_t file, const model *m, float *dst)
+{
+	reader_ctx *c = w->c;
+	if (m->n_buffer_views == 0) {
+		htri_t ex = H5Lexists(file, CKPT_BUFFERS_GROUP, H5P_DEFAULT);
+		if (ex < 0)
+			return ckpt_h5fail(c->why, c->len, EXIT_DATAERR, "checkpoint %s: cannot look up %s", c->path,
+					   CKPT_BUFFERS_LABEL);
+		if (ex > 0)
+			return ckpt_fail(c->why, c->len, EXIT_DATAERR,
+					 "checkpoint %s: it holds %s (BatchNorm statistics) that this network has no place for",
+					 c->path, CKPT_BUFFERS_LABEL);
+		return 0;
+	}
+	w->n_ref = m->n_buffer_views;
+	for (int i = 0; i < m->n_buffer_views; i++) {
+		const tensor_view *t = &m->buffers[i];
+		tref *r = &w->ref[i];
+		snprintf(r->name, CKPT_NAME_LEN, "%s", t->name);
+		r->ndim = t->ndim;
+		for (int d = 0; d < t->ndim; d++)
+			r->dims[d] = (hsize_t)t->dims[d];
+		r->numel = t->numel;
+		r->offset = t->offset;
+	}
+	return ckpt_walk_group(w, file, CKPT_BUFFERS_GROUP, CKPT_BUFFERS_LABEL, dst, false);
+}
+
 
 static int read_locked(const char *path, const model *m, bool weights_only, ckpt_meta *meta, ckpt_buffers *b,
 		       char *why, size_t len)
@@ -91,6 +124,8 @@ static int read_locked(const char *path, const model *m, bool weights_only, ckpt
 				  path, b->state_names[j], mt.optimizer);
 			goto free_meta;
 		}
+	if ((rc = walk_buffers(w, file, m, b->buffers)))
+		goto free_meta;
 	if ((rc = check_checksum(&c, ckpt_crc_meta(w->crc, &mt), stored)))
 		goto free_meta;
 	if (meta)
@@ -296,6 +331,11 @@ static int scan_locked(const char *path, const ckpt_scan_visitor *vis, ckpt_meta
 	rc = ckpt_walk_group(w, file, CKPT_PARAMS_GROUP, CKPT_PARAMS_LABEL, NULL, true);
 	if (rc == 0)
 		rc = ckpt_walk_states(w, file, 0, NULL, NULL, NULL);
+	if (rc == 0 && H5Lexists(file, CKPT_BUFFERS_GROUP, H5P_DEFAULT) > 0) {
+		w->n_ref = 0; /* the buffers define their own shapes */
+		rc = ckpt_walk_group(w, file, CKPT_BUFFERS_GROUP, CKPT_BUFFERS_LABEL, NULL, true);
+	}
+	H5Eclear2(H5E_DEFAULT);
 	if (meta_rc) {
 		snprintf(why, len, "%s", meta_why);
 		rc = meta_rc;

@@ -41,15 +41,15 @@ static hid_t make_gcpl(writer_ctx *c, int *rc)
 }
 
 /* One group of datasets, one per tensor, each written straight from buf at its offset. */
-static int write_tensors(writer_ctx *c, hid_t parent, const char *gname, const char *label, hid_t gcpl, hid_t dcpl,
-			 const model *m, const float *buf, uint32_t *crc)
+static int write_views(writer_ctx *c, hid_t parent, const char *gname, const char *label, hid_t gcpl, hid_t dcpl,
+		       const tensor_view *views, int n_views, const float *buf, uint32_t *crc)
 {
 	int rc = 0;
 	hid_t g = H5Gcreate2(parent, gname, H5P_DEFAULT, gcpl, H5P_DEFAULT);
 	if (g < 0)
 		return ckpt_h5fail(c->why, c->len, EXIT_IOERR, "create group %s in %s", label, c->path);
-	for (int i = 0; i < m->n_tensors; i++) {
-		const tensor_view *t = &m->tensors[i];
+	for (int i = 0; i < n_views; i++) {
+		const tensor_view *t = &views[i];
 		hsize_t dims[4];
 		for (int d = 0; d < t->ndim; d++)
 			dims[d] = (hsize_t)t->dims[d];
@@ -82,6 +82,12 @@ close_group:
 	return rc;
 }
 
+static int write_tensors(writer_ctx *c, hid_t parent, const char *gname, const char *label, hid_t gcpl, hid_t dcpl,
+			 const model *m, const float *buf, uint32_t *crc)
+{
+	return write_views(c, parent, gname, label, gcpl, dcpl, m->tensors, m->n_tensors, buf, crc);
+}
+
 /*
  * Everything HDF5 of a write, in memory: build the file with the core driver and hand back a
  * copy of its image (malloc'ed: *img_len bytes and CKPT_SEAL_SIZE more for the seal). HDF5 does no file I/O
@@ -96,7 +102,7 @@ static int build_image(const char *tmp, const model *m, const ckpt_meta *mt, con
 	writer_ctx c = { tmp, -1, -1, why, len };
 	hid_t fapl = -1, fcpl = -1, file = -1, gcpl = -1, dcpl = -1, optim = -1;
 	uint32_t crc = 0;
-	size_t hint = (size_t)(1 + b->n_states) * m->n_params * sizeof(float) +
+	size_t hint = (size_t)(1 + b->n_states) * m->n_params * sizeof(float) + m->n_buffers * sizeof(float) +
 		      (size_t)(1 + b->n_states) * (size_t)m->n_tensors * 1024 + (1 << 16) +
 		      (mt->config_text ? strlen(mt->config_text) : 0);
 
@@ -151,6 +157,10 @@ static int build_image(const char *tmp, const model *m, const ckpt_meta *mt, con
 		if ((rc = write_tensors(&c, optim, b->state_names[s], label, gcpl, dcpl, m, b->states[s], &crc)))
 			goto close_all;
 	}
+	if (m->n_buffer_views > 0 &&
+	    (rc = write_views(&c, file, CKPT_BUFFERS_GROUP, CKPT_BUFFERS_LABEL, gcpl, dcpl, m->buffers,
+			      m->n_buffer_views, b->buffers, &crc)))
+		goto close_all;
 	crc = ckpt_crc_meta(crc, mt);
 	if ((rc = ckpt_write_fields(&c, file, CKPT_OBJ_ROOT, mt, true, crc)))
 		goto close_all;
@@ -219,6 +229,8 @@ int ckpt_write(const char *path, const model *m, const ckpt_meta *meta, const ck
 		rc = ckpt_check_model(m, why, sizeof why);
 	if (rc == 0)
 		rc = ckpt_check_states(b, why, sizeof why);
+	if (rc == 0 && m->n_buffer_views > 0 && !b->buffers)
+		rc = ckpt_fail(why, sizeof why, EXIT_SOFTWARE, "the network has buffers but none were given");
 	if (rc == 0)
 		rc = ckpt_check_meta(meta, why, sizeof why);
 	if (rc == 0 && (size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)

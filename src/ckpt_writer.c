@@ -26,6 +26,7 @@ struct ckpt_writer {
 	int n_states;                 /* state buffers in every submit */
 	float *params;                /* snapshot, m->n_params floats */
 	float *states[CKPT_MAX_STATES]; /* snapshots, m->n_params floats each */
+	float *buffers;               /* snapshot, m->n_buffers floats (NULL if none) */
 	char state_names[CKPT_MAX_STATES][64]; /* copies of the submitted names */
 	ckpt_meta meta;               /* snapshot; config_text owned (malloc'ed) */
 	char path[PATH_MAX];          /* where the pending write goes */
@@ -65,7 +66,7 @@ static void *writer_main(void *arg)
 		pthread_mutex_unlock(&w->mu);
 
 		/* the snapshot belongs to this thread while pending is set */
-		ckpt_buffers b = { .params = w->params, .n_states = w->n_states };
+		ckpt_buffers b = { .params = w->params, .n_states = w->n_states, .buffers = w->buffers };
 		for (int s = 0; s < w->n_states; s++) {
 			b.state_names[s] = w->state_names[s];
 			b.states[s] = w->states[s];
@@ -108,6 +109,8 @@ int ckpt_writer_create(const model *m, int n_states, ckpt_writer **out)
 	w->params = malloc(m->n_params * sizeof(float));
 	if (!w->params)
 		goto free_buffers;
+	if (m->n_buffers && !(w->buffers = malloc(m->n_buffers * sizeof(float))))
+		goto free_buffers;
 	for (int s = 0; s < n_states; s++) {
 		w->states[s] = malloc(m->n_params * sizeof(float));
 		if (!w->states[s])
@@ -124,6 +127,7 @@ int ckpt_writer_create(const model *m, int n_states, ckpt_writer **out)
 		pthread_mutex_destroy(&w->mu);
 		for (int s = 0; s < n_states; s++)
 			free(w->states[s]);
+		free(w->buffers);
 		free(w->params);
 		free(w);
 		return EXIT_OSERR;
@@ -135,6 +139,7 @@ destroy_mutex:
 free_buffers:
 	for (int s = 0; s < n_states; s++)
 		free(w->states[s]);
+	free(w->buffers);
 	free(w->params);
 	free(w);
 no_memory:
@@ -152,7 +157,7 @@ static void wait_idle(ckpt_writer *w)
 int ckpt_writer_submit(ckpt_writer *w, const char *path, const ckpt_meta *meta, const ckpt_buffers *b, int keep,
 		       bool keep_epoch_ends)
 {
-	if (!w || !path || !meta || !b || !b->params || b->n_states != w->n_states ||
+	if (!w || !path || !meta || !b || !b->params || b->n_states != w->n_states || (w->buffers && !b->buffers) ||
 	    strlen(path) >= sizeof w->path) {
 		log_error("checkpoint writer: bad submit (%d states, writer made for %d)", b ? b->n_states : -1,
 			  w ? w->n_states : -1);
@@ -172,6 +177,8 @@ int ckpt_writer_submit(ckpt_writer *w, const char *path, const ckpt_meta *meta, 
 	wait_idle(w);
 	size_t bytes = w->m->n_params * sizeof(float);
 	memcpy(w->params, b->params, bytes);
+	if (w->buffers)
+		memcpy(w->buffers, b->buffers, w->m->n_buffers * sizeof(float));
 	for (int s = 0; s < b->n_states; s++) {
 		memcpy(w->states[s], b->states[s], bytes);
 		strcpy(w->state_names[s], b->state_names[s]);
@@ -237,6 +244,7 @@ void ckpt_writer_destroy(ckpt_writer *w)
 	pthread_mutex_destroy(&w->mu);
 	for (int s = 0; s < w->n_states; s++)
 		free(w->states[s]);
+	free(w->buffers);
 	free(w->params);
 	free(w);
 }

@@ -13,6 +13,7 @@
  *   [layer.fc1]    type = dense, units = 128, activation = relu|none
  *   [layer.r]      type = relu
  *   [layer.lr]     type = leaky_relu, slope = 0.01
+ *   [layer.bn]     type = batchnorm (or batchnorm2d), momentum = 0.1, eps = 1e-5, affine = true|false
  *   [layer.loss]   type = softmax_xent  (must be last; the layer before gives the class count)
  */
 #ifndef SPOTTRAIN_CONFIG_H

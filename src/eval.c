@@ -62,7 +62,7 @@ void eval_test_set_stats(run *r, eval_stats *st)
 			e->labels[j] = r->test.labels[i + (size_t)j];
 		}
 		run_gather(r, false, e->samples, cnt, e->ws.input);
-		batch_info b = {cnt, e->samples, e->labels, r->cfg.seed, 0, 0};
+		batch_info b = {cnt, e->samples, e->labels, r->cfg.seed, 0, 0, e->buffers, NULL};
 		double l;
 		int c;
 		net_forward(&r->m, r->be, e->params, &e->ws, &b, &l, &c);

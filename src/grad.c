@@ -138,17 +138,20 @@ int grad_engine_init(grad_engine *e, const model *m, const backend *be, int shar
 	e->shard = shard;
 	e->threads = threads < 1 ? 1 : threads;
 	int T = e->threads;
-	size_t n = m->n_params;
+	size_t n = m->n_params, nb = m->n_buffers;
 	e->ws = calloc((size_t)T, sizeof *e->ws);
 	e->g = calloc((size_t)T, sizeof *e->g);
+	e->st = nb ? calloc((size_t)T, sizeof *e->st) : NULL;
 	e->acc = calloc((size_t)T, sizeof *e->acc);
 	e->samples = calloc((size_t)T, sizeof *e->samples);
 	e->labels = calloc((size_t)T, sizeof *e->labels);
-	if (!e->ws || !e->g || !e->acc || !e->samples || !e->labels)
+	if (!e->ws || !e->g || !e->acc || !e->samples || !e->labels || (nb && !e->st))
 		goto oom;
 	for (int t = 0; t < T; t++) {
 		e->g[t] = be->alloc(n * sizeof(float));
-		e->acc[t] = be->alloc((n + TAIL_N) * sizeof(int64_t));
+		e->acc[t] = be->alloc((n + nb + TAIL_N) * sizeof(int64_t));
+		if (nb && !(e->st[t] = be->alloc(nb * sizeof(float))))
+			goto oom;
 		e->samples[t] = calloc((size_t)shard, sizeof(uint32_t));
 		e->labels[t] = calloc((size_t)shard, 1);
 		if (!e->g[t] || !e->acc[t] || !e->samples[t] || !e->labels[t])
@@ -172,6 +175,8 @@ void grad_engine_free(grad_engine *e)
 			e->be->release(e->g[t]);
 		if (e->acc && e->acc[t])
 			e->be->release(e->acc[t]);
+		if (e->st && e->st[t])
+			e->be->release(e->st[t]);
 		if (e->samples)
 			free(e->samples[t]);
 		if (e->labels)
@@ -179,16 +184,22 @@ void grad_engine_free(grad_engine *e)
 	}
 	free(e->ws);
 	free(e->g);
+	free(e->st);
 	free(e->acc);
 	free(e->samples);
 	free(e->labels);
 	memset(e, 0, sizeof *e);
 }
 
+size_t grad_tail_offset(const grad_engine *e)
+{
+	return e->m->n_params + e->m->n_buffers;
+}
+
 void grad_compute(grad_engine *e, const float *params, int bsz, int rank, int world, uint32_t seed,
 		  uint32_t epoch, shard_fill_fn fill, void *ctx)
 {
-	const size_t np = e->m->n_params;
+	const size_t np = e->m->n_params, nb = e->m->n_buffers, nacc = np + nb;
 	int k0, k1;
 	grad_rank_shards(bsz, e->shard, rank, world, &k0, &k1);
 	double t0 = now_mono();
@@ -203,22 +214,26 @@ void grad_compute(grad_engine *e, const float *params, int bsz, int rank, int wo
 		net_workspace *ws = &e->ws[t];
 		double loss_t = 0;
 		int64_t correct_t = 0, of_t = 0, nf_t = 0;
-		memset(acc, 0, (np + TAIL_N) * sizeof(int64_t));
+		memset(acc, 0, (nacc + TAIL_N) * sizeof(int64_t));
 #pragma omp for schedule(static)
 		for (int k = k0; k < k1; k++) {
 			long first = (long)k * e->shard;
 			int n = (int)(bsz - first < e->shard ? bsz - first : e->shard);
 			double a = now_mono();
 			fill(ctx, first, n, ws->input, e->samples[t], e->labels[t]);
-			batch_info b = {n, e->samples[t], e->labels[t], seed, epoch, 1};
+			batch_info b = {n, e->samples[t], e->labels[t], seed, epoch, 1, NULL, nb ? e->st[t] : NULL};
 			double l;
 			int c;
 			e->be->zero(np, e->g[t]);
+			if (nb)
+				e->be->zero(nb, e->st[t]);
 			net_forward(e->m, e->be, params, ws, &b, &l, &c);
 			double bt = now_mono();
 			net_backward(e->m, e->be, params, e->g[t], ws, &b);
 			double ct = now_mono();
 			fix_add(np, e->g[t], acc, &of_t, &nf_t);
+			if (nb) /* the shard's statistics, summed exactly like its gradient */
+				fix_add(nb, e->st[t], acc + np, &of_t, &nf_t);
 			if (t == 0) {
 				t_fwd += bt - a;
 				t_bwd += ct - bt;
@@ -238,14 +253,14 @@ void grad_compute(grad_engine *e, const float *params, int bsz, int rank, int wo
 		/* the threads' integer sums into acc[0]: exact, any order */
 #pragma omp barrier
 #pragma omp for schedule(static)
-		for (size_t i = 0; i < np; i++) {
+		for (size_t i = 0; i < nacc; i++) {
 			int64_t s = e->acc[0][i];
 			for (int u = 1; u < e->threads; u++)
 				s += e->acc[u][i];
 			e->acc[0][i] = s;
 		}
 	}
-	memcpy(e->acc[0] + np, tail, sizeof tail);
+	memcpy(e->acc[0] + nacc, tail, sizeof tail);
 	e->t_compute = now_mono() - t0;
 	e->t_fwd = t_fwd;
 	e->t_bwd = t_bwd;
@@ -256,7 +271,7 @@ void grad_finish(grad_engine *e, int bsz, float *grads)
 {
 	const size_t np = e->m->n_params;
 	const int64_t *acc = e->acc[0];
-	if (acc[np + TAIL_NONFINITE] > 0) {
+	if (acc[grad_tail_offset(e) + TAIL_NONFINITE] > 0) {
 		for (size_t i = 0; i < np; i++)
 			grads[i] = NAN;
 		return;
@@ -269,4 +284,13 @@ void grad_finish(grad_engine *e, int bsz, float *grads)
 		size_t lo = np * (size_t)t / (size_t)nt, hi = np * (size_t)(t + 1) / (size_t)nt;
 		fix_scale_out(hi - lo, acc + lo, s, grads + lo);
 	}
+}
+
+void grad_finish_stats(grad_engine *e, int bsz, float *stats)
+{
+	const size_t np = e->m->n_params, nb = e->m->n_buffers;
+	if (nb == 0)
+		return;
+	const long K = (bsz + e->shard - 1) / e->shard;
+	fix_scale_out(nb, e->acc[0] + np, 1.0 / FIX_SCALE / (double)(K > 0 ? K : 1), stats);
 }

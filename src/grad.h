@@ -17,7 +17,14 @@
  *     the order no longer matters.
  *
  * Rank r of W takes the contiguous whole shards [K*r/W, K*(r+1)/W) of the
- * step's K shards. The result: a step's gradient, and so the whole training
+ * step's K shards.
+ *
+ * Buffers (BatchNorm's running statistics, model.n_buffers floats) follow the
+ * same rule: each shard's training pass writes its own statistics (its batch
+ * mean and variance: "ghost batch norm" with the shard as the ghost batch),
+ * they are converted to the same fixed point and summed in the same integers,
+ * riding between the gradients and the tail; after the all-reduce their mean
+ * over the K shards updates the buffers once per step, on every rank alike. The result: a step's gradient, and so the whole training
  * trajectory, is bit-identical for every world size and thread count.
  */
 #ifndef SPOTTRAIN_GRAD_H
@@ -48,7 +55,9 @@ typedef struct grad_engine {
 	int threads;             /* T: shards run in parallel, one per thread */
 	net_workspace *ws;       /* per thread, S samples each */
 	float **g;               /* per thread float gradient of one shard */
-	int64_t **acc;           /* per thread; acc[0] holds the rank's sum + TAIL_N integers */
+	float **st;              /* per thread statistics of one shard (model.n_buffers floats; NULL if none) */
+	int64_t **acc;           /* per thread; acc[0] holds the rank's sum: n_params gradients, n_buffers
+				  * statistics, then TAIL_N integers */
 	uint32_t **samples;
 	uint8_t **labels;
 	/* timings of the last step (seconds) */
@@ -61,10 +70,14 @@ void grad_engine_free(grad_engine *e);
 /* This rank's shards of a step of bsz samples in a world of W: [*k0, *k1). */
 void grad_rank_shards(int bsz, int shard, int rank, int world, int *k0, int *k1);
 
+/* Offset of the tail in acc: n_params + n_buffers. */
+size_t grad_tail_offset(const grad_engine *e);
+
 /*
  * Forward and backward over this rank's shards of a step of bsz samples; leaves
- * the rank's exact sum in e->acc[0][0..n_params) and the loss/correct/overflow
- * counters in e->acc[0][n_params + TAIL_*] (the request flags are left zero for
+ * the rank's exact sum in e->acc[0][0..n_params), the shards' summed statistics
+ * in e->acc[0][n_params..+n_buffers) and the loss/correct/overflow counters in
+ * e->acc[0][grad_tail_offset + TAIL_*] (the request flags are left zero for
  * the caller). uint32 epoch and seed key the dropout masks.
  */
 void grad_compute(grad_engine *e, const float *params, int bsz, int rank, int world, uint32_t seed,
@@ -72,5 +85,7 @@ void grad_compute(grad_engine *e, const float *params, int bsz, int rank, int wo
 
 /* After the all-reduce: grads = acc * 2^-GRAD_FIX_BITS / bsz (NaN everywhere if any value was not finite). */
 void grad_finish(grad_engine *e, int bsz, float *grads);
+/* After the all-reduce: stats = the statistics' sum * 2^-GRAD_FIX_BITS / (the step's shards), n_buffers floats. */
+void grad_finish_stats(grad_engine *e, int bsz, float *stats);
 
 #endif

@@ -58,6 +58,26 @@ int model_add_view(model *m, layer *l, const char *what, int ndim, const int *di
 	return t;
 }
 
+int model_add_buffer(model *m, layer *l, const char *what, int ndim, const int *dims)
+{
+	if (l->n_bufs >= LAYER_MAX_VIEWS || m->n_buffer_views >= MODEL_MAX_BUFFERS)
+		return -1;
+	tensor_view *t = &m->buffers[m->n_buffer_views];
+	snprintf(t->name, sizeof t->name, "%s.%s", l->spec.name, what);
+	t->ndim = ndim;
+	t->numel = 1;
+	for (int i = 0; i < ndim; i++) {
+		t->dims[i] = dims[i];
+		t->numel *= (size_t)dims[i];
+	}
+	t->offset = m->n_buffers;
+	m->n_buffers += (t->numel + 15) & ~(size_t)15;
+	if (l->n_bufs == 0)
+		l->first_buf = m->n_buffer_views;
+	l->n_bufs++;
+	return m->n_buffer_views++;
+}
+
 void model_init_glorot(const model *m, int ti, uint32_t seed, double fan_in, double fan_out, float *params)
 {
 	const tensor_view *t = &m->tensors[ti];
@@ -85,6 +105,7 @@ static layer *push_layer(model *m, const layer_spec *spec)
 	l->spec = *spec;
 	l->index = m->n_layers++;
 	l->first_view = -1;
+	l->first_buf = -1;
 	l->in_c = prev ? prev->out_c : m->in_c;
 	l->in_h = prev ? prev->out_h : m->in_h;
 	l->in_w = prev ? prev->out_w : m->in_w;
@@ -140,6 +161,13 @@ static uint64_t model_hash(const model *m)
 		h = fnv1a(h, t->name, strlen(t->name));
 		h = fnv1a(h, t->dims, sizeof(int) * (size_t)t->ndim);
 	}
+	/* buffer views (none in networks without BatchNorm: their hash is unchanged) */
+	for (int i = 0; i < m->n_buffer_views; i++) {
+		const tensor_view *t = &m->buffers[i];
+		h = fnv1a(h, "buffer ", 7);
+		h = fnv1a(h, t->name, strlen(t->name));
+		h = fnv1a(h, t->dims, sizeof(int) * (size_t)t->ndim);
+	}
 	return h;
 }
 
@@ -182,6 +210,35 @@ void model_init_params(const model *m, uint32_t seed, float *params)
 		const layer *l = &m->layers[i];
 		if (l->spec.type->init)
 			l->spec.type->init(m, l, seed, params);
+	}
+}
+
+void model_init_buffers(const model *m, float *buffers)
+{
+	if (m->n_buffers == 0)
+		return;
+	memset(buffers, 0, m->n_buffers * sizeof(float));
+	for (int i = 0; i < m->n_layers; i++) {
+		const layer *l = &m->layers[i];
+		if (l->n_bufs && l->spec.type->init_buffers)
+			l->spec.type->init_buffers(m, l, buffers);
+	}
+}
+
+void model_update_buffers(const model *m, float *buffers, const float *stats)
+{
+	for (int i = 0; i < m->n_layers; i++) {
+		const layer *l = &m->layers[i];
+		if (!l->n_bufs || !l->spec.type->update_buffers)
+			continue;
+		float *buf[LAYER_MAX_VIEWS] = {0};
+		const float *st[LAYER_MAX_VIEWS] = {0};
+		for (int v = 0; v < l->n_bufs; v++) {
+			size_t off = m->buffers[l->first_buf + v].offset;
+			buf[v] = buffers + off;
+			st[v] = stats + off;
+		}
+		l->spec.type->update_buffers(l, buf, st);
 	}
 }
 
@@ -345,6 +402,11 @@ static layer_pass pass_of(const model *m, const backend *be, const float *params
 		size_t off = m->tensors[l->first_view + v].offset;
 		p.w[v] = params + off;
 		p.dw[v] = grads ? grads + off : NULL;
+	}
+	for (int v = 0; v < l->n_bufs; v++) {
+		size_t off = m->buffers[l->first_buf + v].offset;
+		p.buf[v] = b->buffers ? b->buffers + off : NULL;
+		p.stat[v] = b->stats ? b->stats + off : NULL;
 	}
 	return p;
 }

@@ -14,6 +14,8 @@
 #include "ops.h"
 
 #define MODEL_MAX_TENSORS (2 * CONFIG_MAX_LAYERS)
+/* Buffers: non-trained state (BatchNorm's running statistics), named like tensors. */
+#define MODEL_MAX_BUFFERS MODEL_MAX_TENSORS /* the checkpoint walk holds as many of either */
 
 typedef struct tensor_view {
 	char name[64];   /* e.g. "conv1.weight", "fc1.bias" (PyTorch state_dict style) */
@@ -33,6 +35,7 @@ typedef struct layer {
 	int out_c, out_h, out_w; /* per-sample output shape */
 	size_t in_numel, out_numel;
 	int first_view, n_views; /* its parameter views: model.tensors[first_view .. + n_views) */
+	int first_buf, n_bufs;   /* its buffer views: model.buffers[first_buf .. + n_bufs) */
 	union {
 		double align;
 		unsigned char bytes[LAYER_STATE_BYTES];
@@ -45,6 +48,9 @@ typedef struct model {
 	int n_tensors;
 	tensor_view tensors[MODEL_MAX_TENSORS];
 	size_t n_params;         /* floats in the flat parameter buffer */
+	int n_buffer_views;
+	tensor_view buffers[MODEL_MAX_BUFFERS]; /* views into the flat buffer block (offsets in it) */
+	size_t n_buffers;        /* floats in the flat buffer block (0: the network has no buffers) */
 	int in_c, in_h, in_w;
 	int classes;
 	uint64_t hash;           /* of the architecture: layer types, shapes, attributes, tensor names and dims */
@@ -61,6 +67,19 @@ int model_build(const config *c, model *m);
 
 /* Deterministic initialisation from the seed (Glorot uniform weights, zero biases, as Keras). */
 void model_init_params(const model *m, uint32_t seed, float *params);
+
+/*
+ * Initial values of the buffer block (n_buffers floats): each type's own
+ * (BatchNorm: running_var 1, the rest 0). Nothing to do when n_buffers is 0.
+ */
+void model_init_buffers(const model *m, float *buffers);
+
+/*
+ * The once-per-step update of the buffers from stats, the mean over the
+ * step's shards of what each shard's training pass wrote into its statistics
+ * block (same layout as the buffers). Every rank calls it with the same bits.
+ */
+void model_update_buffers(const model *m, float *buffers, const float *stats);
 
 /* Find a tensor by name, -1 if absent. */
 int model_find_tensor(const model *m, const char *name);
@@ -97,7 +116,11 @@ typedef struct batch_info {
 	const uint32_t *samples; /* dataset indices, keys dropout masks */
 	const uint8_t *labels;   /* n labels */
 	uint32_t seed, epoch;
-	int training;            /* dropout active */
+	int training;            /* dropout active; BatchNorm uses batch statistics */
+	const float *buffers;    /* the buffer block (n_buffers floats; NULL if none): BatchNorm's
+				  * running statistics, read by passes with training = 0 */
+	float *stats;            /* training: this pass's statistics (n_buffers floats, same layout
+				  * as buffers), written by forward; NULL: not wanted */
 } batch_info;
 
 /* Forward pass over ws->input; returns summed loss and correct count. */

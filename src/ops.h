@@ -66,6 +66,10 @@ typedef struct layer_call {
 	float *const *dw;           /* their gradients, ADDED to */
 	void *saved;                /* per-layer memory kept from forward to backward */
 	void *scratch;              /* shared scratch memory */
+	const float *const *buf;    /* the layer's buffer views in view order (NULL: none) */
+	float *const *stat;         /* training forward: its statistics, same layout as buf (NULL: not wanted) */
+	int training;               /* batch_info.training */
+	const void *state;          /* the layer's derived descriptor (layer.state, e.g. a pool_desc) */
 } layer_call;
 
 struct backend;

@@ -54,7 +54,7 @@ void run_free_state(run *r)
 
 ckpt_buffers run_ckpt_buffers(run *r)
 {
-	ckpt_buffers b = {.params = r->h_params, .n_states = r->se.n_states};
+	ckpt_buffers b = {.params = r->h_params, .n_states = r->se.n_states, .buffers = r->se.buffers};
 	for (int i = 0; i < r->se.n_states; i++) {
 		b.state_names[i] = optim_state_name(&r->cfg.optim, i);
 		b.states[i] = r->h_states[i];
@@ -91,12 +91,14 @@ int run_load_weights(run *r, const char *path)
 {
 	int rc = 0;
 	if (r->d.rank == 0) {
-		ckpt_buffers wb = {.params = r->h_params};
+		ckpt_buffers wb = {.params = r->h_params, .buffers = r->se.buffers};
 		rc = ckpt_read(path, &r->m, true, NULL, &wb);
 	}
 	if ((rc = dist_agree(&r->d, rc)))
 		return rc;
 	dist_bcast(&r->d, r->h_params, r->m.n_params * sizeof(float), 0);
+	if (r->m.n_buffers) /* BatchNorm's running statistics come with the weights */
+		dist_bcast(&r->d, r->se.buffers, r->m.n_buffers * sizeof(float), 0);
 	r->be->upload(r->se.params, r->h_params, r->m.n_params * sizeof(float));
 	return 0;
 }
@@ -139,6 +141,8 @@ static void adopt_checkpoint(run *r, const ckpt_meta *meta, int holder)
 	dist_bcast(&r->d, r->h_params, r->m.n_params * sizeof(float), holder);
 	for (int i = 0; i < r->se.n_states; i++)
 		dist_bcast(&r->d, r->h_states[i], r->m.n_params * sizeof(float), holder);
+	if (r->m.n_buffers)
+		dist_bcast(&r->d, r->se.buffers, r->m.n_buffers * sizeof(float), holder);
 	run_state_to_backend(r);
 	r->step = pos[0];
 	r->epoch = pos[1];

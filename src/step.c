@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "contract.h"
+#include "layers/layer.h"
 #include "log.h"
 
 /* Wait for the backend and return the time (only when timing phases). */
@@ -34,6 +35,22 @@ int step_engine_init(step_engine *e, const model *m, const backend *be, dist *d,
 		log_error("the optimizer needs %d state buffers, at most %d are supported", e->n_states,
 			  STEP_MAX_STATES);
 		return EXIT_SOFTWARE;
+	}
+	if (m->n_buffers && (!e->exact || !(be->caps & BACKEND_CAP_HOST_MEMORY))) {
+		const layer *l = m->layers;
+		while (l->n_bufs == 0)
+			l++;
+		log_error("[layer.%s] the %s backend cannot run a %s layer: its statistics are kept per exact "
+			  "shard, on host memory; run on the CPU (--device cpu)", l->spec.name, be->name,
+			  l->spec.type->name);
+		return EXIT_USAGE;
+	}
+	if (m->n_buffers) {
+		e->buffers = be->alloc(m->n_buffers * sizeof(float));
+		e->stats = be->alloc(m->n_buffers * sizeof(float));
+		if (!e->buffers || !e->stats)
+			goto oom;
+		model_init_buffers(m, e->buffers);
 	}
 	e->params = be->alloc(n * sizeof(float));
 	e->grads = be->alloc((n + TAIL_N) * sizeof(float));
@@ -69,6 +86,10 @@ void step_engine_free(step_engine *e)
 	for (int i = 0; i < e->n_states; i++)
 		if (e->states[i])
 			e->be->release(e->states[i]);
+	if (e->buffers)
+		e->be->release(e->buffers);
+	if (e->stats)
+		e->be->release(e->stats);
 	free(e->samples);
 	free(e->labels);
 	memset(e, 0, sizeof *e);
@@ -77,15 +98,15 @@ void step_engine_free(step_engine *e)
 /* The exact path: sharded integer sums (grad.h), the requests in the int64 tail. */
 static void exact_sum(step_engine *e, const step_input *in, const int64_t *req, int64_t *tail, step_times *tm)
 {
-	size_t np = e->m->n_params;
+	size_t nt = grad_tail_offset(&e->ge); /* gradients, then the shards' statistics */
 	grad_compute(&e->ge, e->params, in->bsz, e->d->rank, e->d->world, in->seed, in->epoch, in->fill,
 		     in->fill_ctx);
 	int64_t *acc = e->ge.acc[0];
 	for (int i = 0; i < TAIL_REQUESTS; i++)
-		acc[np + i] = req[i];
+		acc[nt + i] = req[i];
 	double t2 = now_mono();
-	dist_allreduce_sum_i64(e->d, acc, np + TAIL_N);
-	memcpy(tail, acc + np, TAIL_N * sizeof(int64_t));
+	dist_allreduce_sum_i64(e->d, acc, nt + TAIL_N);
+	memcpy(tail, acc + nt, TAIL_N * sizeof(int64_t));
 	if (tm) {
 		double busy = e->ge.t_fwd + e->ge.t_bwd + e->ge.t_fix;
 		tm->fwd = busy > 0 ? e->ge.t_compute * e->ge.t_fwd / busy : 0;
@@ -94,6 +115,11 @@ static void exact_sum(step_engine *e, const step_input *in, const int64_t *req, 
 		tm->allreduce = now_mono() - t2;
 	}
 	grad_finish(&e->ge, in->bsz, e->grads);
+	if (e->m->n_buffers) {
+		/* once per step, from the same summed integers on every rank */
+		grad_finish_stats(&e->ge, in->bsz, e->stats);
+		model_update_buffers(e->m, e->buffers, e->stats);
+	}
 }
 
 /* The float path: one pass over this rank's contiguous part, float all-reduce with the tail as floats. */
@@ -107,7 +133,7 @@ static void float_sum(step_engine *e, const step_input *in, const int64_t *req, 
 	size_t np = e->m->n_params;
 	be->zero(np + TAIL_N, e->grads);
 	in->fill(in->fill_ctx, lo, n, e->ws.input, e->samples, e->labels);
-	batch_info b = {n, e->samples, e->labels, in->seed, in->epoch, 1};
+	batch_info b = {n, e->samples, e->labels, in->seed, in->epoch, 1, NULL, NULL};
 	double loss = 0;
 	int correct = 0;
 	net_forward(e->m, be, e->params, &e->ws, &b, &loss, &correct);

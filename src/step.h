@@ -39,6 +39,9 @@ typedef struct step_engine {
 	float *grads;                     /* n_params + TAIL_N, backend memory */
 	float *states[STEP_MAX_STATES];   /* optimizer moments, n_params each, zeroed at init */
 	int n_states;
+	float *buffers;                   /* n_buffers (NULL if none): running statistics, host memory,
+					   * initialised by step_engine_init, updated once per step */
+	float *stats;                     /* n_buffers: the step's mean shard statistics */
 } step_engine;
 
 /* What one step trains on. */
@@ -61,7 +64,9 @@ typedef struct step_times {
 } step_times;
 
 /* Allocate the state and workspaces for steps of global batch B in d's world, with
- * shard_samples per exact shard and optim_n_states(o) moments. Returns 0 or EXIT_OSERR. */
+ * shard_samples per exact shard and optim_n_states(o) moments. Returns 0, EXIT_OSERR, or
+ * EXIT_USAGE for a network with buffers (BatchNorm) on a backend without the exact
+ * sums on host memory (the float path would need per-shard statistics). */
 int step_engine_init(step_engine *e, const model *m, const backend *be, dist *d, const optim_config *o,
 		     int global_batch, int shard_samples);
 void step_engine_free(step_engine *e);

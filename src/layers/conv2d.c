@@ -1,12 +1,15 @@
 /*
  * conv2d.c - 2-D convolution: [layer.NAME] type = conv2d, filters = N,
- * kernel = K or KHxKW, stride = S or SHxSW (default 1), padding = valid|same,
- * activation = relu|none. Views NAME.weight [filters, in_c, kh, kw] and
- * NAME.bias [filters] (PyTorch's Conv2d). Kernels: the backend's conv2d_*.
+ * kernel = K or KHxKW, stride = S or SHxSW (default 1), padding = valid|same|N|
+ * PHxPW (N: N zeros on every side, as PyTorch's padding = N; default valid),
+ * bias = true|false (default true), activation = relu|none. Views NAME.weight
+ * [filters, in_c, kh, kw] and NAME.bias [filters] unless bias = false
+ * (PyTorch's Conv2d). Kernels: the backend's conv2d_* (a NULL bias skips it).
  */
 #include "layer.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "contract.h"
@@ -16,11 +19,38 @@ typedef struct conv2d_params {
 	int filters;
 	int kernel_h, kernel_w;
 	int stride_h, stride_w; /* 0: 1 */
-	bool same;              /* padding = same (else valid) */
+	bool same;              /* padding = same (else valid, or explicit) */
+	bool pad_explicit;      /* padding = N or PHxPW: pad_h, pad_w zeros on each side */
+	int pad_h, pad_w;
+	bool no_bias;           /* bias = false */
 } conv2d_params;
 
 _Static_assert(sizeof(conv2d_params) <= LAYER_PARAMS_BYTES, "conv2d_params too large");
 _Static_assert(sizeof(conv_desc) <= LAYER_STATE_BYTES, "conv_desc too large");
+
+/* "valid", "same", "N" or "PHxPW" (zeros on each side, in [0, 1024]). */
+static bool conv2d_set_padding(layer_spec *s, conv2d_params *p, const char *value, char *err, size_t errlen)
+{
+	p->same = strcmp(value, "same") == 0;
+	p->pad_explicit = false;
+	p->pad_h = p->pad_w = 0;
+	if (p->same || strcmp(value, "valid") == 0)
+		return true;
+	int h, w;
+	char *end;
+	long n = strtol(value, &end, 10);
+	if (end != value && *end == 0 && n >= 0 && n <= 1024) {
+		h = w = (int)n; /* "0" is valid too */
+	} else if (!layer_key_pair(s, "padding", value, &h, &w, err, errlen) || h > 1024 || w > 1024) {
+		snprintf(err, errlen, "[layer.%s] padding must be valid, same, N or HxW (N in [0, 1024]), not '%s'",
+			 s->name, value);
+		return false;
+	}
+	p->pad_explicit = h > 0 || w > 0;
+	p->pad_h = h;
+	p->pad_w = w;
+	return true;
+}
 
 static bool conv2d_set(layer_spec *s, const char *key, const char *value, char *err, size_t errlen)
 {
@@ -31,12 +61,14 @@ static bool conv2d_set(layer_spec *s, const char *key, const char *value, char *
 		return layer_key_pair(s, key, value, &p->kernel_h, &p->kernel_w, err, errlen);
 	if (strcmp(key, "stride") == 0)
 		return layer_key_pair(s, key, value, &p->stride_h, &p->stride_w, err, errlen);
-	if (strcmp(key, "padding") == 0) {
-		if (strcmp(value, "valid") != 0 && strcmp(value, "same") != 0) {
-			snprintf(err, errlen, "[layer.%s] padding must be valid or same, not '%s'", s->name, value);
+	if (strcmp(key, "padding") == 0)
+		return conv2d_set_padding(s, p, value, err, errlen);
+	if (strcmp(key, "bias") == 0) {
+		if (strcmp(value, "true") != 0 && strcmp(value, "false") != 0) {
+			snprintf(err, errlen, "[layer.%s] bias must be true or false, not '%s'", s->name, value);
 			return false;
 		}
-		p->same = value[0] == 's';
+		p->no_bias = value[0] == 'f';
 		return true;
 	}
 	return layer_key_unknown(s, key, err, errlen);
@@ -55,9 +87,15 @@ static bool conv2d_check(const layer_spec *s, char *err, size_t errlen)
 static int conv2d_dump(const layer_spec *s, char *buf, size_t len)
 {
 	const conv2d_params *p = LAYER_PARAMS(const conv2d_params, s);
-	return snprintf(buf, len, "filters = %d\nkernel = %dx%d\nstride = %dx%d\npadding = %s\n", p->filters,
-			p->kernel_h, p->kernel_w, p->stride_h ? p->stride_h : 1, p->stride_w ? p->stride_w : 1,
-			p->same ? "same" : "valid");
+	char pad[32];
+	if (p->pad_explicit)
+		snprintf(pad, sizeof pad, "%dx%d", p->pad_h, p->pad_w);
+	else
+		snprintf(pad, sizeof pad, "%s", p->same ? "same" : "valid");
+	/* bias only when off: the dump of configs without the key stays as it was */
+	return snprintf(buf, len, "filters = %d\nkernel = %dx%d\nstride = %dx%d\npadding = %s\n%s", p->filters,
+			p->kernel_h, p->kernel_w, p->stride_h ? p->stride_h : 1, p->stride_w ? p->stride_w : 1, pad,
+			p->no_bias ? "bias = false\n" : "");
 }
 
 /* Output size and padding: "same" pads (split low side first) so that out = ceil(in / stride). */
@@ -78,13 +116,22 @@ static int conv2d_shape(model *m, layer *l)
 		pt = ph > 0 ? ph / 2 : 0;
 		pl = pw > 0 ? pw / 2 : 0;
 	} else {
-		if (p->kernel_h > l->in_h || p->kernel_w > l->in_w) {
-			log_error("[layer.%s] kernel %dx%d is larger than its %dx%d input (padding = valid)",
-				  l->spec.name, p->kernel_h, p->kernel_w, l->in_h, l->in_w);
+		/* PyTorch's rule: out = floor((in + 2 pad - k) / stride) + 1 (rows left over are unused) */
+		int ph = p->pad_explicit ? p->pad_h : 0, pw = p->pad_explicit ? p->pad_w : 0;
+		if (p->kernel_h > l->in_h + 2 * ph || p->kernel_w > l->in_w + 2 * pw) {
+			log_error("[layer.%s] kernel %dx%d is larger than its %dx%d input padded by %dx%d",
+				  l->spec.name, p->kernel_h, p->kernel_w, l->in_h, l->in_w, ph, pw);
 			return EXIT_USAGE;
 		}
-		oh = (l->in_h - p->kernel_h) / sh + 1;
-		ow = (l->in_w - p->kernel_w) / sw + 1;
+		if (ph >= p->kernel_h || pw >= p->kernel_w) {
+			log_error("[layer.%s] padding %dx%d must be smaller than the kernel %dx%d", l->spec.name, ph, pw,
+				  p->kernel_h, p->kernel_w);
+			return EXIT_USAGE;
+		}
+		oh = (l->in_h + 2 * ph - p->kernel_h) / sh + 1;
+		ow = (l->in_w + 2 * pw - p->kernel_w) / sw + 1;
+		pt = ph;
+		pl = pw;
 	}
 	l->out_c = p->filters;
 	l->out_h = oh;
@@ -92,7 +139,7 @@ static int conv2d_shape(model *m, layer *l)
 	*LAYER_STATE(conv_desc, l) = (conv_desc){l->in_c, l->in_h, l->in_w, l->out_c, oh, ow, p->kernel_h,
 						 p->kernel_w, sh, sw, pt, pl};
 	int wd[4] = {p->filters, l->in_c, p->kernel_h, p->kernel_w}, bd[1] = {p->filters};
-	if (model_add_view(m, l, "weight", 4, wd) < 0 || model_add_view(m, l, "bias", 1, bd) < 0) {
+	if (model_add_view(m, l, "weight", 4, wd) < 0 || (!p->no_bias && model_add_view(m, l, "bias", 1, bd) < 0)) {
 		log_error("too many parameter tensors");
 		return EXIT_USAGE;
 	}

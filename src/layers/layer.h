@@ -43,6 +43,9 @@ typedef struct layer_pass {
 				      * layer writes d(logits) here when training */
 	const float *w[LAYER_MAX_VIEWS]; /* its parameter views */
 	float *dw[LAYER_MAX_VIEWS];      /* backward: their gradients (added to) */
+	const float *buf[LAYER_MAX_VIEWS]; /* its buffer views (running statistics; NULL: none) */
+	float *stat[LAYER_MAX_VIEWS];    /* training forward: where its statistics go, same layout
+					  * as buf (NULL: not wanted) */
 	void *saved;                 /* saved_bytes per sample, kept from forward to backward */
 	float *scratch;              /* shared scratch, at least scratch_bytes */
 	double *loss_sum;            /* loss layers: summed loss */
@@ -65,6 +68,11 @@ typedef struct layer_type {
 	int (*shape)(model *m, layer *l);
 	/* Forward flops per sample, 2 per multiply-add (NULL: 0). */
 	double (*flops)(const layer *l);
+	/* Initial values of its buffer views in buffers (NULL: zeros). */
+	void (*init_buffers)(const model *m, const layer *l, float *buffers);
+	/* Once per step: its buffers (buf[v], writable) from stat[v], the mean over the step's
+	 * shards of what forward wrote to its statistics (NULL: buffers never change). */
+	void (*update_buffers)(const layer *l, float *const *buf, const float *const *stat);
 	/* Initial values of its views in params (NULL: zeros). */
 	void (*init)(const model *m, const layer *l, uint32_t seed, float *params);
 	/* Its attributes as text for the architecture hash (NULL: the text of a layer without any). */
@@ -113,6 +121,8 @@ bool layer_key_unknown(const layer_spec *s, const char *key, char *err, size_t e
 
 /* A parameter view "NAME.what" of the layer, appended to the flat layout; -1 if too many. */
 int model_add_view(model *m, layer *l, const char *what, int ndim, const int *dims);
+/* A buffer view "NAME.what" of the layer (non-trained state), appended to the buffer block; -1 if too many. */
+int model_add_buffer(model *m, layer *l, const char *what, int ndim, const int *dims);
 /* Glorot-uniform values for tensor t, drawn from Philox keyed by (seed, t). */
 void model_init_glorot(const model *m, int t, uint32_t seed, double fan_in, double fan_out, float *params);
 

@@ -13,7 +13,8 @@
 #include <string.h>
 
 extern const layer_type layer_conv2d, layer_maxpool, layer_relu, layer_leaky_relu, layer_dropout,
-	layer_flatten, layer_dense, layer_softmax_xent;
+	layer_flatten, layer_dense, layer_softmax_xent, layer_batchnorm, layer_batchnorm2d,
+	layer_avgpool, layer_global_avgpool;
 
 /* Every layer type, one row each (a new type: one file in this folder, one row here). */
 static const layer_type *const types[] = {
@@ -25,6 +26,10 @@ static const layer_type *const types[] = {
 	&layer_flatten,
 	&layer_dense,
 	&layer_softmax_xent,
+	&layer_batchnorm,
+	&layer_batchnorm2d,
+	&layer_avgpool,
+	&layer_global_avgpool,
 };
 
 #define N_TYPES (sizeof types / sizeof types[0])

@@ -2,6 +2,7 @@
 """Compare the parameters (and optionally optimizer state) of two spottrain checkpoints.
 
 usage: compare_params.py A.h5 B.h5 (--bitwise | --rtol X) [--optim]
+Buffers (/buffers: BatchNorm's running statistics) are compared whenever a file has them.
 Relative difference per tensor: ||a - b|| / ||a||. Exit 0 if within bounds, 1 if not.
 """
 import argparse
@@ -14,6 +15,8 @@ import numpy as np
 def tensors(f, with_optim):
     out = {}
     f["params"].visititems(lambda n, d: out.__setitem__("params/" + n, d[()]) if isinstance(d, h5py.Dataset) else None)
+    if "buffers" in f:
+        f["buffers"].visititems(lambda n, d: out.__setitem__("buffers/" + n, d[()]) if isinstance(d, h5py.Dataset) else None)
     if with_optim and "optim" in f:
         f["optim"].visititems(lambda n, d: out.__setitem__("optim/" + n, d[()]) if isinstance(d, h5py.Dataset) else None)
     return out

@@ -19,7 +19,12 @@ sum_of() { awk -v n="$1" '$2 == n || $2 == "*" n { print $1 }' "$MNIST_DIR/SHA25
 SERVER=$!
 stop_server() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; cleanup; }
 trap stop_server EXIT
-for _ in $(seq 100); do [ -s "$WORK/port" ] && break; sleep 0.1; done
+# wait for its port (python's start on a loaded machine can take long), or for it to die
+for _ in $(seq 1200); do
+  [ -s "$WORK/port" ] && break
+  kill -0 "$SERVER" 2>/dev/null || break
+  sleep 0.1
+done
 PORT=$(head -n 1 "$WORK/port")
 [ -n "$PORT" ] || { cat "$WORK/server.err" >&2; fail "serve_files.py did not start"; }
 

@@ -10,7 +10,8 @@ the path picks a behaviour, the last part names the file:
   /drop-once/NAME        the first request sends the headers of the whole answer and
                          half of its body, then closes the connection; later ones: /files
   /stall-once/NAME       the first request sends the headers of the whole answer and 1000
-                         bytes, then keeps the connection open and silent for 30 s
+                         bytes, then keeps the connection open and silent until the
+                         client leaves (at most 300 s)
   /norange/NAME          always 200 with the whole file, ignoring Range
   /wrong/NAME            the file with one byte flipped (checksum mismatch)
   /flaky-once/NAME       the first request gets 503; later ones: /files
@@ -29,6 +30,7 @@ Only loopback addresses are ever bound.
 import argparse
 import json
 import os
+import select
 import socket
 import sys
 import threading
@@ -131,7 +133,16 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body[:cut])
         self.wfile.flush()
         if stall:
-            time.sleep(30)
+            # silent until the client closes its end (readable with EOF), at most 300 s
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([self.connection], [], [], 1.0)
+                if ready:
+                    try:
+                        if not self.connection.recv(4096):
+                            break
+                    except OSError:
+                        break
         self.close_connection = True
         try:
             self.connection.shutdown(socket.SHUT_RDWR)

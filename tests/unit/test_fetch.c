@@ -135,9 +135,11 @@ static void remove_tree(const char *path)
 static void fast_options(fetch_options *o)
 {
 	fetch_options_default(o);
-	o->connect_timeout_ms = 2000;
+	/* Generous limits: a test machine starved of CPU must not see a spurious stall (a
+	 * retry would change the request counts the tests assert); the stall test sets its own. */
+	o->connect_timeout_ms = 30000;
 	o->low_speed_bytes = 1024;
-	o->low_speed_time_s = 1;
+	o->low_speed_time_s = 20;
 	o->max_retries = 3;
 	o->backoff_ms = 10;
 	o->backoff_max_ms = 50;
@@ -168,7 +170,7 @@ static int server_start(fixture *fx)
 	fx->server = pid;
 	char line[32] = "";
 	size_t n = 0;
-	double t_end = mono() + 10.0;
+	double t_end = mono() + 120.0; /* python's start on a loaded machine */
 	while (n < sizeof line - 1 && !strchr(line, '\n') && mono() < t_end) {
 		struct pollfd p = {.fd = pfd[0], .events = POLLIN};
 		if (poll(&p, 1, 100) <= 0)
@@ -439,9 +441,11 @@ static void test_stalled_server_is_cut_by_low_speed_limit_and_resumed(void **sta
 	char url[256];
 	only_missing(fx, 2); /* t10k-images, 1.6 MB */
 	base_url(fx, "stall-once", url, sizeof url);
-	double t0 = mono();
+	/* The server stays silent until the client leaves, and the deadline (60 s) would end the
+	 * fetch with an error: success proves the low-speed limit cut the stall and the retry
+	 * resumed, whatever the machine's speed. */
+	fx->o.low_speed_time_s = 2;
 	assert_int_equal(fetch_dataset_opts(fx->data, url, g_sha, &fx->o), 0);
-	assert_true(mono() - t0 < 10.0); /* low-speed time 1 s, not the server's 30 s stall */
 	assert_same_as_original(fx->data, fetch_file_names[2]);
 	req r[16];
 	assert_int_equal(read_requests(fx, r, 16), 2);
@@ -629,10 +633,8 @@ static void test_size_cap_stops_a_huge_declared_body(void **state)
 	char url[256];
 	only_missing(fx, 3);
 	base_url(fx, "huge", url, sizeof url);
-	fx->o.max_bytes = 1 << 20;
-	double t0 = mono();
+	fx->o.max_bytes = 1 << 20; /* the server sends zeros until the client leaves */
 	assert_int_equal(fetch_dataset_opts(fx->data, url, g_sha, &fx->o), EXIT_DATAERR);
-	assert_true(mono() - t0 < 5.0);
 	assert_absent(fx->data, fetch_file_names[3]);
 	assert_int_equal(count_requests(fx), 1);
 }
@@ -643,13 +645,11 @@ static void test_size_cap_stops_an_endless_body(void **state)
 	char url[256];
 	only_missing(fx, 3);
 	base_url(fx, "endless", url, sizeof url);
-	fx->o.max_bytes = 1 << 20;
-	double t0 = mono();
+	fx->o.max_bytes = 1 << 20; /* the server sends zeros until the client leaves */
 	stderr_begin(fx);
 	int rc = fetch_dataset_opts(fx->data, url, g_sha, &fx->o);
 	char *err = stderr_end(fx);
 	assert_int_equal(rc, EXIT_DATAERR);
-	assert_true(mono() - t0 < 5.0);
 	assert_absent(fx->data, fetch_file_names[3]);
 	assert_non_null(strstr(err, "larger than the 1048576-byte limit"));
 	free(err);
@@ -683,7 +683,9 @@ static void test_server_down_fails_fast_with_ioerr(void **state)
 	int rc = fetch_dataset_opts(fx->data, url, g_sha, &fx->o);
 	char *err = stderr_end(fx);
 	assert_int_equal(rc, EXIT_IOERR);
-	assert_true(mono() - t0 < 3.0);
+	/* refused connections, backoff <= 50 ms: far below the 60 s deadline even on a starved
+	 * machine (a fetch that waited out timeouts instead would take minutes) */
+	assert_true(mono() - t0 < 30.0);
 	assert_non_null(strstr(err, "cannot download"));
 	assert_non_null(strstr(err, url));
 	assert_non_null(strstr(err, "gave up after 4 attempts"));

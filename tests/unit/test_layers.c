@@ -191,7 +191,7 @@ static void test_network_gradient_matches_finite_differences(void **state)
 		ws.input[i] = (float)(rng_uniform() * 2 - 1);
 	uint32_t samples[4] = {0, 1, 2, 3};
 	uint8_t labels[4] = {0, 3, 1, 2};
-	batch_info b = {n, samples, labels, 1, 0, 1};
+	batch_info b = {n, samples, labels, 1, 0, 1, NULL, NULL};
 	net_loss(&m, p, &ws, &b);
 	net_backward(&m, backend_cpu(), p, g, &ws, &b);
 	int checked = 0;
