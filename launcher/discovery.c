@@ -153,6 +153,12 @@ static int poll_command(discovery *d, double now, bool force, bool *changed)
 	char *out = NULL;
 	int status;
 	int e = proc_run_capture(d->argv, d->timeout_s, DISCOVERY_MAX_OUTPUT, &out, &status);
+	if (e == EFBIG) {
+		char limit[32];
+		snprintf(limit, sizeof limit, "%d", DISCOVERY_MAX_OUTPUT);
+		read_failed(d, "its output passed %s bytes, so it was stopped", limit);
+		return -1;
+	}
 	if (e) {
 		read_failed(d, "cannot run it (%s)", strerror(e));
 		free(out);

@@ -8,14 +8,20 @@
 
 #include "util.h"
 
+/* An ASCII letter or digit, whatever the locale says. */
+static bool ascii_alnum(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
 bool host_name_valid(const char *name)
 {
-	size_t n = strlen(name);
-	if (n == 0 || n >= HOST_NAME_LEN || !isalnum((unsigned char)name[0]))
+	size_t n = name ? strlen(name) : 0;
+	if (n == 0 || n >= HOST_NAME_LEN || !ascii_alnum((unsigned char)name[0]))
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)name[i];
-		if (!isalnum(c) && c != '.' && c != '-' && c != '_')
+		if (!ascii_alnum(c) && c != '.' && c != '-' && c != '_')
 			return false;
 	}
 	return true;
@@ -150,6 +156,12 @@ static int for_each_line(const char *text, line_fn fn, host_list *out, char *war
 		} else {
 			memcpy(line, p, n);
 			line[n] = 0;
+			/* control and non-ASCII bytes can be in no host name: '?' keeps them out of
+			 * the messages (a terminal would obey escape sequences) and the line is refused */
+			for (size_t i = 0; i < n; i++)
+				if (((unsigned char)line[i] < 0x20 && line[i] != '\t' && line[i] != '\r') ||
+				    (unsigned char)line[i] >= 0x7f)
+					line[i] = '?';
 			char *hash = strchr(line, '#');
 			if (hash)
 				*hash = 0;
@@ -167,6 +179,17 @@ static int for_each_line(const char *text, line_fn fn, host_list *out, char *war
 			p++;
 	}
 	return w.count;
+}
+
+/* host_list_add, but a list holds at most HOST_MAX_HOSTS names: a new one beyond is skipped
+ * with a warning (so a hostile list costs bounded time and memory). 0 or -1 (memory). */
+static int add_bounded(host_list *out, const char *name, int slots, int line_no, warn_sink *w)
+{
+	if (out->n >= HOST_MAX_HOSTS && host_list_find(out, name) < 0) {
+		warn_line(w, line_no, "more than %d hosts; %.80s skipped", HOST_MAX_HOSTS, name);
+		return 0;
+	}
+	return host_list_add(out, name, slots);
 }
 
 static bool parse_slots(const char *s, int *out)
@@ -211,7 +234,7 @@ static int hostfile_line(char *line, int line_no, host_list *out, warn_sink *w)
 			return 0;
 		}
 	}
-	return host_list_add(out, name, slots);
+	return add_bounded(out, name, slots, line_no, w);
 }
 
 static int discovery_line(char *line, int line_no, host_list *out, warn_sink *w)
@@ -235,7 +258,7 @@ static int discovery_line(char *line, int line_no, host_list *out, warn_sink *w)
 		warn_line(w, line_no, "'%.80s' is not a usable host name, skipped", line);
 		return 0;
 	}
-	return host_list_add(out, line, slots);
+	return add_bounded(out, line, slots, line_no, w);
 }
 
 int hosts_parse_hostfile(const char *text, host_list *out, char *warn, size_t warn_len)

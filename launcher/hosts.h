@@ -2,8 +2,11 @@
  * hosts.h - lists of hosts with slot counts, and the two discovery formats:
  * an Open MPI hostfile ("host slots=N" lines, # comments) and the output of
  * a discovery command ("host[:slots]" lines, the Horovod convention).
- * Host names are data, never code (invariant 7): a name must start with a
- * letter or digit and hold only letters, digits, '.', '-' and '_'.
+ * Host names are data, never code (invariant 7): a name must start with an
+ * ASCII letter or digit and hold only those, '.', '-' and '_' (so never an
+ * option like "-oProxyCommand=...", blanks, ';', "$( )" or non-ASCII). Slot
+ * counts are 1..HOST_MAX_SLOTS, a list holds at most HOST_MAX_HOSTS names, and
+ * control or non-ASCII bytes never reach a message.
  */
 #ifndef SPOTLAUNCH_HOSTS_H
 #define SPOTLAUNCH_HOSTS_H
@@ -13,6 +16,7 @@
 
 #define HOST_NAME_LEN 254   /* DNS names are at most 253 characters */
 #define HOST_MAX_SLOTS 4096
+#define HOST_MAX_HOSTS 4096 /* names in one hostfile or discovery output; more are skipped */
 
 typedef struct host_entry {
 	char name[HOST_NAME_LEN];

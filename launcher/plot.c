@@ -19,7 +19,7 @@ static int open_log(const char *path)
 {
 	if (!path)
 		return -1;
-	return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+	return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
 }
 
 static void sleep_s(double s)
@@ -166,7 +166,7 @@ plot_result plot_draw(const char *gnuplot, const char *script, const char *png_p
 	char *argv[] = {(char *)prog, (char *)script, NULL};
 	unlink(png_path); /* a picture from an earlier run must not pass for this one */
 	if (log_path) {
-		int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+		int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
 		if (fd >= 0)
 			close(fd);
 	}

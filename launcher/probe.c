@@ -44,7 +44,7 @@ static pid_t start_probe(const char *mpirun, char *const *user_args, int n_user,
 	int len = snprintf(line, sizeof line, "%s slots=1\n", host);
 	if (write_file_atomic(hostfile, line, (size_t)len))
 		return -1;
-	int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (fd < 0)
 		return -1;
 	char **argv = calloc((size_t)n_user + 8, sizeof *argv);

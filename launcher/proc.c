@@ -75,7 +75,7 @@ int proc_run_capture(char *const *argv, double timeout_s, size_t max_out, char *
 	}
 	size_t cap = 4096, n = 0;
 	char *buf = malloc(cap + 1);
-	bool timed_out = false;
+	bool timed_out = false, oversize = false;
 	double deadline = now_mono() + timeout_s;
 	for (;;) {
 		double left = deadline - now_mono();
@@ -95,7 +95,11 @@ int proc_run_capture(char *const *argv, double timeout_s, size_t max_out, char *
 			continue;
 		if (r <= 0)
 			break;
-		if (buf && n < max_out) {
+		if ((size_t)r > max_out - n) {
+			oversize = true; /* more than the caller takes: stop it now, not at the timeout */
+			break;
+		}
+		if (buf) {
 			size_t take = (size_t)r;
 			if (take > max_out - n)
 				take = max_out - n;
@@ -129,7 +133,7 @@ int proc_run_capture(char *const *argv, double timeout_s, size_t max_out, char *
 			break;
 		if (wr != 0 && errno != EINTR)
 			break;
-		if (timed_out || now_mono() >= deadline) {
+		if (timed_out || oversize || now_mono() >= deadline) {
 			timed_out = true;
 			break;
 		}
@@ -140,6 +144,10 @@ int proc_run_capture(char *const *argv, double timeout_s, size_t max_out, char *
 	int st = 0;
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
+	if (oversize) {
+		free(buf);
+		return EFBIG;
+	}
 	if (buf)
 		buf[n] = 0;
 	*out = buf;

@@ -27,9 +27,10 @@ typedef struct spawn_opts {
 int proc_spawn(const spawn_opts *o, pid_t *pid);
 
 /*
- * Run argv with stdout captured (at most max_out bytes kept), waiting at most
- * timeout_s; on timeout its process group is killed. *status is a waitpid
- * status, or -1 on timeout. Returns 0 or an errno value (spawn failure).
+ * Run argv with stdout captured, waiting at most timeout_s; on timeout its
+ * process group is killed. *status is a waitpid status, or -1 on timeout.
+ * Returns 0 or an errno value: a spawn failure, or EFBIG as soon as the output
+ * passes max_out bytes (the group is killed then, *out stays NULL).
  */
 int proc_run_capture(char *const *argv, double timeout_s, size_t max_out, char **out, int *status);
 

@@ -1,6 +1,7 @@
 #include "state.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,23 @@ static int get_int(const cJSON *o, const char *key, int lo, int hi, int *out, ch
 	return 0;
 }
 
+/* A number of o that state.json may hold as a time: a missing or non-finite one reads as 0. */
+static double get_time(const cJSON *o, const char *key)
+{
+	double v = json_num(o, key, 0);
+	return isfinite(v) ? v : 0;
+}
+
+/* A whole number of o within [lo, hi]; missing, fractional or out of range: dflt (never a
+ * conversion of an out-of-range double, which C leaves undefined). */
+static long get_long_or(const cJSON *o, const char *key, long lo, long hi, long dflt)
+{
+	double v = json_num(o, key, NAN);
+	if (!(v >= (double)lo && v <= (double)hi) || v != floor(v))
+		return dflt;
+	return (long)v;
+}
+
 int state_from_json(const char *text, launcher_state *s, char *err, size_t err_len)
 {
 	state_free(s);
@@ -116,27 +134,27 @@ int state_from_json(const char *text, launcher_state *s, char *err, size_t err_l
 	    get_int(o, "failures", 0, 1 << 30, &s->failures, err, err_len) ||
 	    get_int(o, "consecutive_failures", 0, 1 << 30, &s->consecutive_failures, err, err_len))
 		goto out;
-	s->run_started = json_num(o, "run_started", 0);
+	s->run_started = get_time(o, "run_started");
 	const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "mpirun");
 	if (cJSON_IsObject(m)) {
-		s->mpirun_pid = (long)json_num(m, "pid", 0);
+		s->mpirun_pid = get_long_or(m, "pid", 0, 1L << 30, 0);
 		s->mpirun_start_ticks = strtoull(json_str(m, "start_ticks", "0"), NULL, 10);
-		s->mpirun_started = json_num(m, "started", 0);
+		s->mpirun_started = get_time(m, "started");
 		snprintf(s->token, sizeof s->token, "%s", json_str(m, "token", ""));
-		s->np = (int)json_num(m, "np", 0);
+		s->np = (int)get_long_or(m, "np", 0, 1 << 30, 0);
 		const cJSON *w = cJSON_GetObjectItemCaseSensitive(m, "hosts");
 		const cJSON *it;
 		cJSON_ArrayForEach(it, w)
 		{
-			if (it->string && host_name_valid(it->string) && cJSON_IsNumber(it) &&
-			    host_list_add(&s->world, it->string, (int)it->valuedouble)) {
+			double slots = cJSON_IsNumber(it) ? it->valuedouble : 0;
+			if (!it->string || !host_name_valid(it->string) || !(slots >= 1 && slots <= HOST_MAX_SLOTS))
+				continue; /* (a damaged entry: the world is checked against mpirun anyway) */
+			if (host_list_add(&s->world, it->string, (int)slots)) {
 				snprintf(err, err_len, "out of memory");
 				goto out;
 			}
 		}
 	}
-	if (s->mpirun_pid < 0 || s->mpirun_pid > (1L << 30))
-		s->mpirun_pid = 0;
 	const cJSON *hosts = cJSON_GetObjectItemCaseSensitive(o, "hosts");
 	const cJSON *it;
 	cJSON_ArrayForEach(it, hosts)
@@ -148,10 +166,10 @@ int state_from_json(const char *text, launcher_state *s, char *err, size_t err_l
 			snprintf(err, err_len, "out of memory");
 			goto out;
 		}
-		h->strikes = (int)json_num(it, "strikes", 0);
-		h->quarantines = (int)json_num(it, "quarantines", 0);
-		h->quarantined_until = json_num(it, "quarantined_until", 0);
-		h->noticed = json_num(it, "noticed", 0);
+		h->strikes = (int)get_long_or(it, "strikes", 0, 1 << 30, 0);
+		h->quarantines = (int)get_long_or(it, "quarantines", 0, 1 << 30, 0);
+		h->quarantined_until = get_time(it, "quarantined_until");
+		h->noticed = get_time(it, "noticed");
 	}
 	rc = 0;
 out:

@@ -482,7 +482,7 @@ static int launch(sup *s, const world_plan *p, const char *why)
 		return EXIT_IOERR;
 	char log_path[sizeof g->log_path];
 	snprintf(log_path, sizeof log_path, "%s/gen-%04d.log", s->launcher_dir, number);
-	int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0666);
+	int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (log_fd < 0) {
 		say_error("cannot create %s: %s", log_path, strerror(errno));
 		return EXIT_IOERR;
@@ -820,7 +820,7 @@ static int take_lock(sup *s)
 {
 	char path[PATH_MAX + 32];
 	snprintf(path, sizeof path, "%s/lock", s->launcher_dir);
-	s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+	s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (s->lock_fd < 0) {
 		say_error("cannot open %s: %s", path, strerror(errno));
 		return EXIT_IOERR;

@@ -12,11 +12,22 @@ SPOTTRAIN_PACKAGES=(
   dataset-fashion-mnist
   python3 python3-h5py python3-numpy python3-pil
   gnuplot-nox shellcheck
+  clang-14 libclang-rt-14-dev
 )
 
+# Only the test suite needs these (scripts/test.sh installs them): a real one-node
+# SLURM for the batch script's tests (tests/slurm/). They are not for quickstart:
+# on a machine with systemd, installing them also enables the munge service.
+SPOTTRAIN_TEST_PACKAGES=(
+  slurm-wlm munge
+)
+
+# spottrain_install_deps [PACKAGE...]: apt-get installs those of the packages (default:
+# SPOTTRAIN_PACKAGES) that are not installed yet; does nothing when all are.
 spottrain_install_deps() {
-  local missing=()
-  for p in "${SPOTTRAIN_PACKAGES[@]}"; do
+  local missing=() want=("$@")
+  [ "${#want[@]}" -gt 0 ] || want=("${SPOTTRAIN_PACKAGES[@]}")
+  for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ "${#missing[@]}" -eq 0 ]; then

@@ -26,7 +26,7 @@
 #include "model.h"
 
 #define CKPT_FORMAT "spottrain-ckpt"
-#define CKPT_FORMAT_VERSION 1
+#define CKPT_FORMAT_VERSION 2 /* 2: fixed-length strings (1: variable-length, refused) */
 #define CKPT_MAX_STATES 4
 
 typedef struct ckpt_meta {
@@ -82,7 +82,8 @@ void ckpt_meta_free(ckpt_meta *meta);
 /*
  * Scan dir for ckpt-*.h5, newest step first, and return the newest one that validates
  * fully against m (damaged or foreign files are skipped with a warning naming them).
- * Returns 0 and fills path/step, or EXIT_NOINPUT if there is none.
+ * Returns 0 and fills path/step, or EXIT_NOINPUT if there is none; EXIT_DATAERR (said why)
+ * when there is none but files of checkpoint format 1 were skipped (a run of an older build).
  */
 int ckpt_find_newest(const char *dir, const model *m, const ckpt_buffers *layout, char *path,
 		     size_t len, long *step);

@@ -76,7 +76,13 @@ static int attr_read_num(reader_ctx *c, hid_t obj, const char *label, const char
 	return rc;
 }
 
-/* Read a one-value string attribute (variable or fixed length) into a malloc'ed copy. */
+/*
+ * Read a one-value string attribute into a malloc'ed copy. Only fixed-length strings are read:
+ * their bytes sit in the attribute itself, which HDF5 copies by its declared size. A
+ * variable-length string (format version 1) keeps its bytes in HDF5's global heap, whose
+ * reader trusts the sizes it finds there (a damaged heap behind a valid seal crashed
+ * H5HG_read), so it is refused from its type alone, before HDF5 reads any of its value.
+ */
 int ckpt_attr_read_str(reader_ctx *c, hid_t obj, const char *label, const char *name, char **out)
 {
 	hid_t ft, mt = -1;
@@ -86,45 +92,21 @@ int ckpt_attr_read_str(reader_ctx *c, hid_t obj, const char *label, const char *
 	if (a < 0)
 		return EXIT_DATAERR;
 	htri_t var = H5Tis_variable_str(ft);
+	size_t n = var == 0 ? H5Tget_size(ft) : 0;
 	if (var < 0) {
 		rc = ckpt_h5fail(c->why, c->len, EXIT_DATAERR, "checkpoint %s: cannot query attribute %s of %s", c->path, name, label);
-		goto close_attr;
-	}
-	if (var) {
-		H5T_cset_t cset = H5Tget_cset(ft);
-		mt = H5Tcopy(H5T_C_S1);
-		if (cset < 0 || mt < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Tset_cset(mt, cset) < 0) {
-			rc = ckpt_h5fail(c->why, c->len, EXIT_DATAERR, "checkpoint %s: cannot make a type for attribute %s of %s",
-				    c->path, name, label);
-			goto close_attr;
-		}
-		char *s = NULL;
-		if (H5Aread(a, mt, &s) < 0) {
-			rc = ckpt_h5fail(c->why, c->len, EXIT_DATAERR, "checkpoint %s: cannot read attribute %s of %s", c->path, name, label);
-			goto close_attr;
-		}
-		*out = strdup(s ? s : "");
-		H5free_memory(s);
-	} else {
-		size_t n = H5Tget_size(ft);
-		if (n == 0 || n > CKPT_MAX_STRING_ATTR) {
-			rc = ckpt_fail(c->why, c->len, EXIT_DATAERR, "checkpoint %s: attribute %s of %s has size %zu", c->path, name, label, n);
-			goto close_attr;
-		}
-		mt = H5Tcopy(ft);
-		*out = calloc(n + 1, 1);
-		if (mt < 0 || !*out) {
-			rc = ckpt_h5fail(c->why, c->len, EXIT_DATAERR, "checkpoint %s: no memory for attribute %s of %s", c->path, name, label);
-			goto close_attr;
-		}
-		if (H5Aread(a, mt, *out) < 0) {
-			rc = ckpt_h5fail(c->why, c->len, EXIT_DATAERR, "checkpoint %s: cannot read attribute %s of %s", c->path, name, label);
-			goto close_attr;
-		}
-	}
-	if (!*out)
-		rc = ckpt_fail(c->why, c->len, EXIT_DATAERR, "checkpoint %s: no memory for attribute %s of %s", c->path, name, label);
-close_attr:
+	} else if (var > 0) {
+		rc = ckpt_fail(c->why, c->len, EXIT_DATAERR,
+			       "checkpoint %s: attribute %s of %s is a variable-length string " CKPT_FORMAT1_NOTE
+			       "written before format %d): not read, as HDF5 would take it from its unchecked global heap",
+			       c->path, name, label, CKPT_FORMAT_VERSION);
+	} else if (n == 0 || n > CKPT_MAX_STRING_ATTR) {
+		rc = ckpt_fail(c->why, c->len, EXIT_DATAERR, "checkpoint %s: attribute %s of %s has size %zu", c->path, name, label, n);
+	} else if ((mt = H5Tcopy(ft)) < 0 || !(*out = calloc(n + 1, 1))) {
+		rc = ckpt_h5fail(c->why, c->len, EXIT_DATAERR, "checkpoint %s: no memory for attribute %s of %s", c->path, name, label);
+	} else if (H5Aread(a, mt, *out) < 0) {
+		rc = ckpt_h5fail(c->why, c->len, EXIT_DATAERR, "checkpoint %s: cannot read attribute %s of %s", c->path, name, label);
+	} /* (0-padded: the text ends at its first 0, as C reads it) */
 	if (rc) {
 		free(*out);
 		*out = NULL;
@@ -257,6 +239,25 @@ static int attr_write(writer_ctx *c, hid_t obj, const char *obj_label, const cha
 	return 0;
 }
 
+/* Write text s as a fixed-length UTF-8 string of its own length (at least 1 byte, 0-padded):
+ * the bytes live in the attribute, never in the global heap (format version 2). */
+static int attr_write_str(writer_ctx *c, hid_t obj, const char *obj_label, const char *name, const char *s)
+{
+	size_t n = strlen(s);
+	if (n > CKPT_MAX_STRING_ATTR)
+		return ckpt_fail(c->why, c->len, EXIT_SOFTWARE, "attribute %s of %s in %s: %zu bytes of text (at most %zu)",
+				 name, obj_label, c->path, n, CKPT_MAX_STRING_ATTR);
+	hid_t t = H5Tcopy(H5T_C_S1);
+	if (t < 0 || H5Tset_size(t, n ? n : 1) < 0 || H5Tset_strpad(t, H5T_STR_NULLPAD) < 0 ||
+	    H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
+		ckpt_h5_close(t);
+		return ckpt_h5fail(c->why, c->len, EXIT_IOERR, "create a string type for attribute %s of %s in %s", name,
+				   obj_label, c->path);
+	}
+	int rc = attr_write(c, obj, obj_label, name, t, t, n ? s : "");
+	H5Tclose(t);
+	return rc;
+}
 
 /* Write field f onto h with value v, in the field's file type. */
 static int write_field(writer_ctx *c, hid_t h, const ckpt_field *f, const ckpt_fval *v)
@@ -270,7 +271,7 @@ static int write_field(writer_ctx *c, hid_t h, const ckpt_field *f, const ckpt_f
 	case CKPT_FT_UINT32: return attr_write(c, h, label, f->name, H5T_STD_U32LE, H5T_NATIVE_UINT32, &u32);
 	case CKPT_FT_FLOAT64: return attr_write(c, h, label, f->name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v->f);
 	case CKPT_FT_FLOAT32: return attr_write(c, h, label, f->name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, &f32);
-	case CKPT_FT_STRING: return attr_write(c, h, label, f->name, c->str, c->str, &v->s);
+	case CKPT_FT_STRING: return attr_write_str(c, h, label, f->name, v->s);
 	}
 	return ckpt_fail(c->why, c->len, EXIT_SOFTWARE, "attribute %s has no file type", f->name);
 }

@@ -143,6 +143,7 @@ int ckpt_find_newest(const char *dir, const model *m, const ckpt_buffers *layout
 		return EXIT_NOINPUT;
 	}
 	int rc = EXIT_NOINPUT;
+	char old_format[PATH_MAX] = "";
 	for (size_t i = 0; i < n && rc == EXIT_NOINPUT; i++) {
 		if (v[i].tmp)
 			continue;
@@ -160,6 +161,8 @@ int ckpt_find_newest(const char *dir, const model *m, const ckpt_buffers *layout
 		}
 		if (r != 0) {
 			log_warn("skipping %s", why);
+			if (!old_format[0] && strstr(why, CKPT_FORMAT1_NOTE))
+				snprintf(old_format, sizeof old_format, "%s", p);
 			continue;
 		}
 		if (mt.step != v[i].step) {
@@ -174,6 +177,13 @@ int ckpt_find_newest(const char *dir, const model *m, const ckpt_buffers *layout
 		ckpt_meta_free(&mt);
 	}
 	free(v);
+	if (rc == EXIT_NOINPUT && old_format[0]) {
+		/* a run of the old format: starting it again from step 0 would throw its work away */
+		log_error("%s holds checkpoints of format 1 (such as %s) and none that this spottrain reads "
+			  "(format %d): finish the run with the spottrain that started it, convert its checkpoints "
+			  "with scripts/ckpt_upgrade.py, or start a new run directory", dir, old_format, CKPT_FORMAT_VERSION);
+		rc = EXIT_DATAERR;
+	}
 	return rc;
 }
 

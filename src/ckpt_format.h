@@ -49,7 +49,7 @@ typedef enum {
 	CKPT_FT_UINT32,  /* H5T_STD_U32LE */
 	CKPT_FT_FLOAT64, /* H5T_IEEE_F64LE */
 	CKPT_FT_FLOAT32, /* H5T_IEEE_F32LE */
-	CKPT_FT_STRING,  /* variable-length UTF-8 (fixed-length strings are read too) */
+	CKPT_FT_STRING,  /* fixed-length UTF-8, 0-padded (format 2; variable-length ones are refused) */
 } ckpt_ftype;
 
 /* The type of the ckpt_meta member that holds it. */

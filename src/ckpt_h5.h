@@ -69,12 +69,12 @@ typedef struct reader_ctx {
 typedef struct writer_ctx {
 	const char *path; /* the .tmp being written, for messages */
 	hid_t scalar;     /* scalar dataspace for attributes */
-	hid_t str;        /* variable-length UTF-8 string type */
 	char *why;
 	size_t len;
 } writer_ctx;
 
-/* Read a one-value string attribute (variable or fixed length) into a malloc'ed copy. */
+/* Read a one-value fixed-length string attribute into a malloc'ed copy. A variable-length
+ * string is refused before HDF5 reads its value (see ckpt_attr.c). */
 int ckpt_attr_read_str(reader_ctx *c, hid_t obj, const char *label, const char *name, char **out);
 /* All meta attributes of / and /optim by the field table, validated (constants, ranges).
  * mt->config_text is malloc'ed on success and NULL on failure. */

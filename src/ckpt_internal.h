@@ -62,6 +62,10 @@ int ckpt_read_quiet(const char *path, const model *m, bool weights_only, ckpt_me
 		    char *why, size_t why_len);
 int ckpt_read_meta_quiet(const char *path, ckpt_meta *meta, char *why, size_t why_len);
 
+/* Part of the reason a reader gives for a file of checkpoint format 1 (variable-length strings,
+ * refused: ckpt_attr.c); ckpt_find_newest looks for it to refuse a silent restart from step 0. */
+#define CKPT_FORMAT1_NOTE "(checkpoint format 1, "
+
 /* The seal (ckpt_seal.c): CKPT_SEAL_SIZE bytes at the end of a checkpoint file. */
 #define CKPT_SEAL_SIZE 48
 

@@ -99,7 +99,7 @@ static int build_image(const char *tmp, const model *m, const ckpt_meta *mt, con
 		       unsigned char **img, size_t *img_len, char *why, size_t len)
 {
 	int rc = 0;
-	writer_ctx c = { tmp, -1, -1, why, len };
+	writer_ctx c = { tmp, -1, why, len };
 	hid_t fapl = -1, fcpl = -1, file = -1, gcpl = -1, dcpl = -1, optim = -1;
 	uint32_t crc = 0;
 	size_t hint = (size_t)(1 + b->n_states) * m->n_params * sizeof(float) + m->n_buffers * sizeof(float) +
@@ -125,11 +125,6 @@ static int build_image(const char *tmp, const model *m, const ckpt_meta *mt, con
 	c.scalar = H5Screate(H5S_SCALAR);
 	if (c.scalar < 0) {
 		rc = ckpt_h5fail(why, len, EXIT_IOERR, "create scalar dataspace for %s", tmp);
-		goto close_all;
-	}
-	c.str = H5Tcopy(H5T_C_S1);
-	if (c.str < 0 || H5Tset_size(c.str, H5T_VARIABLE) < 0 || H5Tset_cset(c.str, H5T_CSET_UTF8) < 0) {
-		rc = ckpt_h5fail(why, len, EXIT_IOERR, "create string type for %s", tmp);
 		goto close_all;
 	}
 	if ((rc = ckpt_write_fields(&c, file, CKPT_OBJ_ROOT, mt, false, 0)))
@@ -185,7 +180,7 @@ static int build_image(const char *tmp, const model *m, const ckpt_meta *mt, con
 	*img_len = (size_t)n;
 close_all:
 	{
-		const hid_t ids[] = { optim, dcpl, gcpl, c.str, c.scalar, file, fcpl, fapl };
+		const hid_t ids[] = { optim, dcpl, gcpl, c.scalar, file, fcpl, fapl };
 		bool closed = true;
 		for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
 			if (ckpt_h5_close(ids[i]) < 0)

@@ -33,13 +33,15 @@ typedef struct key_desc {
 } key_desc;
 
 static const char *const optim_names[] = {"sgd", "adam", "adamw", "adadelta", NULL};
-static const char *const sched_names[] = {"constant", "step", "cosine", NULL};
+static const char *const sched_names[] = {"constant", "step", "cosine", "onecycle", NULL};
+static const char *const wd_skip_names[] = {"none", "bn", "bias", "bn,bias", NULL}; /* value = OPTIM_WD_SKIP_* bits */
 static const char *const scope_names[] = {"shared", "node", NULL};
 static const char *const dist_names[] = {"auto", "mpi", "nccl", NULL};
 static const char *const device_names[] = {"auto", "cpu", "cuda", NULL};
 static const char *const data_format_names[] = {"auto", "idx", "cifar10", "cifar100", "hdf5", NULL};
 static const char *const data_label_names[] = {"fine", "coarse", NULL};
 static const char *const pad_mode_names[] = {"zero", "reflect", NULL};
+static const char *const cpu_isa_names[] = {"auto", "portable", "avx2", "avx512", NULL};
 static const char *const provider_names[] = {"none", "auto", "aws", "gcp", "azure", NULL};
 
 #define OFF(f) offsetof(config, f)
@@ -67,12 +69,14 @@ static const key_desc keys[] = {
 	{"train", "momentum", K_FLOAT, OFF(optim.momentum), 0, 0, 1, NULL},
 	{"train", "nesterov", K_BOOL, OFF(optim.nesterov), 0, 0, 0, NULL},
 	{"train", "weight_decay", K_FLOAT, OFF(optim.weight_decay), 0, 0, 1e3, NULL},
+	{"train", "wd_skip", K_ENUM, OFF(optim.wd_skip), 0, 0, 0, wd_skip_names},
 	{"train", "beta1", K_FLOAT, OFF(optim.beta1), 0, 0, 1, NULL},
 	{"train", "beta2", K_FLOAT, OFF(optim.beta2), 0, 0, 1, NULL},
 	{"train", "eps", K_FLOAT, OFF(optim.eps), 0, 0, 1, NULL},
 	{"train", "rho", K_FLOAT, OFF(optim.rho), 0, 0, 1, NULL},
 	{"train", "schedule", K_ENUM, OFF(optim.schedule), 0, 0, 0, sched_names},
 	{"train", "warmup_steps", K_LONG, OFF(optim.warmup_steps), 0, 0, 1e12, NULL},
+	{"train", "warmup_epochs", K_FLOAT, OFF(optim.warmup_epochs), 0, 0, 1e6, NULL},
 	{"train", "step_every", K_LONG, OFF(optim.step_every), 0, 0, 1e12, NULL},
 	{"train", "gamma", K_FLOAT, OFF(optim.gamma), 0, 0, 1e3, NULL},
 	{"train", "min_lr", K_FLOAT, OFF(optim.min_lr), 0, 0, 1e6, NULL},
@@ -89,6 +93,7 @@ static const key_desc keys[] = {
 	{"run", "min_step_ms", K_INT, OFF(min_step_ms), 0, 0, 6e5, NULL},
 	{"run", "threads", K_INT, OFF(threads), 0, 0, 4096, NULL},
 	{"run", "device", K_ENUM, OFF(device), 0, 0, 0, device_names},
+	{"run", "cpu_isa", K_ENUM, OFF(cpu_isa), 0, 0, 0, cpu_isa_names},
 	{"spot", "provider", K_ENUM, OFF(spot.provider), 0, 0, 0, provider_names},
 	{"spot", "metadata_url", K_STR, STR(spot.metadata_url), 0, 0, NULL},
 	{"spot", "poll_ms", K_INT, OFF(spot.poll_ms), 0, 10, 3.6e6, NULL},
@@ -174,6 +179,29 @@ static bool parse_bool(const char *s, bool *out)
 	return false;
 }
 
+/*
+ * A text value must read back the same from the canonical dump, which a checkpoint keeps and a
+ * resume parses: no control character (a newline from --set would start a line of its own, even
+ * a [section]), no blank at either end (the parser trims them) and no " ;" (the parser takes the
+ * rest as a comment). Of these, a value from a file can hold only a tab.
+ */
+static bool str_value_ok(const char *value, char *err, size_t errlen, const key_desc *k)
+{
+	size_t n = strlen(value);
+	const char *why = NULL;
+	for (size_t i = 0; i < n && !why; i++)
+		if ((unsigned char)value[i] < 0x20 || value[i] == 0x7f)
+			why = "holds a control character (a newline, a tab, ...)";
+	if (!why && n > 0 && (isspace((unsigned char)value[0]) || isspace((unsigned char)value[n - 1])))
+		why = "starts or ends with a blank";
+	if (!why && (strstr(value, " ;") || strstr(value, "\t;")))
+		why = "holds \" ;\", which a config file reads as the start of a comment";
+	if (why)
+		snprintf(err, errlen, "value of %s.%s %s: it could not be stored in a config file as given",
+			 k->section, k->key, why);
+	return why == NULL;
+}
+
 /* Store value into the field k describes; on failure writes a message to err. */
 static bool set_key(config *c, const key_desc *k, const char *value, char *err, size_t errlen)
 {
@@ -186,6 +214,8 @@ static bool set_key(config *c, const key_desc *k, const char *value, char *err, 
 				 k->key, k->size - 1);
 			return false;
 		}
+		if (!str_value_ok(value, err, errlen, k))
+			return false;
 		memcpy(field, value, strlen(value) + 1);
 		return true;
 	case K_BOOL:
@@ -491,9 +521,20 @@ static void sb_printf(sbuf *b, const char *fmt, ...)
 	}
 }
 
+/* Keys added after checkpoints of version 1: dumped only when set to something other than
+ * their zero default, so that the resolved config (kept in checkpoints) of older configs is
+ * unchanged. */
+static bool dumped_only_when_set(const key_desc *k)
+{
+	return strcmp(k->section, "train") == 0 &&
+	       (strcmp(k->key, "wd_skip") == 0 || strcmp(k->key, "warmup_epochs") == 0);
+}
+
 static void dump_key(sbuf *b, const config *c, const key_desc *k)
 {
 	const char *field = (const char *)c + k->offset;
+	if (dumped_only_when_set(k) && (k->type == K_ENUM ? *(const int *)field == 0 : *(const float *)field == 0.0f))
+		return;
 	switch (k->type) {
 	case K_STR:
 		if (strlen(k->key) + 3 + strlen(field) > CONFIG_LINE_MAX) /* a file cannot hold it */

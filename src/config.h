@@ -6,7 +6,7 @@
  * Layers are sections named [layer.NAME], in file order; each type's keys are
  * parsed, checked and dumped by its file in src/layers/ (the table: layers.c):
  *   [layer.conv1]  type = conv2d, filters = 32, kernel = 3 (or 3x5), stride = 1 (or 1x2),
- *                  padding = valid|same, activation = relu|none
+ *                  padding = valid|same|N|PHxPW, bias = true|false, activation = relu|none
  *   [layer.pool1]  type = maxpool, pool = 2 (or 2x2), stride = (default: pool)
  *   [layer.drop1]  type = dropout, rate = 0.25
  *   [layer.flat]   type = flatten
@@ -14,7 +14,9 @@
  *   [layer.r]      type = relu
  *   [layer.lr]     type = leaky_relu, slope = 0.01
  *   [layer.bn]     type = batchnorm (or batchnorm2d), momentum = 0.1, eps = 1e-5, affine = true|false
- *   [layer.loss]   type = softmax_xent  (must be last; the layer before gives the class count)
+ *   [layer.ap]     type = avgpool, pool = 2, stride = (default: pool);  [layer.g] type = global_avgpool
+ *   [layer.loss]   type = softmax_xent, label_smoothing = 0  (must be last; the layer before gives
+ *                  the class count)
  */
 #ifndef SPOTTRAIN_CONFIG_H
 #define SPOTTRAIN_CONFIG_H
@@ -31,6 +33,8 @@
 typedef enum { CKPT_SCOPE_SHARED = 0, CKPT_SCOPE_NODE } ckpt_scope;
 typedef enum { DIST_AUTO = 0, DIST_MPI, DIST_NCCL } dist_backend_kind;
 typedef enum { DEVICE_AUTO = 0, DEVICE_CPU, DEVICE_CUDA } device_kind;
+/* run.cpu_isa: the CPU kernels (src/kernels/); CPU_ISA_x = KERN_ISA_x + 1. */
+typedef enum { CPU_ISA_AUTO = 0, CPU_ISA_PORTABLE, CPU_ISA_AVX2, CPU_ISA_AVX512 } cpu_isa_kind;
 
 /* Room for one layer type's own parameters (src/layers/<type>.c). */
 #define LAYER_PARAMS_BYTES 64
@@ -84,6 +88,8 @@ typedef struct config {
 	int min_step_ms;                    /* pace: a step lasts at least this long (simulations, demos) */
 	int threads;                        /* 0 = cores available to the rank */
 	device_kind device;                 /* auto | cpu | cuda */
+	cpu_isa_kind cpu_isa;               /* auto (the best this CPU runs) | portable | avx2 | avx512; the
+					       environment's SPOTTRAIN_CPU_ISA wins; one the CPU lacks: exit 64 */
 	double progress_timeout_s;          /* heartbeat interval contract for the launcher (info) */
 	/* [spot] */
 	spot_config spot;

@@ -210,5 +210,27 @@ void print_bench_summary(const bench_summary *b)
 	cJSON_AddNumberToObject(o, "sgemm_gflops", b->sgemm_gflops);
 	cJSON_AddNumberToObject(o, "fraction_of_sgemm",
 				b->sgemm_gflops > 0 ? b->gflops / (b->sgemm_gflops * b->world) : 0);
+	if (b->cpu_isa) {
+		cJSON_AddStringToObject(o, "cpu_isa", b->cpu_isa);
+		cJSON_AddStringToObject(o, "kernels", b->kernels ? b->kernels : "");
+	}
+	if (b->peak_gflops > 0) {
+		cJSON_AddNumberToObject(o, "peak_gflops", b->peak_gflops);
+		cJSON_AddNumberToObject(o, "fraction_of_peak", b->gflops / (b->peak_gflops * b->world));
+	}
+	if (b->n_layers > 0) {
+		cJSON *a = cJSON_AddArrayToObject(o, "layers");
+		for (int i = 0; i < b->n_layers; i++) {
+			const bench_layer *l = &b->layers[i];
+			cJSON *e = cJSON_CreateObject();
+			cJSON_AddStringToObject(e, "name", l->name);
+			cJSON_AddNumberToObject(e, "shard_samples", b->shard_samples);
+			cJSON_AddNumberToObject(e, "forward_ms", l->forward_ms);
+			cJSON_AddNumberToObject(e, "backward_ms", l->backward_ms);
+			cJSON_AddNumberToObject(e, "forward_gflops", l->forward_gflops);
+			cJSON_AddNumberToObject(e, "backward_gflops", l->backward_gflops);
+			cJSON_AddItemToArray(a, e);
+		}
+	}
 	print_line(o);
 }

@@ -72,6 +72,12 @@ void print_eval_detail(double test_accuracy, double top5_accuracy, double loss, 
 		       int classes, const double *class_images, const double *class_correct);
 
 /* The last line of `spottrain bench` (launcher/sweep.c reads it). */
+/* One layer's figures in bench: one shard on one thread, per pass. */
+typedef struct bench_layer {
+	const char *name;
+	double forward_ms, backward_ms, forward_gflops, backward_gflops;
+} bench_layer;
+
 typedef struct bench_summary {
 	const char *config, *backend;
 	int world, threads, global_batch, steps;
@@ -80,6 +86,12 @@ typedef struct bench_summary {
 	double data_ms;          /* shard fills per step (summed over threads / threads): inside the step */
 	double prefetch_ms;      /* the prefetch thread's work per step (hidden), 0 without data.prefetch */
 	double allreduce_bytes, allreduce_busbw_gbs, gflops, sgemm_gflops;
+	/* The CPU kernels (NULL: not printed), the measured peak per rank (peak-FMA loop on the
+	 * CPU: the backend's peak_gflops) and the per-layer figures (n_layers 0: none). */
+	const char *cpu_isa, *kernels;
+	double peak_gflops;
+	int shard_samples, n_layers;
+	const bench_layer *layers;
 } bench_summary;
 void print_bench_summary(const bench_summary *b);
 

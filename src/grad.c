@@ -3,15 +3,14 @@
  */
 #include "grad.h"
 
-#ifdef __AVX2__
 #include <immintrin.h>
-#endif
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "contract.h"
+#include "kernels/kernels.h"
 #include "log.h"
 
 /* 1.5 * 2^52: adding it to a double of magnitude < 2^51 leaves the rounded integer in the low mantissa bits. */
@@ -50,15 +49,16 @@ static int64_t fix_one(float x, int64_t *of, int64_t *nf)
 }
 
 /*
- * acc += round(x * 2^32) over n values, saturating; counts saturated and
- * non-finite values. The AVX2 path does exactly the scalar path's double
- * arithmetic, four values at a time (compilers do not vectorise the bit cast).
+ * The AVX2 part of fix_add: the first n - n % 4 values, exactly the scalar
+ * path's double arithmetic four values at a time (compilers do not vectorise
+ * the bit cast). Integer sums: the same result whichever path ran. Called only
+ * when the CPU has AVX2 (kern_isa_supported; the build is for any x86-64).
  */
-static void fix_add(size_t n, const float *x, int64_t *acc, int64_t *overflow, int64_t *nonfinite)
+__attribute__((target("avx2"))) static size_t fix_add_avx2(size_t n, const float *x, int64_t *acc, int64_t *overflow,
+							    int64_t *nonfinite)
 {
 	size_t i = 0;
 	int64_t of = 0, nf = 0;
-#ifdef __AVX2__
 	const __m256d scale = _mm256_set1_pd(FIX_SCALE), lim = _mm256_set1_pd(FIX_LIMIT);
 	const __m256d nlim = _mm256_set1_pd(-FIX_LIMIT), magic = _mm256_set1_pd(MAGIC);
 	const __m256d inf = _mm256_set1_pd(INFINITY), sign = _mm256_set1_pd(-0.0), zero = _mm256_setzero_pd();
@@ -82,18 +82,31 @@ static void fix_add(size_t n, const float *x, int64_t *acc, int64_t *overflow, i
 	of += lanes[0] + lanes[1] + lanes[2] + lanes[3];
 	_mm256_storeu_si256((__m256i *)lanes, nfv);
 	nf += lanes[0] + lanes[1] + lanes[2] + lanes[3];
-#endif
+	*overflow += of;
+	*nonfinite += nf;
+	return i;
+}
+
+/*
+ * acc += round(x * 2^32) over n values, saturating; counts saturated and
+ * non-finite values.
+ */
+static void fix_add(size_t n, const float *x, int64_t *acc, int64_t *overflow, int64_t *nonfinite)
+{
+	size_t i = 0;
+	int64_t of = 0, nf = 0;
+	if (kern_isa_supported(KERN_ISA_AVX2))
+		i = fix_add_avx2(n, x, acc, overflow, nonfinite);
 	for (; i < n; i++)
 		acc[i] += fix_one(x[i], &of, &nf);
 	*overflow += of;
 	*nonfinite += nf;
 }
 
-/* out = acc * s over n values (exact int64 -> double for |acc| < 2^51, the common case). */
-static void fix_scale_out(size_t n, const int64_t *acc, double s, float *out)
+/* The AVX2 part of fix_scale_out: returns how many values it did (it stops at a rare large one). */
+__attribute__((target("avx2"))) static size_t fix_scale_out_avx2(size_t n, const int64_t *acc, double s, float *out)
 {
 	size_t i = 0;
-#ifdef __AVX2__
 	const __m256d magic = _mm256_set1_pd(MAGIC), sv = _mm256_set1_pd(s);
 	const __m256i mbits = _mm256_set1_epi64x(MAGIC_BITS);
 	const __m256i lo = _mm256_set1_epi64x(-2251799813685248LL), hi = _mm256_set1_epi64x(2251799813685248LL);
@@ -105,7 +118,15 @@ static void fix_scale_out(size_t n, const int64_t *acc, double s, float *out)
 		__m256d d = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_add_epi64(a, mbits)), magic);
 		_mm_storeu_ps(out + i, _mm256_cvtpd_ps(_mm256_mul_pd(d, sv)));
 	}
-#endif
+	return i;
+}
+
+/* out = acc * s over n values (exact int64 -> double for |acc| < 2^51, the common case). */
+static void fix_scale_out(size_t n, const int64_t *acc, double s, float *out)
+{
+	size_t i = 0;
+	if (kern_isa_supported(KERN_ISA_AVX2))
+		i = fix_scale_out_avx2(n, acc, s, out);
 	for (; i < n; i++) {
 		int64_t a = acc[i];
 		double d = (a > -2251799813685248LL && a < 2251799813685248LL) ? bits_dbl(a + MAGIC_BITS) - MAGIC

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "contract.h"
 #include "log.h"
@@ -411,6 +412,15 @@ static layer_pass pass_of(const model *m, const backend *be, const float *params
 	return p;
 }
 
+/* Seconds on the monotonic clock after the backend's queued work (per-layer timing only). */
+static double layer_clock(const backend *be)
+{
+	struct timespec ts;
+	be->synchronize(be);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 void net_forward(const model *m, const backend *be, const float *params, net_workspace *ws,
 		 const batch_info *b, double *loss_sum, int *correct)
 {
@@ -425,7 +435,10 @@ void net_forward(const model *m, const backend *be, const float *params, net_wor
 		layer_pass p = pass_of(m, be, params, NULL, ws, b, i);
 		p.loss_sum = loss_sum;
 		p.correct = correct;
+		double t0 = ws->layer_fwd_s ? layer_clock(be) : 0;
 		t->forward(&p);
+		if (ws->layer_fwd_s)
+			ws->layer_fwd_s[i] += layer_clock(be) - t0;
 	}
 }
 
@@ -440,6 +453,9 @@ void net_backward(const model *m, const backend *be, const float *params, float 
 		if ((t->flags & LT_ALIAS) || !t->backward)
 			continue;
 		layer_pass p = pass_of(m, be, params, grads, ws, b, i);
+		double t0 = ws->layer_bwd_s ? layer_clock(be) : 0;
 		t->backward(&p);
+		if (ws->layer_bwd_s)
+			ws->layer_bwd_s[i] += layer_clock(be) - t0;
 	}
 }

@@ -101,6 +101,9 @@ typedef struct net_workspace {
 	float *scratch;          /* shared scratch (the largest any layer asks for) */
 	size_t scratch_bytes;
 	float *dlogits;
+	/* NULL, or per-layer seconds that each net_forward / net_backward adds to (bench's per-layer
+	 * figures; the backend is synchronised around each timed layer). Owned by whoever sets them. */
+	double *layer_fwd_s, *layer_bwd_s;
 } net_workspace;
 
 /*

@@ -120,8 +120,8 @@ typedef struct backend {
 	void (*synchronize)(const struct backend *be);
 	/* Threads the backend computes with on this rank (CPU: OpenMP threads; GPU: 1). */
 	int (*threads)(const struct backend *be);
-	/* The backend's reference rate in GFLOP/s, measured now: a large FP32 matrix product
-	 * with the backend's threads (CPU: OpenBLAS 2048^3; CUDA: cuBLAS 8192^3). */
+	/* The backend's reference rate in GFLOP/s, measured now with the backend's threads
+	 * (CPU: the peak-FMA loop of the chosen kernels' ISA, src/kernels/; CUDA: cuBLAS 8192^3). */
 	double (*peak_gflops)(const struct backend *be);
 	/* Memory the ops work on (CPU: 64-byte aligned host memory; CUDA: device memory). */
 	void *(*alloc)(size_t bytes);

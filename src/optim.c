@@ -43,6 +43,7 @@ static const char *const sched_names[] = {
 	[SCHED_CONSTANT] = "constant",
 	[SCHED_STEP] = "step",
 	[SCHED_COSINE] = "cosine",
+	[SCHED_ONECYCLE] = "onecycle",
 };
 
 #define N_OPTIM_KINDS ((int)(sizeof optim_names / sizeof optim_names[0]))
@@ -152,6 +153,45 @@ const char *optim_state_name(const optim_config *c, int i)
 	return NULL;
 }
 
+void optim_apply_warmup_epochs(optim_config *c, long steps_per_epoch)
+{
+	if (!c || c->warmup_epochs <= 0.0f)
+		return;
+	long w = lround((double)c->warmup_epochs * (double)steps_per_epoch);
+	c->warmup_steps = w < 1 ? 1 : w;
+}
+
+/* PyTorch's cosine annealing from a to b at fraction f of a phase. */
+static double cos_anneal(double a, double b, double f)
+{
+	const double pi = 3.14159265358979323846;
+	return b + (a - b) * 0.5 * (1.0 + cos(pi * f));
+}
+
+/*
+ * One-cycle (PyTorch's OneCycleLR, anneal_strategy 'cos', div_factor 25): with s = t - 1,
+ * the rise ends at step r - 1 where r = warmup_steps (0: 30% of the run, pct_start 0.3),
+ * from lr/25 up to lr; then down to min_lr (0: lr/25/1e4, final_div_factor) at step
+ * total_steps - 1, and min_lr after it.
+ */
+static double onecycle_lr(const optim_config *c, long t, long total_steps)
+{
+	const double lr = c->lr, start = lr / 25.0;
+	const double end = c->min_lr > 0.0f ? (double)c->min_lr : start / 1e4;
+	const long total = total_steps > 1 ? total_steps : 2;
+	long rise = c->warmup_steps > 0 ? c->warmup_steps : (long)(0.3 * (double)total);
+	double up_end = (double)rise - 1.0, down_end = (double)total - 1.0, s = (double)(t - 1);
+	if (up_end < 1.0)
+		up_end = 1.0;
+	if (down_end <= up_end)
+		down_end = up_end + 1.0;
+	if (s <= up_end)
+		return cos_anneal(start, lr, s / up_end);
+	if (s >= down_end)
+		return end;
+	return cos_anneal(lr, end, (s - up_end) / (down_end - up_end));
+}
+
 /*
  * Learning rate at 1-based step t (t < 1 counts as 1) of total_steps.
  * Warm-up: lr*t/warmup_steps for t <= warmup_steps. After it, with e = t - warmup_steps:
@@ -160,6 +200,7 @@ const char *optim_state_name(const optim_config *c, int i)
  *   cosine    min_lr + (lr-min_lr)/2 * (1 + cos(pi*e/(total_steps-warmup_steps))),
  *             e clamped to the span, so min_lr from total_steps on, and min_lr after the
  *             warm-up when total_steps <= warmup_steps.
+ *   onecycle  onecycle_lr above (its rise is the warm-up; the linear one does not apply)
  * Computed in double, returned as float. NULL: 0.
  */
 float optim_lr_at(const optim_config *c, long t, long total_steps)
@@ -170,6 +211,8 @@ float optim_lr_at(const optim_config *c, long t, long total_steps)
 	const long warmup = c->warmup_steps > 0 ? c->warmup_steps : 0;
 	if (t < 1)
 		t = 1;
+	if (c->schedule == SCHED_ONECYCLE)
+		return (float)onecycle_lr(c, t, total_steps);
 	if (t <= warmup)
 		return (float)(lr * (double)t / (double)warmup);
 	const long e = t - warmup;
@@ -179,6 +222,8 @@ float optim_lr_at(const optim_config *c, long t, long total_steps)
 	case SCHED_STEP:
 		if (c->step_every > 0)
 			return (float)(lr * pow((double)c->gamma, (double)(e / c->step_every)));
+		break;
+	case SCHED_ONECYCLE: /* above */
 		break;
 	case SCHED_COSINE: {
 		const double min_lr = c->min_lr;

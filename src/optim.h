@@ -10,7 +10,10 @@
 #include <stddef.h>
 
 typedef enum { OPT_SGD = 0, OPT_ADAM, OPT_ADAMW, OPT_ADADELTA } optim_kind;
-typedef enum { SCHED_CONSTANT = 0, SCHED_STEP, SCHED_COSINE } sched_kind;
+typedef enum { SCHED_CONSTANT = 0, SCHED_STEP, SCHED_COSINE, SCHED_ONECYCLE } sched_kind;
+
+/* train.wd_skip: which parameters weight decay leaves alone (bits). */
+enum { OPTIM_WD_SKIP_BN = 1, OPTIM_WD_SKIP_BIAS = 2 };
 
 typedef struct optim_config {
 	optim_kind kind;
@@ -18,12 +21,15 @@ typedef struct optim_config {
 	float momentum;     /* SGD */
 	bool nesterov;      /* SGD: Nesterov momentum (needs momentum > 0) */
 	float weight_decay; /* SGD, Adam: L2 added to the gradient; AdamW: decoupled */
+	int wd_skip;        /* OPTIM_WD_SKIP_* bits: no weight decay for BatchNorm / bias parameters */
 	float beta1, beta2; /* Adam, AdamW */
 	float eps;          /* Adam, AdamW, Adadelta */
 	float rho;          /* Adadelta */
 	/* schedule */
 	sched_kind schedule;
-	long warmup_steps;  /* linear warm-up from 0 to lr over these steps (0: none) */
+	long warmup_steps;  /* linear warm-up from 0 to lr over these steps (0: none); onecycle: its rise */
+	float warmup_epochs; /* > 0: the warm-up in epochs, turned into warmup_steps once the run
+			      * knows its steps per epoch (optim_apply_warmup_epochs) */
 	long step_every;    /* SCHED_STEP: multiply by gamma every this many steps */
 	float gamma;        /* SCHED_STEP factor */
 	float min_lr;       /* SCHED_COSINE floor */
@@ -43,6 +49,9 @@ int optim_n_states(const optim_config *c);
 /* Name of state buffer i, as used in checkpoints: "momentum_buffer", "exp_avg", "exp_avg_sq",
  * "square_avg", "acc_delta" (PyTorch's names). */
 const char *optim_state_name(const optim_config *c, int i);
+
+/* warmup_epochs > 0: warmup_steps = round(warmup_epochs * steps_per_epoch), at least 1. */
+void optim_apply_warmup_epochs(optim_config *c, long steps_per_epoch);
 
 /* Learning rate at 1-based optimizer step t of total_steps. */
 float optim_lr_at(const optim_config *c, long t, long total_steps);

@@ -10,6 +10,7 @@
 
 #include "contract.h"
 #include "device.h"
+#include "kernels/kernels.h"
 #include "log.h"
 #include "optim.h"
 #include "runlog.h"
@@ -63,10 +64,26 @@ static int open_world(run *r, int *argc, char ***argv, const run_args *a)
 	return 0;
 }
 
+/*
+ * The CPU kernels of this rank (src/kernels/: run.cpu_isa, SPOTTRAIN_CPU_ISA wins), named
+ * in the run's first log line. Every ISA gives the same bits, so ranks may differ.
+ */
+static int open_kernels(run *r)
+{
+	int rc = kern_select(r->cfg.cpu_isa == CPU_ISA_AUTO ? NULL : kern_isa_name((kern_isa)(r->cfg.cpu_isa - 1)));
+	if (!rc) {
+		char desc[256];
+		log_info("CPU kernels: %s", kern_describe(desc, sizeof desc));
+	}
+	return rc;
+}
+
 /* Collective: the backend, and for training steps the all-reduce on its memory (NCCL). */
 static int open_backend(run *r)
 {
-	int rc = dist_agree(&r->d, device_select(r->cfg.device, r->d.local_rank, r->cfg.threads, &r->be));
+	int rc = dist_agree(&r->d, open_kernels(r));
+	if (!rc)
+		rc = dist_agree(&r->d, device_select(r->cfg.device, r->d.local_rank, r->cfg.threads, &r->be));
 	if (!rc && r->kind != RUN_EVAL)
 		rc = dist_agree(&r->d, dist_enable_device_allreduce(&r->d, r->be, r->cfg.dist_backend));
 	return rc;
@@ -90,6 +107,7 @@ static void plan_steps(run *r)
 	size_t B = (size_t)r->cfg.global_batch;
 	r->steps_per_epoch = (long)((r->train.count + B - 1) / B);
 	r->total_steps = r->steps_per_epoch * r->cfg.epochs;
+	optim_apply_warmup_epochs(&r->cfg.optim, r->steps_per_epoch);
 	if (r->cfg.max_steps > 0 && r->cfg.max_steps < r->total_steps)
 		r->total_steps = r->cfg.max_steps;
 	r->last_lr = optim_lr_at(&r->cfg.optim, r->optim_step > 0 ? r->optim_step : 1, r->total_steps);

@@ -43,7 +43,7 @@ static void append_line(const char *run_dir, const char *file, cJSON *obj)
 	}
 	line[len] = '\n';
 	line[len + 1] = 0;
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (fd < 0) {
 		log_warn("cannot append to %s: %s", path, strerror(errno));
 	} else {
@@ -84,7 +84,7 @@ void runlog_heartbeat(const char *run_dir, long step, int generation)
 	if (g_heartbeat_fd < 0) {
 		char path[4096];
 		snprintf(path, sizeof path, "%s/%s", run_dir, RUN_HEARTBEAT_FILE);
-		g_heartbeat_fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+		g_heartbeat_fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
 		if (g_heartbeat_fd < 0)
 			return;
 	}

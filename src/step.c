@@ -20,6 +20,41 @@ static double mark(const backend *be, step_times *tm)
 	return now_mono();
 }
 
+/* Whether tensor view v of layer l is skipped by weight decay under skip. */
+static bool skips_decay(const model *m, const layer *l, int v, int skip)
+{
+	if ((l->spec.type->flags & LT_NORM) && (skip & OPTIM_WD_SKIP_BN))
+		return true;
+	const char *name = m->tensors[l->first_view + v].name;
+	size_t n = strlen(name);
+	return (skip & OPTIM_WD_SKIP_BIAS) && n >= 5 && strcmp(name + n - 5, ".bias") == 0;
+}
+
+int step_decay_segments(const model *m, int skip, step_segment *out, int max)
+{
+	int k = 0;
+	for (int i = 0; i < m->n_layers; i++) {
+		const layer *l = &m->layers[i];
+		for (int v = 0; v < l->n_views; v++) {
+			const tensor_view *t = &m->tensors[l->first_view + v];
+			bool decay = !skips_decay(m, l, v, skip);
+			if (k > 0 && out[k - 1].decay == decay) {
+				out[k - 1].count = t->offset + t->numel - out[k - 1].offset;
+				continue;
+			}
+			if (k == max)
+				return k;
+			if (k > 0) /* the previous run takes the padding up to this view */
+				out[k - 1].count = t->offset - out[k - 1].offset;
+			out[k] = (step_segment){k ? t->offset : 0, t->numel, decay};
+			k++;
+		}
+	}
+	if (k > 0)
+		out[k - 1].count = m->n_params - out[k - 1].offset;
+	return k;
+}
+
 int step_engine_init(step_engine *e, const model *m, const backend *be, dist *d, const optim_config *o,
 		     int global_batch, int shard_samples)
 {
@@ -63,6 +98,11 @@ int step_engine_init(step_engine *e, const model *m, const backend *be, dist *d,
 			goto oom;
 		be->zero(n, e->states[i]);
 	}
+	if (o->wd_skip && m->n_tensors > 0) {
+		if (!(e->segments = calloc((size_t)m->n_tensors, sizeof *e->segments)))
+			goto oom;
+		e->n_segments = step_decay_segments(m, o->wd_skip, e->segments, m->n_tensors);
+	}
 	if (e->exact && grad_engine_init(&e->ge, m, be, shard_samples, be->threads(be)))
 		return EXIT_OSERR;
 	return net_workspace_alloc(m, be, e->max_n, &e->ws);
@@ -90,6 +130,7 @@ void step_engine_free(step_engine *e)
 		e->be->release(e->buffers);
 	if (e->stats)
 		e->be->release(e->stats);
+	free(e->segments);
 	free(e->samples);
 	free(e->labels);
 	memset(e, 0, sizeof *e);
@@ -159,6 +200,25 @@ static void float_sum(step_engine *e, const step_input *in, const int64_t *req, 
 	be->scale(np, 1.0f / (float)in->bsz, e->grads);
 }
 
+/* The optimizer over the whole buffer, or per segment with weight decay off where skipped. */
+static void optim_update(step_engine *e, const optim_config *o, float lr, long t)
+{
+	if (e->n_segments == 0 || o->weight_decay == 0.0f) {
+		e->be->optim_step(o, lr, t, e->m->n_params, e->params, e->grads, e->states);
+		return;
+	}
+	optim_config plain = *o;
+	plain.weight_decay = 0.0f;
+	for (int s = 0; s < e->n_segments; s++) {
+		const step_segment *g = &e->segments[s];
+		float *st[STEP_MAX_STATES] = {0};
+		for (int i = 0; i < e->n_states; i++)
+			st[i] = e->states[i] + g->offset;
+		e->be->optim_step(g->decay ? o : &plain, lr, t, g->count, e->params + g->offset,
+				  e->grads + g->offset, st);
+	}
+}
+
 void step_run(step_engine *e, const step_input *in, const optim_config *o, float lr, long t,
 	      const int64_t *req, int64_t *tail, step_times *tm)
 {
@@ -168,7 +228,7 @@ void step_run(step_engine *e, const step_input *in, const optim_config *o, float
 	else
 		float_sum(e, in, req, tail, tm, t0);
 	double t3 = tm ? t0 + tm->fwd + tm->bwd + tm->allreduce : 0;
-	e->be->optim_step(o, lr, t, e->m->n_params, e->params, e->grads, e->states);
+	optim_update(e, o, lr, t);
 	if (tm) {
 		double t4 = mark(e->be, tm);
 		tm->optim = t4 - t3;

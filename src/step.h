@@ -24,6 +24,12 @@
 
 #define STEP_MAX_STATES 4
 
+/* A run of the flat parameter buffer that weight decay does or does not apply to (train.wd_skip). */
+typedef struct step_segment {
+	size_t offset, count;
+	bool decay;
+} step_segment;
+
 /* The training state on the backend and what a step needs to update it. */
 typedef struct step_engine {
 	const model *m;
@@ -42,6 +48,8 @@ typedef struct step_engine {
 	float *buffers;                   /* n_buffers (NULL if none): running statistics, host memory,
 					   * initialised by step_engine_init, updated once per step */
 	float *stats;                     /* n_buffers: the step's mean shard statistics */
+	int n_segments;                   /* > 0: the update runs per segment (train.wd_skip set) */
+	step_segment *segments;
 } step_engine;
 
 /* What one step trains on. */
@@ -70,6 +78,15 @@ typedef struct step_times {
 int step_engine_init(step_engine *e, const model *m, const backend *be, dist *d, const optim_config *o,
 		     int global_batch, int shard_samples);
 void step_engine_free(step_engine *e);
+
+/*
+ * The parameter buffer cut into runs that weight decay applies to or skips: views of
+ * LT_NORM layers (skip & OPTIM_WD_SKIP_BN) and views named "bias" of any layer (skip &
+ * OPTIM_WD_SKIP_BIAS) are skipped; the padding after a view goes with it. Adjacent runs of
+ * the same kind are merged; they cover [0, n_params) in order. Returns the count written
+ * to out (at most max; MODEL_MAX_TENSORS is always enough).
+ */
+int step_decay_segments(const model *m, int skip, step_segment *out, int max);
 
 /*
  * One global step: gradients of in->bsz samples summed over all ranks with the

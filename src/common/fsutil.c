@@ -70,7 +70,7 @@ int fs_mkdir_p(const char *path, char *why, size_t len)
 		char c = *p;
 		*p = '\0';
 		struct stat st;
-		if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST) /* never world-writable, whatever the umask */
 			return say(errno, why, len, "create directory %s: %s", buf, strerror(errno));
 		if (stat(buf, &st) != 0)
 			return say(errno, why, len, "create directory %s: %s", buf, strerror(errno));
@@ -106,7 +106,10 @@ int fs_write_atomic(const char *path, const void *data, size_t n, char *why, siz
 	char tmp[PATH_MAX];
 	if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
 		return say(ENAMETOOLONG, why, len, "write %s: path too long", path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	/* a stale .tmp (or a link planted there) is removed, never followed or reused: the new file
+	 * is ours alone (O_EXCL), and never world-writable */
+	(void)unlink(tmp); /* (what cannot be removed makes the O_EXCL create fail, and say so) */
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0) /* not created by us: nothing to remove */
 		return say(errno, why, len, "create %s: %s", tmp, strerror(errno));
 	int e = write_all(fd, data, n, tmp, why, len);

@@ -21,14 +21,15 @@ int fs_fsync_dir(const char *dir, char *why, size_t why_len);
 int fs_fsync_parent(const char *path, char *why, size_t why_len);
 
 /*
- * mkdir -p: create path and each missing parent (mode 0777 less the umask). 0 when path is a
+ * mkdir -p: create path and each missing parent (mode 0755 less the umask). 0 when path is a
  * directory afterwards; ENOTDIR when a component is not a directory; ENAMETOOLONG; or the errno
  * of the mkdir that failed.
  */
 int fs_mkdir_p(const char *path, char *why, size_t why_len);
 
 /*
- * Write n bytes as the whole content of path, atomically: path.tmp is written (all of it),
+ * Write n bytes as the whole content of path, atomically: path.tmp (a stale one, or a link
+ * there, is removed first; the new one is created O_EXCL, mode 0644) is written (all of it),
  * fsync'ed, closed, renamed over path, and the directory fsync'ed. 0, or the errno of the
  * step that failed; on a failure before the rename the .tmp is removed and path is untouched;
  * after it (the directory fsync) path is whole but maybe not yet durable.

@@ -303,7 +303,7 @@ static const layer_kernels cpu_kernels = {cpu_bn_forward, cpu_bn_backward};
 #define BATCHNORM_ROW(NAME)                          \
 	{                                            \
 		.name = NAME,                        \
-		.flags = LT_KERNELS,                 \
+		.flags = LT_KERNELS | LT_NORM,       \
 		.defaults = bn_defaults,             \
 		.set = bn_set,                       \
 		.dump = bn_dump,                     \

@@ -36,19 +36,20 @@ static bool conv2d_set_padding(layer_spec *s, conv2d_params *p, const char *valu
 	p->pad_h = p->pad_w = 0;
 	if (p->same || strcmp(value, "valid") == 0)
 		return true;
-	int h, w;
-	char *end;
-	long n = strtol(value, &end, 10);
-	if (end != value && *end == 0 && n >= 0 && n <= 1024) {
-		h = w = (int)n; /* "0" is valid too */
-	} else if (!layer_key_pair(s, "padding", value, &h, &w, err, errlen) || h > 1024 || w > 1024) {
-		snprintf(err, errlen, "[layer.%s] padding must be valid, same, N or HxW (N in [0, 1024]), not '%s'",
+	char *end, *end2 = NULL;
+	long h = strtol(value, &end, 10), w = h;
+	if (end != value && (*end == 'x' || *end == 'X'))
+		w = strtol(end + 1, &end2, 10);
+	bool ok = end != value && h >= 0 && h <= 1024 && w >= 0 && w <= 1024 &&
+		  (*end == 0 || (end2 && end2 != end + 1 && *end2 == 0));
+	if (!ok || value[0] == '-' || value[0] == '+' || value[0] == ' ') {
+		snprintf(err, errlen, "[layer.%s] padding must be valid, same, N or HxW (each in [0, 1024]), not '%s'",
 			 s->name, value);
 		return false;
 	}
 	p->pad_explicit = h > 0 || w > 0;
-	p->pad_h = h;
-	p->pad_w = w;
+	p->pad_h = (int)h;
+	p->pad_w = (int)w;
 	return true;
 }
 

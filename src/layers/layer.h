@@ -28,6 +28,7 @@ enum layer_flags {
 	LT_ALIAS = 2,      /* its output is its input's memory (flatten): no buffers, no pass */
 	LT_ACTIVATION = 4, /* accepts "activation = relu|none"; relu adds a layer NAME.relu after it */
 	LT_KERNELS = 8,    /* runs on be->layer_kernels(be, name): a backend without them refuses it */
+	LT_NORM = 16,      /* a normalisation layer: train.wd_skip = bn leaves its views undecayed */
 };
 
 /* What one forward or backward call of a layer gets. */

@@ -115,6 +115,14 @@ losses = [json.loads(l)["loss"] for l in open(sys.argv[1]) if '"loss"' in l]
 assert len(losses) >= 2 and losses[-1] < losses[0] * 0.9, losses
 PY
 
+# layers without CUDA kernels (batchnorm here) are refused at start, naming the layer: never a
+# wrong result
+rc=0
+"$SPOTTRAIN" train --config "$CONFIGS/tiny_bn.ini" --data-dir "$DATA" --set spot.provider=none --device cuda \
+  --max-steps 2 --run-dir "$WORK/bn" >"$WORK/bn.out" 2>"$WORK/bn.err" || rc=$?
+[ "$rc" = 64 ] || { cat "$WORK/bn.err" >&2; fail "tiny_bn.ini on the GPU exited $rc, not 64"; }
+grep -q "layer.bn1" "$WORK/bn.err" || { cat "$WORK/bn.err" >&2; fail "the refusal does not name [layer.bn1]"; }
+
 CFG="$CONFIGS/mnist_cnn.ini"
 run mnist_cpu cpu 10
 run mnist_gpu cuda 10

@@ -388,6 +388,19 @@ static void test_relu_matches_cpu_bitwise(void **state)
 }
 
 /* A layer kind found by name (src/layers/README.md): leaky_relu, the same bits as the CPU. */
+/* Kinds with CPU kernels only: the GPU backend has none, so networks with them are refused at start. */
+static void test_cpu_only_kinds_have_no_gpu_kernels(void **state)
+{
+	(void)state;
+	const char *kinds[] = {"batchnorm", "batchnorm2d", "avgpool", "global_avgpool"};
+	for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+		if (!C->layer_kernels(C, kinds[i]))
+			fail_msg("the CPU backend has no %s kernels", kinds[i]);
+		if (G->layer_kernels(G, kinds[i]))
+			fail_msg("the GPU backend claims %s kernels: check them here against the CPU's", kinds[i]);
+	}
+}
+
 static void test_leaky_relu_matches_cpu_bitwise(void **state)
 {
 	(void)state;
@@ -825,6 +838,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_maxpool_matches_cpu_bitwise),
 		cmocka_unit_test(test_relu_matches_cpu_bitwise),
 		cmocka_unit_test(test_leaky_relu_matches_cpu_bitwise),
+		cmocka_unit_test(test_cpu_only_kinds_have_no_gpu_kernels),
 		cmocka_unit_test(test_dropout_uses_the_same_philox_masks),
 		cmocka_unit_test(test_scale_and_zero_match_cpu),
 		cmocka_unit_test(test_gather_images_matches_cpu_bitwise),

@@ -34,8 +34,8 @@ CONFIG_TEXT = "[train]\nepochs = 12\noptimizer = adam\n\n[layer.conv1]\ntype = c
 TENSORS = [("conv1.weight", (4, 1, 3, 3)), ("conv1.bias", (4,)), ("fc1.weight", (10, 16)), ("fc1.bias", (10,))]
 N_PARAMS = 210
 ROOT_ATTRS = {  # name: (value, numpy type)
-    "format": ("spottrain-ckpt", str),
-    "format_version": (1, np.int64),
+    "format": (b"spottrain-ckpt", bytes),  # format 2: fixed-length strings, which h5py reads as bytes
+    "format_version": (2, np.int64),
     "model_hash": (0x5EED5EED12345678, np.uint64),
     "step": (4321, np.int64),
     "epoch": (3, np.int64),
@@ -46,9 +46,9 @@ ROOT_ATTRS = {  # name: (value, numpy type)
     "seed": (42, np.uint64),
     "wall_time_s": (123.5, np.float64),
     "epoch_end": (1, np.int64),
-    "config": (CONFIG_TEXT, str),
+    "config": (CONFIG_TEXT.encode(), bytes),
 }
-OPTIM_ATTRS = {"optimizer": ("adam", str), "lr": (np.float32(0.001), np.float32), "step": (4321, np.int64)}
+OPTIM_ATTRS = {"optimizer": (b"adam", bytes), "lr": (np.float32(0.001), np.float32), "step": (4321, np.int64)}
 SEAL_MAGIC = b"spottrain-seal1\n"
 
 failures = []
@@ -110,7 +110,7 @@ def content_checksum(f, tensor_bytes):
                       int(a["world_size"]), int(a["generation"]), int(a["seed"]), int(a["epoch_end"]), int(o["step"]),
                       int(a["model_hash"]), float(a["wall_time_s"]), o["lr"])
     crc = zlib.crc32(rec, crc)
-    crc = zlib.crc32(o["optimizer"].encode() + b"\0" + a["config"].encode(), crc)
+    crc = zlib.crc32(bytes(o["optimizer"]) + b"\0" + bytes(a["config"]), crc)
     return crc
 
 

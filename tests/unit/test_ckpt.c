@@ -1026,7 +1026,7 @@ static void test_inspect_prints_attributes_tensors_and_validity(void **state)
 	write_ok(f, p);
 	char *text = inspect_text(p, &rc);
 	assert_int_equal(rc, 0);
-	const char *want[] = { "format = \"spottrain-ckpt\"", "format_version = 1", "model_hash = 0x5eed5eed12345678",
+	const char *want[] = { "format = \"spottrain-ckpt\"", "format_version = 2", "model_hash = 0x5eed5eed12345678",
 			       "step = 1200", "      [train]", "      epochs = 12", "/optim:optimizer = \"adam\"",
 			       "/optim:lr = 0.00100000005", "/params: 4 tensors", "conv1.weight", "[4,1,3,3]",
 			       "fc1.weight", "[10,16]", "/optim/exp_avg: 4 tensors, 210 values", "/optim/exp_avg_sq:",

@@ -3,7 +3,8 @@
  * with its line: lines up to CONFIG_LINE_MAX characters keep their whole value,
  * longer ones (which the INI parser would cut, taking the rest as a
  * continuation: "seed = 7", spaces, "9" trained with seed 9) are errors, and
- * so are NUL bytes and a section written twice (which would be merged).
+ * so are NUL bytes, a section written twice (which would be merged), a key written
+ * twice in a section (the last would win) and an indented line (a continuation).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -116,6 +117,67 @@ static void test_repeated_section_is_refused(void **state)
 	assert_int_equal(c.seed, 2);
 }
 
+/* A key given twice in one section is an error (before, the last silently won); the same key in
+ * two sections, and the ':' separator, are handled as inih reads them. */
+static void test_repeated_key_is_refused(void **state)
+{
+	(void)state;
+	config c;
+	char text[1024];
+	snprintf(text, sizeof text, "%s[train]\nseed = 2\nepochs = 1\nseed = 3\n", layers);
+	assert_int_equal(load_file(&c, text, strlen(text)), EXIT_USAGE);
+	assert_int_equal(c.seed, 1);
+	snprintf(text, sizeof text, "%s[train]\nseed = 2\nseed: 3\n", layers);
+	assert_int_equal(load_file(&c, text, strlen(text)), EXIT_USAGE);
+	snprintf(text, sizeof text, "[layer.fc]\ntype = dense\nunits = 10\nunits=12\n[layer.loss]\ntype = softmax_xent\n");
+	config_defaults(&c);
+	assert_int_equal(config_load_string(&c, text, "text"), EXIT_USAGE);
+	/* once per section is fine, also in a section that comes back after another's keys */
+	snprintf(text, sizeof text, "%s[train]\nseed = 2\n[data]\ndir = /x\n", layers);
+	assert_int_equal(load_file(&c, text, strlen(text)), 0);
+	assert_int_equal(c.seed, 2);
+}
+
+/* An indented line is refused: inih would take it as a continuation of the previous value
+ * ("seed = 7", then "  9": seed 9). Indented comments and blank lines stay allowed; so does a
+ * byte order mark before the first line. */
+static void test_indented_line_is_refused(void **state)
+{
+	(void)state;
+	config c;
+	char text[1024];
+	snprintf(text, sizeof text, "%s[train]\nseed = 7\n  9\n", layers);
+	assert_int_equal(load_file(&c, text, strlen(text)), EXIT_USAGE);
+	assert_int_equal(c.seed, 1);
+	snprintf(text, sizeof text, "%s[train]\nseed = 7\n\tepochs = 2\n", layers);
+	assert_int_equal(load_file(&c, text, strlen(text)), EXIT_USAGE);
+	snprintf(text, sizeof text, "\xef\xbb\xbf%s[train]\nseed = 7\n   ; a note\n \t \n\t# another\n", layers);
+	assert_int_equal(load_file(&c, text, strlen(text)), 0);
+	assert_int_equal(c.seed, 7);
+}
+
+/* A --set text value that a config file could not hold as given is refused: a newline (it would
+ * inject lines, even a section, into the dump that a checkpoint keeps), blanks at either end, " ;"
+ * (the rest would be read as a comment). Found by fuzz_config's round trip. */
+static void test_set_value_that_a_file_cannot_hold_is_refused(void **state)
+{
+	(void)state;
+	config c;
+	config_defaults(&c);
+	assert_int_equal(config_load_string(&c, layers, "layers"), 0);
+	assert_int_equal(config_set(&c, "data.dir=/x\n[data]\nurl=http://elsewhere/"), EXIT_USAGE);
+	assert_int_equal(config_set(&c, "data.dir=/x ;note"), EXIT_USAGE);
+	assert_int_equal(config_set(&c, "data.dir= /x"), EXIT_USAGE);
+	assert_int_equal(config_set(&c, "data.dir=/x\t"), EXIT_USAGE);
+	assert_int_equal(config_set(&c, "data.dir=/x;y z"), 0); /* ';' without a blank before is text */
+	char *text = config_dump(&c);
+	config d;
+	config_defaults(&d);
+	assert_int_equal(config_load_string(&d, text, "dump"), 0);
+	assert_string_equal(d.data_dir, "/x;y z");
+	free(text);
+}
+
 /* A value too long for a file line is left out of the dump (with a comment), so the dump
  * still parses; the rest of the config comes back. */
 static void test_dump_with_a_long_value_parses_back(void **state)
@@ -146,6 +208,9 @@ int main(void)
 		cmocka_unit_test(test_longer_line_is_refused_not_split),
 		cmocka_unit_test(test_nul_byte_is_refused),
 		cmocka_unit_test(test_repeated_section_is_refused),
+		cmocka_unit_test(test_repeated_key_is_refused),
+		cmocka_unit_test(test_indented_line_is_refused),
+		cmocka_unit_test(test_set_value_that_a_file_cannot_hold_is_refused),
 		cmocka_unit_test(test_dump_with_a_long_value_parses_back),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -267,6 +267,10 @@ static void test_conv_padding_and_bias_keys(void **state)
 	/* bad values */
 	assert_int_equal(config_set(&c, "layer.c.padding=-1"), EXIT_USAGE);
 	assert_int_equal(config_set(&c, "layer.c.padding=wide"), EXIT_USAGE);
+	assert_int_equal(config_set(&c, "layer.c.padding=1x"), EXIT_USAGE);
+	assert_int_equal(config_set(&c, "layer.c.padding=1x2x3"), EXIT_USAGE);
+	assert_int_equal(config_set(&c, "layer.c.padding=0x1"), 0); /* PyTorch's (0, 1) */
+	assert_true(model_build(&c, &a) == 0 && a.layers[0].out_h == 4 && a.layers[0].out_w == 6);
 	assert_int_equal(config_set(&c, "layer.c.bias=maybe"), EXIT_USAGE);
 	assert_int_equal(config_set(&c, "layer.l.label_smoothing=1.5"), EXIT_USAGE);
 	/* a padding as large as the kernel is refused at build, naming the layer */

@@ -1,0 +1,31 @@
+/*
+ * isa_avx2.c - the AVX2+FMA kernels: a 4 x 24 register tile and a 6 x 16
+ * one (12 ymm accumulators each). Built with -mavx2 -mfma -ffp-contract=off
+ * (src/CMakeLists.txt) and called only after CPUID said yes (kernels.c).
+ * Includes nothing of the project but the kernel headers: no shared inline
+ * code gets AVX2 here.
+ */
+#include <immintrin.h>
+
+#include "kernels_internal.h"
+
+#define VT __m256
+#define VW 8
+#define VLOADU(p) _mm256_loadu_ps(p)
+#define VSTOREU(p, v) _mm256_storeu_ps((p), (v))
+#define VBCAST(x) _mm256_broadcast_ss(&(x))
+#define VSET1(x) _mm256_set1_ps(x)
+#define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+
+#define UKR_MR 4
+#define UKR_NV 3
+#define UKR_FN ukr_avx2_4x24
+#define PEAK_FN peak_avx2
+#include "ukr_body.h"
+
+#define UKR_MR 6
+#define UKR_NV 2
+#define UKR_FN ukr_avx2_6x16
+#include "ukr_body.h"
+
+const kern_impl kern_impl_avx2 = {"avx2", {4, 24, ukr_avx2_4x24}, {6, 16, ukr_avx2_6x16}, peak_avx2};

@@ -1,0 +1,31 @@
+/*
+ * isa_avx512.c - the AVX-512F kernels: an 8 x 32 register tile (16 zmm
+ * accumulators) and a 12 x 16 one. Built with -mavx512f -mfma
+ * -ffp-contract=off (src/CMakeLists.txt) and called only after CPUID (and
+ * the OS's XSAVE state, which __builtin_cpu_supports checks) said yes
+ * (kernels.c). Includes nothing of the project but the kernel headers.
+ */
+#include <immintrin.h>
+
+#include "kernels_internal.h"
+
+#define VT __m512
+#define VW 16
+#define VLOADU(p) _mm512_loadu_ps(p)
+#define VSTOREU(p, v) _mm512_storeu_ps((p), (v))
+#define VBCAST(x) _mm512_set1_ps(x)
+#define VSET1(x) _mm512_set1_ps(x)
+#define VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+
+#define UKR_MR 8
+#define UKR_NV 2
+#define UKR_FN ukr_avx512_8x32
+#define PEAK_FN peak_avx512
+#include "ukr_body.h"
+
+#define UKR_MR 12
+#define UKR_NV 1
+#define UKR_FN ukr_avx512_12x16
+#include "ukr_body.h"
+
+const kern_impl kern_impl_avx512 = {"avx512", {8, 32, ukr_avx512_8x32}, {12, 16, ukr_avx512_12x16}, peak_avx512};

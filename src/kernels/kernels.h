@@ -1,0 +1,77 @@
+/*
+ * kernels.h - the CPU compute kernels behind one dispatch table, chosen once
+ * per process from CPUID (or forced with run.cpu_isa / SPOTTRAIN_CPU_ISA).
+ *
+ * The rule that keeps every ISA on the same bits (DESIGN.md invariant 1):
+ * every output element of kern_gemm starts from the value already in C and
+ * adds its reduction terms in increasing k, one fused multiply-add (one
+ * rounding) per term. Vectors run across output elements, never across k, so
+ * the vector width, the blocking and the thread count cannot change a bit.
+ * The portable kernels do the same with fmaf(), which IEEE defines exactly.
+ * Elementwise math (kern_exp, kern_log) is the project's own code on plain
+ * IEEE double arithmetic, never a libm variant the loader picks by CPU.
+ */
+#ifndef SPOTTRAIN_KERNELS_H
+#define SPOTTRAIN_KERNELS_H
+
+#include <stddef.h>
+
+typedef enum { KERN_ISA_PORTABLE, KERN_ISA_AVX2, KERN_ISA_AVX512, KERN_ISA_N } kern_isa;
+
+/* The ISA name as written in run.cpu_isa ("portable", "avx2", "avx512"). */
+const char *kern_isa_name(kern_isa isa);
+/* "portable|avx2|avx512" -> 0 and *out; anything else -> -1. */
+int kern_isa_parse(const char *s, kern_isa *out);
+/* Whether this CPU (and its OS, for the vector registers' state) runs the ISA. */
+int kern_isa_supported(kern_isa isa);
+/* The best ISA this CPU runs. */
+kern_isa kern_isa_best(void);
+
+/*
+ * Choose the kernels of the process: SPOTTRAIN_CPU_ISA from the environment if
+ * set and not empty, else want ("auto", NULL or an ISA name). 0 on success;
+ * EXIT_USAGE (64) with a message naming the source for an unknown name or an
+ * ISA this CPU lacks. Without a call the best ISA runs.
+ */
+int kern_select(const char *want);
+/* The ISA the kernels run now. */
+kern_isa kern_current(void);
+/* Force the ISA for tests (must be supported); returns the previous one. */
+kern_isa kern_force(kern_isa isa);
+/* One line for logs and bench: "avx2 (gemm 4x24, CPU: AMD EPYC ...)". */
+const char *kern_describe(char *buf, size_t len);
+
+/*
+ * C[i, j] = C[i, j] + sum over k of A[i, k] * B[k, j], for i < m, j < n,
+ * the terms in increasing k, one fma each (the rule above). Every matrix is
+ * addressed through a row and a column stride (elements; 0 repeats one value),
+ * so transposes need no copies: X[r, c] = x[r * rs + c * cs]. C must not
+ * overlap A or B. threads > 1 splits the columns of C into blocks of whole
+ * panels (never the sum): the result does not depend on it.
+ */
+typedef struct kern_gemm_args {
+	int m, n, k;
+	const float *a;
+	ptrdiff_t rsa, csa;
+	const float *b;
+	ptrdiff_t rsb, csb;
+	float *c;
+	ptrdiff_t rsc, csc;
+} kern_gemm_args;
+
+void kern_gemm(const kern_gemm_args *g, int threads);
+/* The same with the kernels of one ISA (tests compare them; isa must be supported). */
+void kern_gemm_isa(kern_isa isa, const kern_gemm_args *g, int threads);
+
+/*
+ * The measured peak of this CPU with the ISA: GFLOP/s of independent FMA
+ * chains (each started from a different value, so no compiler can merge
+ * them) on `threads` threads for about seconds_each per try, the best of tries.
+ */
+double kern_peak_gflops(kern_isa isa, int threads, double seconds_each, int tries);
+
+/* exp(x) and log(x) in double, from +, *, / only: the same bits on every CPU (relative error < 1e-15). */
+double kern_exp(double x);
+double kern_log(double x);
+
+#endif

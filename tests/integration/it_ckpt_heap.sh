@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Issue 18: a checkpoint whose seal is valid but whose HDF5 global heap is damaged (a
+# variable-length string attribute, as format 1 wrote them, over a broken heap object) crashed
+# every reader. Now each refuses it without HDF5 reading the heap:
+#  - spottrain inspect and eval --ckpt: exit 65 naming the attribute;
+#  - train --init-from: exit 65;
+#  - resume, with such a file as the newest checkpoint: skipped with a warning, the run goes on
+#    from the checkpoint before it;
+#  - a run of checkpoint format 1 is refused rather than started again from step 0, and
+#    scripts/ckpt_upgrade.py converts it.
+# A crash would show as an exit code above 128 (or ASan's report).
+. "$(dirname "$0")/common.sh"
+common=(train --config "$CONFIGS/tiny.ini" --data-dir "$DATA" --threads 1 --set checkpoint.every_steps=10
+        --set checkpoint.keep=3)
+
+"$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/run" --max-steps 20 >"$WORK/first.out" 2>"$WORK/first.err" ||
+  { cat "$WORK/first.err"; fail "first training failed"; }
+newest="$WORK/run/checkpoints/ckpt-00000020.h5"
+if [ ! -f "$newest" ] || [ ! -f "$WORK/run/checkpoints/ckpt-00000010.h5" ]; then
+  ls -R "$WORK/run"
+  fail "no checkpoints of steps 10 and 20"
+fi
+"$PYTHON" "$TESTS_DIR/integration/ckpt_heap_damage.py" "$newest" || fail "could not make the damaged checkpoint"
+
+expect_exit 65 "$SPOTTRAIN" inspect "$newest"
+grep -q "variable-length string" "$WORK/last.out" "$WORK/last.err" || fail "inspect does not say why"
+expect_exit 65 "$SPOTTRAIN" eval --ckpt "$newest" --data-dir "$DATA" --threads 1
+expect_err "attribute config of / is a variable-length string"
+expect_exit 65 "$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/init" --max-steps 5 --init-from "$newest"
+expect_err "variable-length string"
+
+# resume: the damaged newest file is skipped, the run continues from step 10 and finishes
+expect_exit 0 "$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/run" --max-steps 30
+expect_err "skipping .*ckpt-00000020.h5: .*variable-length string"
+expect_err "resuming from .*ckpt-00000010.h5: step 10"
+[ "$(last_json "$WORK/last.out" steps)" = 30 ] || fail "the resumed run did not reach step 30"
+
+# a run of format 1 (an older build): resume refuses to start it again from step 0 (exit 65);
+# scripts/ckpt_upgrade.py converts its checkpoints, and the run goes on from the newest
+for f in "$WORK"/run/checkpoints/*.h5; do
+  "$PYTHON" "$TESTS_DIR/integration/ckpt_heap_damage.py" --format1 "$f" || fail "could not make $f format 1"
+done
+expect_exit 65 "$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/run" --max-steps 40
+expect_err "holds checkpoints of format 1 .*scripts/ckpt_upgrade.py"
+"$PYTHON" "$TESTS_DIR/../scripts/ckpt_upgrade.py" "$WORK"/run/checkpoints/*.h5 >"$WORK/upgrade.out" ||
+  { cat "$WORK/upgrade.out"; fail "ckpt_upgrade.py failed"; }
+expect_exit 0 "$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/run" --max-steps 40
+expect_err "resuming from .*ckpt-00000030.h5: step 30"
+echo "ok"

@@ -1,0 +1,463 @@
+/*
+ * test_kernels.c - the CPU kernels (src/kernels/): every ISA this machine runs,
+ * and the AVX-512 tile shapes on portable arithmetic, give the bits of one
+ * plain fmaf chain per output element (odd sizes, strides, transposes, k
+ * blocks, thread counts); the products agree with a double-precision
+ * reference within a tolerance; every layer's forward and backward through a
+ * whole network gives identical bits on each ISA; conv with stride and
+ * padding matches a direct reference; kern_exp/kern_log are accurate; the
+ * ISA choice refuses unknown names and ISAs this CPU lacks.
+ *
+ * AVX-512 itself runs here only on a CPU that has it; elsewhere its tile
+ * shapes, tails and order are checked through kern_impl_avx512_shape (the
+ * same micro-kernel template on fmaf), not its intrinsics.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "contract.h"
+#include "kernels/kernels.h"
+#include "kernels/kernels_internal.h"
+#include "model.h"
+#include "ops.h"
+
+static uint64_t rng_state = 0x243F6A8885A308D3ull;
+
+static float rnd(void) /* [-1, 1), xorshift64* */
+{
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return (float)((double)((rng_state * 2685821657736338717ull) >> 11) / 9007199254740992.0 * 2 - 1);
+}
+
+static float *rnd_buf(size_t n)
+{
+	float *p = malloc((n ? n : 1) * sizeof(float));
+	for (size_t i = 0; i < n; i++)
+		p[i] = rnd();
+	return p;
+}
+
+/* The kernels under test: each ISA this CPU runs, and the AVX-512 shapes on fmaf. */
+static int impls(const kern_impl *out[4])
+{
+	int n = 0;
+	out[n++] = &kern_impl_portable;
+	out[n++] = &kern_impl_avx512_shape;
+	if (kern_isa_supported(KERN_ISA_AVX2))
+		out[n++] = &kern_impl_avx2;
+	if (kern_isa_supported(KERN_ISA_AVX512))
+		out[n++] = &kern_impl_avx512;
+	return n;
+}
+
+/* The rule itself: C[i, j] = fmaf chain over k in increasing order, from C's value. */
+static void gemm_chain(const kern_gemm_args *g)
+{
+	for (int i = 0; i < g->m; i++)
+		for (int j = 0; j < g->n; j++) {
+			float *c = &g->c[i * g->rsc + j * g->csc];
+			float acc = *c;
+			for (int k = 0; k < g->k; k++)
+				acc = fmaf(g->a[i * g->rsa + k * g->csa], g->b[k * g->rsb + j * g->csb], acc);
+			*c = acc;
+		}
+}
+
+typedef struct shape {
+	int m, n, k;
+	int at, bt, ct; /* transposed layouts of A, B, C */
+} shape;
+
+static const shape shapes[] = {
+	{1, 1, 1, 0, 0, 0},    {7, 13, 5, 0, 0, 0},   {4, 24, 9, 0, 0, 0},   {6, 16, 300, 0, 0, 0},
+	{13, 50, 777, 0, 0, 0}, {33, 71, 17, 1, 0, 0}, {9, 40, 385, 0, 1, 0}, {25, 23, 64, 0, 0, 1},
+	{17, 9, 129, 1, 1, 1}, {64, 288, 40, 1, 1, 0}, {3, 100, 2, 0, 1, 1},  {50, 3, 1000, 1, 0, 1},
+};
+
+/* Builds the product of s (row strides padded by 3, to catch stride bugs) with a random C. */
+static kern_gemm_args make_args(const shape *s, float **a, float **b, float **c)
+{
+	const int lda = (s->at ? s->m : s->k) + 3, ldb = (s->bt ? s->k : s->n) + 3, ldc = (s->ct ? s->m : s->n) + 3;
+	*a = rnd_buf((size_t)(s->at ? s->k : s->m) * lda);
+	*b = rnd_buf((size_t)(s->bt ? s->n : s->k) * ldb);
+	*c = rnd_buf((size_t)(s->ct ? s->n : s->m) * ldc);
+	kern_gemm_args g = {s->m, s->n, s->k, *a, s->at ? 1 : lda, s->at ? lda : 1, *b, s->bt ? 1 : ldb,
+			    s->bt ? ldb : 1, *c, s->ct ? 1 : ldc, s->ct ? ldc : 1};
+	return g;
+}
+
+static size_t c_floats(const shape *s)
+{
+	return (size_t)(s->ct ? s->n : s->m) * (size_t)((s->ct ? s->m : s->n) + 3);
+}
+
+static void test_gemm_every_isa_is_the_fma_chain_bit_for_bit(void **state)
+{
+	(void)state;
+	const kern_impl *im[4];
+	const int ni = impls(im);
+	for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+		const shape *s = &shapes[si];
+		float *a, *b, *c0;
+		kern_gemm_args g = make_args(s, &a, &b, &c0);
+		const size_t cn = c_floats(s);
+		float *want = malloc(cn * sizeof(float)), *got = malloc(cn * sizeof(float));
+		memcpy(want, c0, cn * sizeof(float));
+		g.c = want;
+		gemm_chain(&g);
+		for (int i = 0; i < ni; i++)
+			for (int threads = 1; threads <= 3; threads += 2) {
+				memcpy(got, c0, cn * sizeof(float));
+				g.c = got;
+				kern_gemm_impl(im[i], &g, threads);
+				if (memcmp(got, want, cn * sizeof(float)))
+					fail_msg("%s, %d threads, %dx%dx%d (at %d bt %d ct %d): not the fma chain",
+						 im[i]->name, threads, s->m, s->n, s->k, s->at, s->bt, s->ct);
+			}
+		free(a);
+		free(b);
+		free(c0);
+		free(want);
+		free(got);
+	}
+}
+
+static void test_gemm_matches_a_double_reference(void **state)
+{
+	(void)state;
+	for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+		const shape *s = &shapes[si];
+		float *a, *b, *c;
+		kern_gemm_args g = make_args(s, &a, &b, &c);
+		const size_t cn = c_floats(s);
+		float *c0 = malloc(cn * sizeof(float));
+		memcpy(c0, c, cn * sizeof(float));
+		kern_gemm(&g, 2);
+		for (int i = 0; i < s->m; i++)
+			for (int j = 0; j < s->n; j++) {
+				const ptrdiff_t ci = i * g.rsc + j * g.csc;
+				double ref = c0[ci], mag = fabs(c0[ci]);
+				for (int k = 0; k < s->k; k++) {
+					double t = (double)a[i * g.rsa + k * g.csa] * b[k * g.rsb + j * g.csb];
+					ref += t;
+					mag += fabs(t);
+				}
+				if (fabs(c[ci] - ref) > 1e-6 * mag + 1e-30)
+					fail_msg("%dx%dx%d [%d, %d]: %.9g, reference %.9g", s->m, s->n, s->k, i, j,
+						 (double)c[ci], ref);
+			}
+		/* outside the matrix (the stride padding) nothing was written */
+		for (int r = 0; r < (s->ct ? s->n : s->m); r++)
+			for (int j = s->ct ? s->m : s->n; j < (s->ct ? s->m : s->n) + 3; j++) {
+				size_t ix = (size_t)r * ((s->ct ? s->m : s->n) + 3) + j;
+				assert_memory_equal(&c[ix], &c0[ix], sizeof(float));
+			}
+		free(a);
+		free(b);
+		free(c);
+		free(c0);
+	}
+}
+
+/* The direct definition of conv2d (ops.h) in double, for one sample batch. */
+static void conv_ref(const conv_desc *d, int n, const float *x, const float *w, const float *b, double *y)
+{
+	for (int s = 0; s < n; s++)
+		for (int o = 0; o < d->out_c; o++)
+			for (int oh = 0; oh < d->out_h; oh++)
+				for (int ow = 0; ow < d->out_w; ow++) {
+					double acc = b ? b[o] : 0;
+					for (int c = 0; c < d->in_c; c++)
+						for (int ki = 0; ki < d->k_h; ki++)
+							for (int kj = 0; kj < d->k_w; kj++) {
+								int ih = oh * d->stride_h - d->pad_top + ki;
+								int iw = ow * d->stride_w - d->pad_left + kj;
+								if (ih < 0 || iw < 0 || ih >= d->in_h || iw >= d->in_w)
+									continue;
+								acc += (double)x[((size_t)(s * d->in_c + c) * d->in_h + ih) * d->in_w + iw] *
+								       w[((size_t)(o * d->in_c + c) * d->k_h + ki) * d->k_w + kj];
+							}
+					y[((size_t)(s * d->out_c + o) * d->out_h + oh) * d->out_w + ow] = acc;
+				}
+}
+
+static const conv_desc convs[] = {
+	{3, 11, 9, 5, 6, 5, 3, 3, 2, 2, 1, 1}, /* stride 2, padding 1, odd sizes */
+	{2, 7, 8, 7, 7, 8, 1, 1, 1, 1, 0, 0},  /* pointwise */
+	{4, 9, 7, 3, 5, 3, 3, 5, 2, 1, 2, 0},  /* 3x5 kernel, strides 2x1, padding 2 on top */
+	{1, 28, 28, 6, 26, 26, 3, 3, 1, 1, 0, 0},
+};
+
+/* Forward against the reference; forward and backward bit-identical on every ISA and thread count. */
+static void test_conv_reference_and_identity_across_isas(void **state)
+{
+	(void)state;
+	const kern_impl *im[4];
+	const int ni = impls(im), n = 3;
+	for (size_t ci = 0; ci < sizeof convs / sizeof convs[0]; ci++) {
+		const conv_desc *d = &convs[ci];
+		const size_t in = (size_t)n * d->in_c * d->in_h * d->in_w, out = (size_t)n * d->out_c * d->out_h * d->out_w;
+		const size_t wn = (size_t)d->out_c * d->in_c * d->k_h * d->k_w;
+		float *x = rnd_buf(in), *w = rnd_buf(wn), *b = rnd_buf(d->out_c), *dy = rnd_buf(out);
+		double *ref = malloc(out * sizeof(double));
+		conv_ref(d, n, x, w, b, ref);
+		float *y0 = NULL, *dx0 = NULL, *dw0 = NULL, *db0 = NULL;
+		for (int i = 0; i < ni; i++)
+			for (int threads = 1; threads <= 2; threads++) {
+				backend_cpu_set_threads(threads);
+				const backend *be = backend_cpu();
+				kern_test_use_impl(im[i]);
+				float *ws = be->alloc(be->conv2d_workspace(d, n));
+				float *y = calloc(out, sizeof(float)), *dx = calloc(in, sizeof(float));
+				float *dw = calloc(wn, sizeof(float)), *db = calloc(d->out_c, sizeof(float));
+				dw[0] = 0.5f; /* gradients are added to */
+				be->conv2d_forward(d, n, x, w, b, y, ws);
+				be->conv2d_backward(d, n, x, w, dy, dx, dw, db, ws);
+				for (size_t e = 0; e < out; e++)
+					if (fabs(y[e] - ref[e]) > 1e-5 * (1 + fabs(ref[e])))
+						fail_msg("conv %zu: y[%zu] = %.9g, reference %.9g", ci, e, (double)y[e], ref[e]);
+				if (!y0) {
+					y0 = y, dx0 = dx, dw0 = dw, db0 = db;
+				} else {
+					if (memcmp(y, y0, out * 4) || memcmp(dx, dx0, in * 4) || memcmp(dw, dw0, wn * 4) ||
+					    memcmp(db, db0, d->out_c * 4u))
+						fail_msg("conv %zu: %s with %d threads differs from portable", ci, im[i]->name,
+							 threads);
+					free(y);
+					free(dx);
+					free(dw);
+					free(db);
+				}
+				be->release(ws);
+			}
+		kern_test_use_impl(NULL);
+		/* the weight gradient against the reference: dw[o, c, ki, kj] = 0.5 [0] + sum dy * x */
+		for (int o = 0; o < d->out_c; o++) {
+			double s = o == 0 ? 0.5 : 0;
+			for (int sm = 0; sm < n; sm++)
+				for (int oh = 0; oh < d->out_h; oh++)
+					for (int ow = 0; ow < d->out_w; ow++) {
+						int ih = oh * d->stride_h - d->pad_top, iw = ow * d->stride_w - d->pad_left;
+						if (ih < 0 || iw < 0)
+							continue;
+						s += (double)dy[((size_t)(sm * d->out_c + o) * d->out_h + oh) * d->out_w + ow] *
+						     x[((size_t)(sm * d->in_c) * d->in_h + ih) * d->in_w + iw];
+					}
+			/* tap (c 0, ki 0, kj 0) with padding: only where the input exists */
+			assert_true(fabs(dw0[(size_t)o * d->in_c * d->k_h * d->k_w] - s) < 1e-4 * (1 + fabs(s)));
+		}
+		free(x), free(w), free(b), free(dy), free(ref), free(y0), free(dx0), free(dw0), free(db0);
+	}
+	backend_cpu_set_threads(0);
+}
+
+static const char net_text[] =
+	"[model]\ninput = 3x13x11\n"
+	"[layer.c1]\ntype = conv2d\nfilters = 6\nkernel = 3\nstride = 2\npadding = same\nactivation = relu\n"
+	"[layer.bn]\ntype = batchnorm\n"
+	"[layer.c2]\ntype = conv2d\nfilters = 5\nkernel = 1\nbias = false\n"
+	"[layer.ap]\ntype = avgpool\npool = 1\n"
+	"[layer.lr]\ntype = leaky_relu\nslope = 0.1\n"
+	"[layer.p]\ntype = maxpool\npool = 2\n"
+	"[layer.d]\ntype = dropout\nrate = 0.25\n"
+	"[layer.f]\ntype = flatten\n"
+	"[layer.fc1]\ntype = dense\nunits = 19\nactivation = relu\n"
+	"[layer.fc2]\ntype = dense\nunits = 7\n"
+	"[layer.loss]\ntype = softmax_xent\n";
+
+/* A whole network: every layer's output and every gradient identical on every ISA. */
+static void test_network_forward_and_backward_identical_on_every_isa(void **state)
+{
+	(void)state;
+	config c;
+	model m;
+	net_workspace ws;
+	const int n = 5;
+	config_defaults(&c);
+	assert_int_equal(config_load_string(&c, net_text, "test.ini"), 0);
+	assert_int_equal(config_validate(&c), 0);
+	assert_int_equal(model_build(&c, &m), 0);
+	backend_cpu_set_threads(1);
+	const backend *be = backend_cpu();
+	assert_int_equal(net_workspace_alloc(&m, be, n, &ws), 0);
+	float *p = malloc(m.n_params * sizeof(float)), *g = malloc(m.n_params * sizeof(float));
+	float *g0 = malloc(m.n_params * sizeof(float));
+	model_init_params(&m, 7, p);
+	const size_t in = (size_t)n * 3 * 13 * 11;
+	float *x = rnd_buf(in);
+	uint32_t samples[5] = {3, 1, 4, 1, 5};
+	uint8_t labels[5] = {0, 6, 2, 3, 1};
+	batch_info b = {n, samples, labels, 1, 0, 1, NULL, NULL};
+	const kern_impl *im[4];
+	const int ni = impls(im);
+	double loss0 = 0;
+	float **act0 = calloc((size_t)m.n_layers, sizeof(float *));
+	for (int i = 0; i < ni; i++) {
+		kern_test_use_impl(im[i]);
+		memcpy(ws.input, x, in * sizeof(float));
+		memset(g, 0, m.n_params * sizeof(float));
+		double loss;
+		int correct;
+		net_forward(&m, be, p, &ws, &b, &loss, &correct);
+		net_backward(&m, be, p, g, &ws, &b);
+		for (int l = 0; l < m.n_layers; l++) {
+			size_t bytes = (size_t)n * m.layers[l].out_numel * sizeof(float);
+			if (!act0[l]) {
+				act0[l] = malloc(bytes);
+				memcpy(act0[l], ws.act[l], bytes);
+			} else if (memcmp(act0[l], ws.act[l], bytes)) {
+				fail_msg("%s: layer %s's output differs from portable", im[i]->name, m.layers[l].spec.name);
+			}
+		}
+		if (i == 0) {
+			memcpy(g0, g, m.n_params * sizeof(float));
+			loss0 = loss;
+			continue;
+		}
+		assert_memory_equal(&loss, &loss0, sizeof loss);
+		for (int t = 0; t < m.n_tensors; t++) {
+			const tensor_view *v = &m.tensors[t];
+			if (memcmp(g + v->offset, g0 + v->offset, v->numel * sizeof(float)))
+				fail_msg("%s: gradient of %s differs from portable", im[i]->name, v->name);
+		}
+	}
+	kern_test_use_impl(NULL);
+	for (int l = 0; l < m.n_layers; l++)
+		free(act0[l]);
+	free(act0);
+	net_workspace_free(&m, be, &ws);
+	free(p);
+	free(g);
+	free(g0);
+	free(x);
+	backend_cpu_set_threads(0);
+}
+
+/* Dense forward and backward: identical on every ISA and thread count, close to the formula. */
+static void test_dense_identity_and_reference(void **state)
+{
+	(void)state;
+	const int n = 17, in_f = 301, out_f = 37;
+	float *x = rnd_buf((size_t)n * in_f), *w = rnd_buf((size_t)out_f * in_f), *b = rnd_buf(out_f);
+	float *dy = rnd_buf((size_t)n * out_f);
+	const kern_impl *im[4];
+	const int ni = impls(im);
+	float *y0 = NULL, *dx0 = NULL, *dw0 = NULL;
+	for (int i = 0; i < ni; i++)
+		for (int threads = 1; threads <= 3; threads += 2) {
+			backend_cpu_set_threads(threads);
+			const backend *be = backend_cpu();
+			kern_test_use_impl(im[i]);
+			float *y = calloc((size_t)n * out_f, 4), *dx = calloc((size_t)n * in_f, 4);
+			float *dw = calloc((size_t)out_f * in_f, 4), *db = calloc(out_f, 4);
+			be->dense_forward(n, in_f, out_f, x, w, b, y);
+			be->dense_backward(n, in_f, out_f, x, w, dy, dx, dw, db);
+			if (!y0) {
+				y0 = y, dx0 = dx, dw0 = dw;
+				for (int s = 0; s < n; s++)
+					for (int o = 0; o < out_f; o++) {
+						double r = b[o];
+						for (int k = 0; k < in_f; k++)
+							r += (double)x[s * in_f + k] * w[o * in_f + k];
+						assert_true(fabs(y[s * out_f + o] - r) < 1e-5 * (1 + fabs(r)));
+					}
+			} else {
+				if (memcmp(y, y0, (size_t)n * out_f * 4) || memcmp(dx, dx0, (size_t)n * in_f * 4) ||
+				    memcmp(dw, dw0, (size_t)out_f * in_f * 4))
+					fail_msg("dense: %s with %d threads differs from portable", im[i]->name, threads);
+				free(y), free(dx), free(dw);
+			}
+			free(db);
+		}
+	kern_test_use_impl(NULL);
+	backend_cpu_set_threads(0);
+	free(x), free(w), free(b), free(dy), free(y0), free(dx0), free(dw0);
+}
+
+static void test_exp_and_log_are_accurate(void **state)
+{
+	(void)state;
+	for (double x = -700; x < 700; x += 0.37) {
+		double e = exp(x), k = kern_exp(x);
+		if (fabs(k - e) > 2e-15 * e)
+			fail_msg("kern_exp(%.17g) = %.17g, libm %.17g", x, k, e);
+	}
+	for (double x = -30; x < 0; x += 0.0013) {
+		double e = exp(x), k = kern_exp(x);
+		if (fabs(k - e) > 2e-15 * e)
+			fail_msg("kern_exp(%.17g) = %.17g, libm %.17g", x, k, e);
+	}
+	for (double x = 1e-300; x < 1e300; x *= 1.7) {
+		double l = log(x), k = kern_log(x);
+		if (fabs(k - l) > 2e-15 * fabs(l) + 1e-300)
+			fail_msg("kern_log(%.17g) = %.17g, libm %.17g", x, k, l);
+	}
+	for (double x = 0.5; x < 4; x += 0.001) {
+		double l = log(x), k = kern_log(x);
+		if (fabs(k - l) > 4e-16 + 2e-15 * fabs(l))
+			fail_msg("kern_log(%.17g) = %.17g, libm %.17g", x, k, l);
+	}
+	assert_true(kern_exp(0) == 1.0);
+	assert_true(kern_log(1) == 0.0);
+	assert_true(kern_exp(800) == INFINITY && kern_exp(-800) == 0.0);
+	assert_true(kern_log(0) == -INFINITY && isnan(kern_log(-1)));
+}
+
+static void test_isa_choice_refuses_unknown_and_missing(void **state)
+{
+	(void)state;
+	const kern_isa best = kern_isa_best();
+	unsetenv("SPOTTRAIN_CPU_ISA");
+	assert_int_equal(kern_select("sse9"), EXIT_USAGE);
+	assert_int_equal(kern_select("portable"), 0);
+	assert_int_equal(kern_current(), KERN_ISA_PORTABLE);
+	setenv("SPOTTRAIN_CPU_ISA", "bogus", 1);
+	assert_int_equal(kern_select(NULL), EXIT_USAGE);
+	for (int i = 0; i < KERN_ISA_N; i++) {
+		setenv("SPOTTRAIN_CPU_ISA", kern_isa_name((kern_isa)i), 1);
+		assert_int_equal(kern_select("portable"), kern_isa_supported((kern_isa)i) ? 0 : EXIT_USAGE);
+		if (kern_isa_supported((kern_isa)i))
+			assert_int_equal(kern_current(), i); /* the environment wins over the config */
+	}
+	unsetenv("SPOTTRAIN_CPU_ISA");
+	assert_int_equal(kern_select("auto"), 0);
+	assert_int_equal(kern_current(), best);
+	assert_true(kern_isa_supported(KERN_ISA_PORTABLE));
+	char buf[256];
+	assert_non_null(strstr(kern_describe(buf, sizeof buf), kern_isa_name(best)));
+}
+
+/* The peak loop runs and reports a positive rate (a figure for bench, never timed here). */
+static void test_peak_loop_reports_a_rate(void **state)
+{
+	(void)state;
+	assert_true(kern_peak_gflops(kern_current(), 1, 0.01, 1) > 0);
+	assert_true(kern_peak_gflops(KERN_ISA_PORTABLE, 2, 0.01, 1) > 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_gemm_every_isa_is_the_fma_chain_bit_for_bit),
+		cmocka_unit_test(test_gemm_matches_a_double_reference),
+		cmocka_unit_test(test_conv_reference_and_identity_across_isas),
+		cmocka_unit_test(test_dense_identity_and_reference),
+		cmocka_unit_test(test_network_forward_and_backward_identical_on_every_isa),
+		cmocka_unit_test(test_exp_and_log_are_accurate),
+		cmocka_unit_test(test_isa_choice_refuses_unknown_and_missing),
+		cmocka_unit_test(test_peak_loop_reports_a_rate),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
