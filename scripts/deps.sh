@@ -10,7 +10,7 @@ SPOTTRAIN_PACKAGES=(
   libcurl4-openssl-dev libssl-dev libopenblas-dev zlib1g-dev
   libinih-dev libcjson-dev libcmocka-dev libmicrohttpd-dev
   dataset-fashion-mnist
-  python3 python3-h5py python3-numpy
+  python3 python3-h5py python3-numpy python3-pil
   gnuplot-nox shellcheck
   clang-14 libclang-rt-14-dev
 )

@@ -114,12 +114,14 @@ static void report(const run *r, const bench_summary *b)
 		"  forward   %8.3f ms\n  backward  %8.3f ms (with the exact fixed-point accumulation on the CPU)\n  allreduce %8.3f ms (%.1f MB, busbw %.2f GB/s)\n"
 		"  optimizer %8.3f ms\n  step      %8.3f ms  ->  %.0f images/s\n"
 		"  (the exact fixed-point accumulation takes %.3f ms of the step on rank 0, %.1f%%)\n"
-		"  achieved %.1f GFLOP/s (world), peak %.1f GFLOP/s per rank (%.0f%% of %d ranks' peak)\n",
+		"  achieved %.1f GFLOP/s (world), peak %.1f GFLOP/s per rank (%.0f%% of %d ranks' peak)\n"
+		"  data      %8.3f ms of the step making inputs (per thread)%s, prefetch thread %.3f ms\n",
 		b->config, b->backend, b->threads, b->world, b->global_batch, b->steps, r->args->warmup,
 		b->forward_ms, b->backward_ms, b->allreduce_ms, b->allreduce_bytes / 1e6, b->allreduce_busbw_gbs,
 		b->optimizer_ms, b->step_ms, b->images_per_s, b->fixed_point_ms,
 		100.0 * b->fixed_point_ms / b->step_ms, b->gflops, b->sgemm_gflops,
-		b->sgemm_gflops > 0 ? 100.0 * b->gflops / (b->sgemm_gflops * b->world) : 0, b->world);
+		b->sgemm_gflops > 0 ? 100.0 * b->gflops / (b->sgemm_gflops * b->world) : 0, b->world, b->data_ms,
+		r->pf ? " with data.prefetch" : "", b->prefetch_ms);
 	if (b->kernels)
 		fprintf(stderr, "  CPU kernels: %s\n", b->kernels);
 	const double peak1 = b->threads > 0 ? b->peak_gflops / b->threads : 0;
@@ -172,6 +174,8 @@ static void summarize(run *r, const step_times *acc, double *step_s, bench_summa
 	};
 	b->peak_gflops = b->sgemm_gflops;
 	b->gflops = b->images_per_s * r->m.train_flops_per_sample / 1e9;
+	b->data_ms = (double)r->data_ns / 1e6 / steps / b->threads;
+	b->prefetch_ms = r->pf ? r->pf->worker_s * 1e3 / steps : 0;
 }
 
 int bench_main(int *argc, char ***argv, const run_args *a)
@@ -191,6 +195,7 @@ int bench_main(int *argc, char ***argv, const run_args *a)
 		for (int s = 0; s < a->warmup + a->steps; s++) {
 			if (s == a->warmup) {
 				memset(&acc, 0, sizeof acc);
+				run_reset_data_time(r);
 				dist_barrier(&r->d);
 			}
 			step_times tm;

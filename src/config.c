@@ -39,6 +39,9 @@ static const char *const wd_skip_names[] = {"none", "bn", "bias", "bn,bias", NUL
 static const char *const scope_names[] = {"shared", "node", NULL};
 static const char *const dist_names[] = {"auto", "mpi", "nccl", NULL};
 static const char *const device_names[] = {"auto", "cpu", "cuda", NULL};
+static const char *const data_format_names[] = {"auto", "idx", "cifar10", "cifar100", "hdf5", NULL};
+static const char *const data_label_names[] = {"fine", "coarse", NULL};
+static const char *const pad_mode_names[] = {"zero", "reflect", NULL};
 static const char *const cpu_isa_names[] = {"auto", "portable", "avx2", "avx512", NULL};
 static const char *const provider_names[] = {"none", "auto", "aws", "gcp", "azure", NULL};
 
@@ -51,6 +54,15 @@ static const key_desc keys[] = {
 	{"data", "sha256_train_labels", K_STR, STR(data_sha256[1]), 0, 0, NULL},
 	{"data", "sha256_test_images", K_STR, STR(data_sha256[2]), 0, 0, NULL},
 	{"data", "sha256_test_labels", K_STR, STR(data_sha256[3]), 0, 0, NULL},
+	{"data", "format", K_ENUM, OFF(data_format), 0, 0, 0, data_format_names},
+	{"data", "label", K_ENUM, OFF(data_label), 0, 0, 0, data_label_names},
+	{"data", "crop_pad", K_INT, OFF(aug_crop_pad), 0, 0, 1024, NULL},
+	{"data", "pad_mode", K_ENUM, OFF(aug_pad_mode), 0, 0, 0, pad_mode_names},
+	{"data", "flip", K_BOOL, OFF(aug_flip), 0, 0, 0, NULL},
+	{"data", "cutout", K_INT, OFF(aug_cutout), 0, 0, 4096, NULL},
+	{"data", "mean", K_STR, STR(data_mean), 0, 0, NULL},
+	{"data", "std", K_STR, STR(data_std), 0, 0, NULL},
+	{"data", "prefetch", K_BOOL, OFF(data_prefetch), 0, 0, 0, NULL},
 	{"train", "epochs", K_INT, OFF(epochs), 0, 0, 1e6, NULL},
 	{"train", "global_batch", K_INT, OFF(global_batch), 0, 1, 1 << 20, NULL},
 	{"train", "optimizer", K_ENUM, OFF(optim.kind), 0, 0, 0, optim_names},

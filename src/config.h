@@ -78,6 +78,14 @@ typedef struct config {
 	char data_dir[CONFIG_PATH_MAX];     /* default /usr/share/datasets/fashion-mnist */
 	char data_url[CONFIG_PATH_MAX];     /* base URL for missing files ("" = none) */
 	char data_sha256[4][65];            /* train-images, train-labels, t10k-images, t10k-labels */
+	int data_format;                    /* data.h data_format: auto | idx | cifar10 | cifar100 | hdf5 */
+	int data_label;                     /* data.h data_label_kind: fine | coarse (CIFAR-100) */
+	int aug_crop_pad;                   /* random crop after padding by this many pixels (0: none) */
+	int aug_pad_mode;                   /* 0 zero, 1 reflect */
+	bool aug_flip;                      /* random horizontal flip */
+	int aug_cutout;                     /* side of a random zeroed square (0: none) */
+	char data_mean[96], data_std[96];   /* per-channel normalisation "m0,m1,m2" ("": none) */
+	bool data_prefetch;                 /* decode the next step's shards in the background */
 	/* [train] */
 	int epochs;                         /* default 12 */
 	int global_batch;                   /* B, default 128 */

@@ -1,5 +1,5 @@
 /*
- * data.c - MNIST-format IDX datasets, gzip-compressed or raw.
+ * data.c - MNIST-format IDX datasets, gzip-compressed or raw (data.h).
  *
  * An IDX file is a big-endian header (magic 0x000008NN with NN the number of
  * dimensions, then one uint32 per dimension) followed by the unsigned-byte
@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -394,8 +395,7 @@ static int find_split_file(const char *dir, const char *split, const char *kind,
 	return EXIT_NOINPUT;
 }
 
-/* The largest of n labels. */
-static int max_label_of(const uint8_t *labels, size_t n)
+int data_max_label(const uint8_t *labels, size_t n)
 {
 	int max = 0;
 	for (size_t i = 0; i < n; i++)
@@ -448,11 +448,12 @@ int dataset_load(const char *dir, const char *split, dataset *out)
 	if ((rc = idx_read_payload(&fl, &labels)) || (rc = idx_read_payload(&fi, &images)))
 		goto close_labels;
 	out->count = fi.dims[0];
+	out->channels = 1;
 	out->rows = (int)fi.dims[1];
 	out->cols = (int)fi.dims[2];
 	out->images = images;
 	out->labels = labels;
-	out->max_label = max_label_of(labels, out->count);
+	out->max_label = data_max_label(labels, out->count);
 	images = labels = NULL;
 close_labels:
 	gzclose(fl.gz);
@@ -467,7 +468,11 @@ void dataset_free(dataset *d)
 {
 	if (!d)
 		return;
-	free(d->images);
-	free(d->labels);
+	if (d->map) {
+		munmap(d->map, d->map_bytes);
+	} else {
+		free(d->images);
+		free(d->labels);
+	}
 	memset(d, 0, sizeof *d);
 }

@@ -1,6 +1,23 @@
 /*
- * data.h - MNIST-format IDX datasets (images 0x00000803, labels 0x00000801),
- * gzip-compressed (.gz, through zlib) or raw.
+ * data.h - the image data sets a run trains and evaluates on.
+ *
+ * Whatever the file format, a loaded data set is the same thing: count images
+ * of uint8 pixels, channels x rows x cols each (NCHW, channel-major within an
+ * image), and one uint8 label per image. Formats (data.format):
+ *
+ *   idx       MNIST-format IDX files (images 0x00000803, labels 0x00000801),
+ *             gzip-compressed (.gz, through zlib) or raw; one channel (data.c)
+ *   cifar10   the CIFAR-10 binary version: data_batch_1..5.bin, test_batch.bin
+ *             (data_cifar.c)
+ *   cifar100  the CIFAR-100 binary version: train.bin, test.bin, with coarse
+ *             and fine labels (data.label) (data_cifar.c)
+ *   hdf5      an HDF5 image set: train/images, train/labels, test/images,
+ *             test/labels (data_hdf5.c, the format in README's data section)
+ *
+ * data_detect.c chooses the format when data.format is auto and dispatches.
+ * Every reader checks every header and size before allocating, and refuses a
+ * damaged file with EXIT_DATAERR (65) naming the file, the dataset and the
+ * position (byte offset or record) of the first thing wrong.
  */
 #ifndef SPOTTRAIN_DATA_H
 #define SPOTTRAIN_DATA_H
@@ -10,14 +27,43 @@
 
 typedef struct dataset {
 	size_t count;    /* number of samples */
-	int rows, cols;  /* image size; channels are 1 */
-	uint8_t *images; /* count * rows * cols pixels, sample after sample */
+	int channels;    /* C: 1 for IDX, 3 for CIFAR, what the HDF5 file says */
+	int rows, cols;  /* H and W of every image */
+	uint8_t *images; /* count * channels * rows * cols pixels, NCHW */
 	uint8_t *labels; /* count labels */
 	int max_label;   /* largest label value present */
+	void *map;       /* data_shared.c: images and labels live in this mapping (NULL: malloc'ed) */
+	size_t map_bytes;
 } dataset;
 
+/* data.format: the values of the config key, in its order. */
+typedef enum { DATA_AUTO, DATA_IDX, DATA_CIFAR10, DATA_CIFAR100, DATA_HDF5 } data_format;
+/* data.label: which CIFAR-100 label a sample carries. */
+typedef enum { DATA_LABEL_FINE, DATA_LABEL_COARSE } data_label_kind;
+/* The two splits a run uses. */
+typedef enum { DATA_TRAIN, DATA_TEST } data_split;
+
+/* The name of a format as the config spells it ("cifar10"). */
+const char *data_format_name(data_format f);
+
 /*
- * Load one split ("train" or "t10k") from dir: looks for
+ * Which format the data at path (a folder, or for HDF5 a file or a folder with one
+ * .h5/.hdf5 file) has: IDX when the IDX names are there, CIFAR-10 or -100 when their
+ * .bin files are (in path or in the archive's folder cifar-10-batches-bin,
+ * cifar-100-binary), HDF5 when path is or holds an HDF5 file. Returns 0 with *out set,
+ * EXIT_NOINPUT when path does not exist, EXIT_DATAERR naming path when it cannot tell.
+ */
+int data_detect(const char *path, data_format *out);
+
+/*
+ * Load one split of the data at path in format fmt (DATA_AUTO: data_detect first);
+ * label chooses CIFAR-100's label kind. Returns 0, EXIT_NOINPUT (66) when a file is
+ * missing, EXIT_DATAERR (65) when one is malformed, with a message naming the file.
+ */
+int data_load(const char *path, data_format fmt, data_label_kind label, data_split split, dataset *out);
+
+/*
+ * Load one IDX split ("train" or "t10k") from dir: looks for
  * <split>-images-idx3-ubyte[.gz] and <split>-labels-idx1-ubyte[.gz]
  * (also the <split>-images.idx3-ubyte spelling). Validates magic, dimensions, item counts,
  * image/label agreement and (for raw files) file size before allocating; compressed
@@ -31,6 +77,33 @@ int dataset_load(const char *dir, const char *split, dataset *out);
 /* Load one IDX file by path: expected_magic 0x803 or 0x801. For images dims = {count, rows, cols},
  * for labels dims = {count}. *data is malloc'ed. Same return codes as dataset_load. */
 int idx_load(const char *path, uint32_t expected_magic, uint32_t dims[3], uint8_t **data);
+
+/*
+ * data_cifar.c: the CIFAR binary files of split in dir (cifar100: the label kind).
+ * Records are checked whole (file size a multiple of the record) and every label
+ * against its range before anything is kept.
+ */
+int cifar_load(const char *dir, int cifar100, data_label_kind label, data_split split, dataset *out);
+
+/*
+ * data_hdf5.c: group "train" or "test" of the HDF5 image set at path: images (uint8,
+ * rank 4, layout attribute "NHWC" or "NCHW", default NHWC) read by hyperslabs into
+ * NCHW, labels (integer, rank 1, the same count, 0..255).
+ */
+int h5set_load(const char *path, data_split split, dataset *out);
+
+/*
+ * data_shared.c: one copy per node. publish (the node's first rank) moves ds into the
+ * POSIX shared-memory object `name` (read-only from then on); attach (the others) maps it
+ * into ds; unlink removes the name once all have it. publish and attach return 0, or -1
+ * when the copy cannot be shared (logged; the caller keeps or loads its own copy).
+ */
+int data_share_publish(dataset *ds, const char *name);
+int data_share_attach(dataset *ds, const char *name);
+void data_share_unlink(const char *name);
+
+/* The largest of n labels (0 when n is 0). */
+int data_max_label(const uint8_t *labels, size_t n);
 
 void dataset_free(dataset *d);
 

@@ -159,6 +159,29 @@ void print_eval_summary(double test_accuracy, double loss, long images, const ch
 	print_line(o);
 }
 
+void print_eval_detail(double test_accuracy, double top5_accuracy, double loss, long images, const char *ckpt,
+		       int classes, const double *class_images, const double *class_correct)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "test_accuracy", test_accuracy);
+	cJSON_AddNumberToObject(o, "top5_accuracy", top5_accuracy);
+	cJSON_AddNumberToObject(o, "loss", loss);
+	cJSON_AddNumberToObject(o, "images", (double)images);
+	cJSON_AddStringToObject(o, "ckpt", ckpt);
+	cJSON *pc = cJSON_AddArrayToObject(o, "per_class");
+	for (int i = 0; pc && i < classes; i++) {
+		cJSON *c = cJSON_CreateObject();
+		cJSON_AddNumberToObject(c, "class", i);
+		cJSON_AddNumberToObject(c, "images", class_images[i]);
+		if (class_images[i] > 0)
+			cJSON_AddNumberToObject(c, "accuracy", class_correct[i] / class_images[i]);
+		else
+			cJSON_AddNullToObject(c, "accuracy");
+		cJSON_AddItemToArray(pc, c);
+	}
+	print_line(o);
+}
+
 void print_bench_summary(const bench_summary *b)
 {
 	cJSON *o = cJSON_CreateObject();
@@ -169,6 +192,8 @@ void print_bench_summary(const bench_summary *b)
 	cJSON_AddNumberToObject(o, "global_batch", b->global_batch);
 	cJSON_AddNumberToObject(o, "steps", b->steps);
 	cJSON_AddNumberToObject(o, "images_per_s", b->images_per_s);
+	cJSON_AddNumberToObject(o, "data_ms", b->data_ms);
+	cJSON_AddNumberToObject(o, "prefetch_ms", b->prefetch_ms);
 	cJSON_AddNumberToObject(o, "images_per_s_per_rank", b->images_per_s / b->world);
 	cJSON_AddNumberToObject(o, "step_ms", b->step_ms);
 	cJSON_AddNumberToObject(o, "step_ms_p50", b->step_ms_p50);

@@ -66,6 +66,10 @@ void print_train_summary(const train_summary *t);
 
 /* The last line of `spottrain eval`. */
 void print_eval_summary(double test_accuracy, double loss, long images, const char *ckpt);
+/* The same line with top-5 accuracy and per_class: [{"class", "images", "accuracy"}, ...]
+ * (class_images[i] test images of class i, class_correct[i] of them right at top-1). */
+void print_eval_detail(double test_accuracy, double top5_accuracy, double loss, long images, const char *ckpt,
+		       int classes, const double *class_images, const double *class_correct);
 
 /* The last line of `spottrain bench` (launcher/sweep.c reads it). */
 /* One layer's figures in bench: one shard on one thread, per pass. */
@@ -79,6 +83,8 @@ typedef struct bench_summary {
 	int world, threads, global_batch, steps;
 	double images_per_s, step_ms, step_ms_p50, step_ms_p90, step_ms_p99;
 	double forward_ms, backward_ms, allreduce_ms, optimizer_ms, fixed_point_ms;
+	double data_ms;          /* shard fills per step (summed over threads / threads): inside the step */
+	double prefetch_ms;      /* the prefetch thread's work per step (hidden), 0 without data.prefetch */
 	double allreduce_bytes, allreduce_busbw_gbs, gflops, sgemm_gflops;
 	/* The CPU kernels (NULL: not printed), the measured peak per rank (peak-FMA loop on the
 	 * CPU: the backend's peak_gflops) and the per-layer figures (n_layers 0: none). */

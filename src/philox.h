@@ -8,6 +8,7 @@
  *   dropout:     key = (seed, layer index), counter = (sample, element/4, epoch, PHILOX_DROPOUT)
  *   permutation: key = (seed, epoch),       counter = (i, 0, 0, PHILOX_PERMUTE)
  *   init:        key = (seed, tensor index), counter = (i/4, 0, 0, PHILOX_INIT)
+ *   augmentation: key = (seed, epoch),      counter = (sample, 0, 0, PHILOX_AUGMENT)
  */
 #ifndef SPOTTRAIN_PHILOX_H
 #define SPOTTRAIN_PHILOX_H
@@ -20,7 +21,7 @@
 #define PHILOX_FN static inline
 #endif
 
-enum { PHILOX_DROPOUT = 1, PHILOX_PERMUTE = 2, PHILOX_INIT = 3 };
+enum { PHILOX_DROPOUT = 1, PHILOX_PERMUTE = 2, PHILOX_INIT = 3, PHILOX_AUGMENT = 4 };
 
 typedef struct {
 	uint32_t v[4];

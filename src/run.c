@@ -151,6 +151,7 @@ int run_open(run *r, run_kind kind, int *argc, char ***argv, const run_args *a)
 
 void run_close(run *r)
 {
+	run_free_data(r);
 	run_free_state(r);
 	if (r->be && !(r->be->caps & BACKEND_CAP_HOST_MEMORY)) {
 		if (r->train_images)

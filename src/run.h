@@ -22,6 +22,8 @@
 #include "ckpt.h"
 #include "config.h"
 #include "data.h"
+#include "data_augment.h"
+#include "data_prefetch.h"
 #include "dist.h"
 #include "events.h"
 #include "model.h"
@@ -43,6 +45,9 @@ typedef struct run {
 	bool ckpt_writer_rank;         /* this rank writes checkpoints */
 	dataset train, test;           /* bench: train holds the synthetic step */
 	uint8_t *train_images, *test_images; /* the pixels in backend memory */
+	augment aug;                   /* the per-sample transform (data.crop_pad, data.mean ...) */
+	prefetcher *pf;                /* data.prefetch: the next step's inputs (NULL: off) */
+	_Atomic long long data_ns;     /* time the shard fills took, summed over threads */
 	step_engine se;                /* parameters, gradients, moments, workspaces */
 	float *h_params, *h_states[STEP_MAX_STATES]; /* host copies (the same pointers on host memory) */
 	uint32_t *perm;                /* the order of epoch perm_epoch (bench: the identity) */
@@ -69,10 +74,17 @@ void run_close(run *r);
 int run_load_data(run *r, int rc);
 /* Place the data sets in backend memory; bench: draw the synthetic step. */
 int run_place_data(run *r);
+/* Zero data_ns and the prefetch thread's time (bench, after its warm-up; waits for the thread). */
+void run_reset_data_time(run *r);
+/* Stop the prefetch thread and free its buffers (run_close). */
+void run_free_data(run *r);
 /* Make perm the order of epoch e (Philox keyed by (seed, e): the same on every rank and world). */
 void run_order_epoch(run *r, long epoch);
 /* grad.h shard_fill_fn (ctx: run): step positions [first, first+n) from perm[pos + first ...]. */
 void run_fill_shard(void *ctx, long first, int n, float *input, uint32_t *samples, uint8_t *labels);
+/* The network inputs of n samples of the train (augmented, epoch r->epoch) or test set into
+ * input (backend memory): the plain gather when nothing but x/255 is asked for. */
+void run_gather(run *r, bool train, const uint32_t *samples, int n, float *input);
 
 /* run_state.c: the training state. */
 /* Allocate the step engine, the host mirrors and perm. Returns 0 or an exit code. */

@@ -1,7 +1,10 @@
 /*
- * run_data.c - the data of a run (run.h): the IDX data sets (fetched when
- * missing), bench's synthetic step, their place in backend memory, the epoch
- * order and the shard fill that every training step reads through.
+ * run_data.c - the data of a run (run.h): the data sets in any format of
+ * data.h (IDX fetched when missing; one copy per node), bench's synthetic
+ * step, their place in backend memory, the epoch order, and the shard fill
+ * that every training step reads through: the plain gather, or the
+ * per-sample augmentation on the host (data_augment.h), taken from the
+ * prefetch thread when data.prefetch is on (data_prefetch.h).
  *
  * Invariant 1 (DESIGN.md): epoch e visits the samples in the order of a
  * permutation drawn from (seed, e); global step s of an epoch takes the
@@ -9,7 +12,9 @@
  */
 #include "run.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "contract.h"
 #include "fetch.h"
@@ -35,18 +40,19 @@ static int fetch_data(run *r, int rc)
 	return dist_agree(&r->d, rc);
 }
 
-/* The images must fit the network's input and the labels its classes. */
-static int check_dataset(const run *r, const dataset *ds)
+/* The images of split must fit the network's input and the labels its classes. */
+static int check_dataset(const run *r, const dataset *ds, const char *split)
 {
 	const model *m = &r->m;
-	if (m->in_c != 1 || ds->rows != m->in_h || ds->cols != m->in_w) {
-		log_error("%s: images are 1x%dx%d but the network's input is %dx%dx%d (model.input)", r->cfg.data_dir,
-			  ds->rows, ds->cols, m->in_c, m->in_h, m->in_w);
+	if (ds->channels != m->in_c || ds->rows != m->in_h || ds->cols != m->in_w) {
+		log_error("%s (%s, %s set): images are %dx%dx%d (CxHxW) but the network's input is %dx%dx%d "
+			  "(model.input)", r->cfg.data_dir, data_format_name((data_format)r->cfg.data_format), split,
+			  ds->channels, ds->rows, ds->cols, m->in_c, m->in_h, m->in_w);
 		return EXIT_DATAERR;
 	}
 	if (ds->max_label >= m->classes) {
-		log_error("%s: labels go up to %d but the network has %d classes", r->cfg.data_dir, ds->max_label,
-			  m->classes);
+		log_error("%s (%s set): labels go up to %d but the network has %d classes", r->cfg.data_dir, split,
+			  ds->max_label, m->classes);
 		return EXIT_DATAERR;
 	}
 	return 0;
@@ -65,8 +71,9 @@ static int synthesize(run *r)
 		return EXIT_OSERR;
 	}
 	ds->count = count;
+	ds->channels = m->in_c;
 	ds->rows = m->in_h;
-	ds->cols = m->in_w * m->in_c;
+	ds->cols = m->in_w;
 	philox_key key = {{r->cfg.seed, 77}};
 	for (size_t i = 0; i < count * pixels; i++) {
 		philox_ctr c = {{(uint32_t)i, 0, 0, 9}};
@@ -78,23 +85,68 @@ static int synthesize(run *r)
 	return 0;
 }
 
+/* The name of split's node-shared copy: a token of rank 0 (the same on every rank), the node, the split. */
+static void share_name(run *r, data_split split, char *name, size_t size)
+{
+	unsigned long long tok = ((unsigned long long)getpid() << 32) ^ (unsigned long long)(now_wall() * 1e6);
+	dist_bcast(&r->d, &tok, sizeof tok, 0);
+	snprintf(name, size, "/spottrain-%llx-n%d-%s", tok, r->d.node_index, split == DATA_TRAIN ? "train" : "test");
+}
+
+/*
+ * Collective: one split in the configured format, checked against the network. With
+ * several ranks on a node, the node's first rank reads the files and shares the set
+ * (data_shared.c); the others map it, or read the files themselves when that failed.
+ */
+static int load_split(run *r, data_split split, dataset *ds, int rc)
+{
+	const config *c = &r->cfg;
+	data_format fmt = (data_format)c->data_format;
+	data_label_kind lk = (data_label_kind)c->data_label;
+	bool share = r->d.local_size > 1, leader = r->d.local_rank == 0;
+	char name[128] = "";
+	rc = dist_agree(&r->d, rc);
+	if (share)
+		share_name(r, split, name, sizeof name);
+	if (!rc && (!share || leader)) {
+		rc = data_load(c->data_dir, fmt, lk, split, ds);
+		if (!rc && share)
+			data_share_publish(ds, name); /* on failure the rank keeps its own copy */
+	}
+	rc = dist_agree(&r->d, rc);
+	if (!rc && share && !leader && data_share_attach(ds, name) != 0)
+		rc = data_load(c->data_dir, fmt, lk, split, ds);
+	rc = dist_agree(&r->d, rc);
+	if (share && leader) {
+		data_share_unlink(name);
+		if (!rc && ds->map && r->d.rank == 0)
+			log_info("%s: the %s set (%zu images, %.1f MB) is held once per node in shared memory",
+				 c->data_dir, split == DATA_TRAIN ? "training" : "test", ds->count, ds->map_bytes / 1e6);
+	}
+	return rc ? rc : check_dataset(r, ds, split == DATA_TRAIN ? "training" : "test");
+}
+
 int run_load_data(run *r, int rc)
 {
+	const config *c = &r->cfg;
+	if (!rc)
+		rc = augment_setup(&r->aug, c->aug_crop_pad, c->aug_pad_mode == 1, c->aug_flip, c->aug_cutout,
+				   c->data_mean, c->data_std, r->m.in_c, r->m.in_h, r->m.in_w);
 	if (r->kind == RUN_TRAIN)
 		rc = fetch_data(r, rc); /* every rank: it contains the agreement */
 	if (!rc && r->kind == RUN_BENCH)
 		rc = synthesize(r);
-	if (!rc && r->kind == RUN_TRAIN && !(rc = dataset_load(r->cfg.data_dir, "train", &r->train)))
-		rc = check_dataset(r, &r->train);
-	if (!rc && r->kind != RUN_BENCH && !(rc = dataset_load(r->cfg.data_dir, "t10k", &r->test)))
-		rc = check_dataset(r, &r->test);
+	if (r->kind == RUN_TRAIN)
+		rc = load_split(r, DATA_TRAIN, &r->train, rc);
+	if (r->kind != RUN_BENCH)
+		rc = load_split(r, DATA_TEST, &r->test, rc);
 	return dist_agree(&r->d, rc);
 }
 
 /* The images of ds in backend memory: uploaded once (host-memory backends use them in place). */
 static int place_images(run *r, const dataset *ds, uint8_t **out)
 {
-	size_t bytes = ds->count * (size_t)ds->rows * (size_t)ds->cols;
+	size_t bytes = ds->count * (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
 	if ((r->be->caps & BACKEND_CAP_HOST_MEMORY) || bytes == 0) {
 		*out = ds->images;
 		return 0;
@@ -108,11 +160,76 @@ static int place_images(run *r, const dataset *ds, uint8_t **out)
 	return 0;
 }
 
+/* prefetch_make_fn: one training sample's input, as gather_augmented makes it. */
+static void make_sample(void *ctx, uint32_t sample, uint32_t epoch, float *out)
+{
+	const run *r = ctx;
+	const dataset *ds = &r->train;
+	size_t pixels = (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
+	augment_image(&r->aug, ds->images + (size_t)sample * pixels, ds->rows, ds->cols, r->cfg.seed, epoch, sample,
+		      true, out);
+}
+
+/*
+ * data.prefetch on a training or bench run: the worker makes host inputs, so it is
+ * used where inputs are made on the host anyway (augmentation on, or a host-memory
+ * backend, where x/255 made here has the gather's bits). Otherwise it stays off, with a line.
+ */
+static int start_prefetch(run *r)
+{
+	if (!r->cfg.data_prefetch || r->kind == RUN_EVAL)
+		return 0;
+	if (!augment_active(&r->aug) && !(r->be->caps & BACKEND_CAP_HOST_MEMORY)) {
+		if (r->d.rank == 0)
+			log_info("data.prefetch: off on %s without augmentation (the gather runs on the device)",
+				 r->be->name);
+		return 0;
+	}
+	r->pf = calloc(1, sizeof *r->pf);
+	if (!r->pf) {
+		log_error("out of memory for the prefetcher");
+		return EXIT_OSERR;
+	}
+	size_t pixels = (size_t)r->m.in_c * r->m.in_h * r->m.in_w;
+	int rc = prefetch_init(r->pf, r->cfg.global_batch, pixels, make_sample, r);
+	if (rc) {
+		free(r->pf);
+		r->pf = NULL;
+	}
+	return rc;
+}
+
+void run_reset_data_time(run *r)
+{
+	r->data_ns = 0;
+	if (r->pf) {
+		pthread_mutex_lock(&r->pf->mu);
+		while (r->pf->busy)
+			pthread_cond_wait(&r->pf->cv, &r->pf->mu);
+		r->pf->worker_s = 0;
+		pthread_mutex_unlock(&r->pf->mu);
+	}
+}
+
+void run_free_data(run *r)
+{
+	if (r->pf) {
+		if (r->d.rank == 0)
+			log_info("data.prefetch: %ld shard fills served from the prefetch, %ld made in the step",
+				 (long)r->pf->hits, (long)r->pf->misses);
+		prefetch_free(r->pf);
+		free(r->pf);
+		r->pf = NULL;
+	}
+}
+
 int run_place_data(run *r)
 {
 	int rc = place_images(r, &r->train, &r->train_images);
 	if (!rc)
 		rc = place_images(r, &r->test, &r->test_images);
+	if (!rc)
+		rc = start_prefetch(r);
 	if (!rc && r->kind == RUN_BENCH)
 		for (size_t i = 0; i < r->train.count; i++)
 			r->perm[i] = (uint32_t)i; /* every step takes the same synthetic batch */
@@ -141,14 +258,101 @@ void run_order_epoch(run *r, long epoch)
 	r->perm_epoch = epoch;
 }
 
+/*
+ * The augmented inputs of n samples of ds on the host: written in place on
+ * host-memory backends, staged and uploaded otherwise.
+ */
+static void gather_augmented(run *r, const dataset *ds, bool train, const uint32_t *samples, int n, float *input)
+{
+	size_t pixels = (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
+	bool host = r->be->caps & BACKEND_CAP_HOST_MEMORY;
+	float *out = host ? input : malloc((size_t)n * pixels * sizeof *out);
+	if (!out) {
+		log_error("out of memory staging %d augmented images", n);
+		exit(EXIT_OSERR); /* inside a step: nothing to return to */
+	}
+	for (int i = 0; i < n; i++)
+		augment_image(&r->aug, ds->images + (size_t)samples[i] * pixels, ds->rows, ds->cols, r->cfg.seed,
+			      (uint32_t)r->epoch, samples[i], train, out + (size_t)i * pixels);
+	if (!host) {
+		r->be->upload(input, out, (size_t)n * pixels * sizeof *out);
+		free(out);
+	}
+}
+
+void run_gather(run *r, bool train, const uint32_t *samples, int n, float *input)
+{
+	const dataset *ds = train ? &r->train : &r->test;
+	if (augment_active(&r->aug)) {
+		gather_augmented(r, ds, train, samples, n, input);
+		return;
+	}
+	size_t pixels = (size_t)r->m.in_c * r->m.in_h * r->m.in_w;
+	r->be->gather_images(train ? r->train_images : r->test_images, samples, n, pixels, 1.0f / 255.0f, input);
+}
+
+/* This rank's step positions [*p0, *p1) of a step of bsz samples (grad.h's shards, or the float path's part). */
+static void rank_positions(const run *r, int bsz, long *p0, long *p1)
+{
+	int W = r->d.world, rank = r->d.rank, S = r->cfg.shard_samples;
+	if (!r->se.exact) {
+		*p0 = (long)bsz * rank / W;
+		*p1 = (long)bsz * (rank + 1) / W;
+		return;
+	}
+	int k0, k1;
+	grad_rank_shards(bsz, S, rank, W, &k0, &k1);
+	*p0 = (long)k0 * S;
+	*p1 = (long)k1 * S < bsz ? (long)k1 * S : bsz;
+}
+
+/*
+ * The step that is running (optim_step) begins: queue the next one's samples of this
+ * rank. Train: the next step of the same epoch (none across an epoch end, whose order
+ * is not drawn yet); bench: the same synthetic step again.
+ */
+static void prefetch_next(run *r)
+{
+	long N = (long)r->train.count, B = r->cfg.global_batch;
+	long bsz = N - r->pos < B ? N - r->pos : B;
+	long next = r->kind == RUN_BENCH ? r->pos : r->pos + bsz;
+	long p0 = 0, p1 = 0;
+	if (next < N) {
+		int nb = (int)(N - next < B ? N - next : B);
+		rank_positions(r, nb, &p0, &p1);
+	}
+	prefetch_begin_step(r->pf, r->optim_step, r->optim_step + 1, (uint32_t)r->epoch, p0, r->perm + next + p0,
+			    (int)(p1 - p0));
+}
+
+/* The inputs of [first, first+n) from the prefetcher into input (backend memory); false: not there. */
+static bool take_prefetched(run *r, long first, int n, const uint32_t *samples, float *input)
+{
+	if (!r->pf)
+		return false;
+	if (r->be->caps & BACKEND_CAP_HOST_MEMORY)
+		return prefetch_take(r->pf, (uint32_t)r->epoch, first, n, samples, input);
+	size_t bytes = (size_t)n * r->pf->pixels * sizeof(float);
+	float *stage = malloc(bytes);
+	bool ok = stage && prefetch_take(r->pf, (uint32_t)r->epoch, first, n, samples, stage);
+	if (ok)
+		r->be->upload(input, stage, bytes);
+	free(stage);
+	return ok;
+}
+
 void run_fill_shard(void *ctx, long first, int n, float *input, uint32_t *samples, uint8_t *labels)
 {
 	run *r = ctx;
+	double t0 = now_mono();
 	const uint32_t *order = r->perm + r->pos + first;
 	for (int i = 0; i < n; i++) {
 		samples[i] = order[i];
 		labels[i] = r->train.labels[samples[i]];
 	}
-	size_t pixels = (size_t)r->m.in_c * r->m.in_h * r->m.in_w;
-	r->be->gather_images(r->train_images, samples, n, pixels, 1.0f / 255.0f, input);
+	if (r->pf)
+		prefetch_next(r);
+	if (!take_prefetched(r, first, n, samples, input))
+		run_gather(r, true, samples, n, input);
+	r->data_ns += (long long)((now_mono() - t0) * 1e9);
 }

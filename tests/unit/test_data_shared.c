@@ -1,0 +1,102 @@
+/*
+ * test_data_shared.c - one copy per node (data_shared.c): a published set is
+ * read back whole by an attach, read-only; an attach to a missing or foreign
+ * object fails (the caller then loads privately); unlink removes the name.
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "data.h"
+
+/* A malloc'ed set of n images of 3x4x5 with known bytes. */
+static dataset make_set(size_t n)
+{
+	dataset d = {.count = n, .channels = 3, .rows = 4, .cols = 5};
+	d.images = malloc(n * 60);
+	d.labels = malloc(n);
+	assert_non_null(d.images);
+	assert_non_null(d.labels);
+	for (size_t i = 0; i < n * 60; i++)
+		d.images[i] = (uint8_t)(i * 13 + 5);
+	for (size_t i = 0; i < n; i++)
+		d.labels[i] = (uint8_t)(i % 7);
+	d.max_label = 6;
+	return d;
+}
+
+static void unique_name(char *name, size_t size, const char *what)
+{
+	snprintf(name, size, "/spottrain-test-%ld-%s", (long)getpid(), what);
+}
+
+static void test_publish_attach(void **state)
+{
+	(void)state;
+	char name[96];
+	unique_name(name, sizeof name, "ok");
+	dataset a = make_set(33), want = make_set(33), b;
+	assert_int_equal(data_share_publish(&a, name), 0);
+	assert_non_null(a.map);
+	assert_int_equal(data_share_attach(&b, name), 0);
+	data_share_unlink(name);
+	assert_int_equal(b.count, 33);
+	assert_int_equal(b.channels, 3);
+	assert_int_equal(b.rows, 4);
+	assert_int_equal(b.cols, 5);
+	assert_int_equal(b.max_label, 6);
+	assert_memory_equal(a.images, want.images, 33 * 60);
+	assert_memory_equal(b.images, want.images, 33 * 60);
+	assert_memory_equal(b.labels, want.labels, 33);
+	dataset c;
+	assert_int_equal(data_share_attach(&c, name), -1); /* unlinked: no new attach */
+	dataset_free(&a);
+	dataset_free(&b);
+	dataset_free(&want);
+}
+
+static void test_foreign_object(void **state)
+{
+	(void)state;
+	char name[96];
+	unique_name(name, sizeof name, "foreign");
+	int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 4096), 0);
+	close(fd);
+	dataset d;
+	assert_int_equal(data_share_attach(&d, name), -1);
+	assert_null(d.images);
+	data_share_unlink(name);
+	/* publishing over an existing name fails and leaves the private copy */
+	dataset a = make_set(2);
+	fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(data_share_publish(&a, name), -1);
+	assert_null(a.map);
+	assert_int_equal(a.images[1], (uint8_t)18);
+	data_share_unlink(name);
+	dataset_free(&a);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_publish_attach),
+		cmocka_unit_test(test_foreign_object),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
