@@ -9,7 +9,9 @@
  */
 #include "run.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "contract.h"
 #include "fetch.h"
@@ -141,6 +143,24 @@ void run_order_epoch(run *r, long epoch)
 	r->perm_epoch = epoch;
 }
 
+/*
+ * SPOTTRAIN_SAMPLE_TRACE (run.h): one line "STEP EPOCH FIRST N SAMPLE..." for
+ * the shard, in one write() to the O_APPEND file so the shard threads' lines
+ * never interleave. A failed write is not an error of training: ignored.
+ */
+static void trace_shard(const run *r, long first, int n, const uint32_t *samples)
+{
+	char line[8192];
+	int len = snprintf(line, sizeof line, "%ld %ld %ld %d", r->step + 1, r->epoch, r->pos + first, n);
+	for (int i = 0; i < n && len > 0 && (size_t)len < sizeof line - 16; i++)
+		len += snprintf(line + len, sizeof line - (size_t)len, " %u", samples[i]);
+	if (len <= 0 || (size_t)len >= sizeof line - 16)
+		return;
+	line[len++] = '\n';
+	ssize_t w = write(r->sample_trace_fd, line, (size_t)len);
+	(void)w;
+}
+
 void run_fill_shard(void *ctx, long first, int n, float *input, uint32_t *samples, uint8_t *labels)
 {
 	run *r = ctx;
@@ -149,6 +169,8 @@ void run_fill_shard(void *ctx, long first, int n, float *input, uint32_t *sample
 		samples[i] = order[i];
 		labels[i] = r->train.labels[samples[i]];
 	}
+	if (r->sample_trace_fd >= 0)
+		trace_shard(r, first, n, samples);
 	size_t pixels = (size_t)r->m.in_c * r->m.in_h * r->m.in_w;
 	r->be->gather_images(r->train_images, samples, n, pixels, 1.0f / 255.0f, input);
 }
