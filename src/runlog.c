@@ -47,9 +47,15 @@ static void append_line(const char *run_dir, const char *file, cJSON *obj)
 	if (fd < 0) {
 		log_warn("cannot append to %s: %s", path, strerror(errno));
 	} else {
-		if (write(fd, line, len + 1) != (ssize_t)(len + 1))
-			log_warn("short write to %s", path);
-		close(fd);
+		ssize_t w = write(fd, line, len + 1);
+		if (w != (ssize_t)(len + 1)) {
+			log_warn("cannot append to %s: %s", path, w < 0 ? strerror(errno) : "short write");
+			/* end a torn line, so that the next record starts a line of its own */
+			if (w > 0 && write(fd, "\n", 1) != 1)
+				log_warn("cannot end the torn line of %s: %s", path, strerror(errno));
+		}
+		if (close(fd) != 0)
+			log_warn("cannot append to %s: close: %s", path, strerror(errno));
 	}
 	free(line);
 }
