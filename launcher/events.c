@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "util.h"
 
 int events_append(const char *run_dir, const char *event, cJSON *obj)
@@ -49,14 +50,14 @@ int events_append(const char *run_dir, const char *event, cJSON *obj)
 	if (fd < 0) {
 		say_warn("cannot append to %s: %s", path, strerror(errno));
 	} else {
+		int torn = fs_end_torn_line(fd); /* a line torn earlier (volume full) stays alone */
+		if (torn)
+			say_warn("cannot end a torn line of %s: %s", path, strerror(torn));
 		ssize_t w = write(fd, buf, len + 1);
 		if (w == (ssize_t)(len + 1)) {
 			rc = 0;
 		} else {
 			say_warn("cannot append to %s: %s", path, w < 0 ? strerror(errno) : "short write");
-			/* end a torn line, so that the next record starts a line of its own */
-			if (w > 0 && write(fd, "\n", 1) != 1)
-				say_warn("cannot end the torn line of %s: %s", path, strerror(errno));
 		}
 		if (close(fd) != 0) {
 			say_warn("cannot append to %s: close: %s", path, strerror(errno));

@@ -47,12 +47,12 @@ static void append_line(const char *run_dir, const char *file, cJSON *obj)
 	if (fd < 0) {
 		log_warn("cannot append to %s: %s", path, strerror(errno));
 	} else {
+		int torn = fs_end_torn_line(fd); /* a line torn earlier (volume full) stays alone */
+		if (torn)
+			log_warn("cannot end a torn line of %s: %s", path, strerror(torn));
 		ssize_t w = write(fd, line, len + 1);
 		if (w != (ssize_t)(len + 1)) {
 			log_warn("cannot append to %s: %s", path, w < 0 ? strerror(errno) : "short write");
-			/* end a torn line, so that the next record starts a line of its own */
-			if (w > 0 && write(fd, "\n", 1) != 1)
-				log_warn("cannot end the torn line of %s: %s", path, strerror(errno));
 		}
 		if (close(fd) != 0)
 			log_warn("cannot append to %s: close: %s", path, strerror(errno));
