@@ -46,7 +46,7 @@ int events_append(const char *run_dir, const char *event, cJSON *obj)
 	buf[len] = '\n';
 	buf[len + 1] = 0;
 	int rc = -1;
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+	int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0666); /* read: fs_end_torn_line */
 	if (fd < 0) {
 		say_warn("cannot append to %s: %s", path, strerror(errno));
 	} else {

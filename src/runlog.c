@@ -43,7 +43,7 @@ static void append_line(const char *run_dir, const char *file, cJSON *obj)
 	}
 	line[len] = '\n';
 	line[len + 1] = 0;
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+	int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0666); /* read: fs_end_torn_line */
 	if (fd < 0) {
 		log_warn("cannot append to %s: %s", path, strerror(errno));
 	} else {
