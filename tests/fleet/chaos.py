@@ -181,7 +181,7 @@ class Soak:
                 "--max-steps", str(a.steps), "--set", "train.epochs=%d" % a.epochs,
                 "--set", "checkpoint.every_steps=%d" % CKPT_EVERY, "--set", "checkpoint.keep=100000",
                 "--set", "run.log_every=50", "--set", "train.eval_each_epoch=false",
-                "--set", "dist.collective_timeout_s=30", "--set", "run.min_step_ms=%d" % MIN_STEP_MS,
+                "--set", "dist.collective_timeout_s=30", "--set", "run.min_step_ms=%d" % a.min_step_ms,
                 "--set", "spot.provider=%s" % provider, "--set", "spot.poll_ms=100"]
 
     def argv(self, provider):
@@ -382,7 +382,9 @@ class Soak:
             detail = node
             took = self.wait_new_world(gen, BOUND_REFORM, "%s leaving" % node)
         elif kind == "comeback":
-            node = self.rng.choice(sorted(self.out))
+            # a node the launcher still holds in quarantine (it froze) comes back after one that it does not
+            free = sorted(n for n in self.out if self.quarantine_left(n) <= 0)
+            node = self.rng.choice(free or sorted(self.out))
             self.out.discard(node)
             self.mocks.control(node, "reset")
             f.add(node)
@@ -549,6 +551,7 @@ def main():
     for k in ("--spotlaunch", "--spottrain", "--mock-imds", "--config", "--data-dir", "--work"):
         ap.add_argument(k, required=True)
     ap.add_argument("--shim", default="")
+    ap.add_argument("--min-step-ms", type=int, default=MIN_STEP_MS, help="the workers' pace (run.min_step_ms)")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     for k in ("spotlaunch", "spottrain", "mock_imds", "config", "data_dir", "work"):
@@ -558,7 +561,7 @@ def main():
     if a.seed is None:
         a.seed = int.from_bytes(os.urandom(4), "little")
     if not a.steps:
-        a.steps = max(1100, 120 * a.generations + 600)
+        a.steps = max(1100, (200 * MIN_STEP_MS // a.min_step_ms + 30) * a.generations + 600)
     train = os.path.join(a.data_dir, "train-images-idx3-ubyte.gz")
     n_train = idx_count(train)
     batch = 64
