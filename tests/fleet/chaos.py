@@ -461,6 +461,22 @@ class Soak:
         return gen
 
 
+def describe(pids):
+    """pid, state, command line, fake node and parent of each process (for a failure message)."""
+    out = []
+    for p in pids:
+        try:
+            with open("/proc/%d/cmdline" % p, "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")[:120]
+            env = fl._environ(p) or []
+            node = [v.decode(errors="replace") for v in env if v.startswith(b"SIM_NODE=")]
+            st = fl._state(p)
+            out.append("%d %s ppid %d %s %s" % (p, st[0] if st else "?", fl._ppid(p), node[0] if node else "-", cmd))
+        except OSError:
+            pass
+    return out
+
+
 def check_samples(run_dir, trace_dir, chain, steps, batch, n_train):
     """Every sample of every epoch exactly once along the chain; returns (complete epochs, samples checked)."""
     want = {}   # generation -> (first, last)
@@ -588,7 +604,10 @@ def main():
                 assert x["detect_s"] <= PROGRESS_TIMEOUT + 1.0, "frozen world found after %.1f s" % x["detect_s"]
         assert s.counter.max_seen <= 1, "%d training mpiruns at once" % s.counter.max_seen
         s.counter.stop()
-        fl.wait_for(lambda: not s.fleet.pids(), 30, "every process of the fleet to end")
+        try:
+            fl.wait_for(lambda: not s.fleet.pids(), 30, "every process of the fleet to end")
+        except AssertionError:
+            raise AssertionError("processes left behind: %s" % describe(s.fleet.pids()))
         n_files, damaged_left, torn = check_files(a, s.run_dir, s.damaged)
         ref = reference(a, s.work, s.fleet)
         got, want = fl.final_params(os.path.join(s.run_dir, "final.h5")), fl.final_params(ref)
