@@ -298,6 +298,7 @@ def main():
     ap.add_argument("scenarios", nargs="+", choices=("link_down", "partition", "netem", "crash"))
     for k in ("--spotlaunch", "--spottrain", "--config", "--data-dir", "--work"):
         ap.add_argument(k, required=True)
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, run directories)")
     a = ap.parse_args()
     for k in ("spotlaunch", "spottrain", "config", "data_dir", "work"):
         setattr(a, k, os.path.abspath(getattr(a, k)))
@@ -326,7 +327,7 @@ def main():
             ok = False
     results["seconds"] = round(time.monotonic() - t, 1)
     print("RESULT netns %s %s" % ("PASS" if ok else "FAIL", json.dumps(results)), flush=True)
-    if ok:
+    if ok and not a.keep:
         subprocess.run(["rm", "-rf", a.work])
     return 0 if ok else 1
 
