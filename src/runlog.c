@@ -51,9 +51,8 @@ static void append_line(const char *run_dir, const char *file, cJSON *obj)
 		if (torn)
 			log_warn("cannot end a torn line of %s: %s", path, strerror(torn));
 		ssize_t w = write(fd, line, len + 1);
-		if (w != (ssize_t)(len + 1)) {
+		if (w != (ssize_t)(len + 1))
 			log_warn("cannot append to %s: %s", path, w < 0 ? strerror(errno) : "short write");
-		}
 		if (close(fd) != 0)
 			log_warn("cannot append to %s: close: %s", path, strerror(errno));
 	}
