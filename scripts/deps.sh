@@ -12,6 +12,7 @@ SPOTTRAIN_PACKAGES=(
   dataset-fashion-mnist
   python3 python3-h5py python3-numpy
   gnuplot-nox shellcheck
+  iproute2
 )
 
 spottrain_install_deps() {
