@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "util.h"
 
 int events_append(const char *run_dir, const char *event, cJSON *obj)
@@ -45,15 +46,23 @@ int events_append(const char *run_dir, const char *event, cJSON *obj)
 	buf[len] = '\n';
 	buf[len + 1] = 0;
 	int rc = -1;
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644); /* read: fs_end_torn_line */
 	if (fd < 0) {
 		say_warn("cannot append to %s: %s", path, strerror(errno));
 	} else {
-		if (write(fd, buf, len + 1) == (ssize_t)(len + 1))
+		int torn = fs_end_torn_line(fd); /* a line torn earlier (volume full) stays alone */
+		if (torn)
+			say_warn("cannot end a torn line of %s: %s", path, strerror(torn));
+		ssize_t w = write(fd, buf, len + 1);
+		if (w == (ssize_t)(len + 1)) {
 			rc = 0;
-		else
-			say_warn("short write to %s", path);
-		close(fd);
+		} else {
+			say_warn("cannot append to %s: %s", path, w < 0 ? strerror(errno) : "short write");
+		}
+		if (close(fd) != 0) {
+			say_warn("cannot append to %s: close: %s", path, strerror(errno));
+			rc = -1;
+		}
 	}
 	free(buf);
 	return rc;

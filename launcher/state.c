@@ -185,7 +185,7 @@ int state_load(const char *path, launcher_state *s)
 		return 1;
 	if (e) {
 		say_error("cannot read %s: %s", path, strerror(e));
-		return -1;
+		return -2;
 	}
 	char err[256];
 	int rc = state_from_json(text, s, err, sizeof err);

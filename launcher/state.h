@@ -46,7 +46,8 @@ void state_free(launcher_state *s);
 char *state_to_json(const launcher_state *s);
 int state_from_json(const char *text, launcher_state *s, char *err, size_t err_len);
 
-/* Returns 0 (loaded), 1 (no file: a fresh run) or -1 (unreadable or damaged; said why). */
+/* Returns 0 (loaded), 1 (no file: a fresh run), -1 (damaged) or -2 (cannot be read: an I/O
+ * error, EXIT_IOERR); said why. */
 int state_load(const char *path, launcher_state *s);
 /* Atomic write (tmp, fsync, rename, fsync dir). Returns 0 or -1 (said why). */
 int state_save(const char *path, const launcher_state *s);

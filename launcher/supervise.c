@@ -882,7 +882,7 @@ static int setup(sup *s, const run_opts *o)
 		return rc;
 	rc = state_load(s->state_path, &s->st);
 	if (rc < 0)
-		return EXIT_DATAERR;
+		return rc == -2 ? EXIT_IOERR : EXIT_DATAERR;
 	if (rc == 1) {
 		s->st.run_started = now_wall();
 		save_state(s);

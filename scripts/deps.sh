@@ -13,6 +13,7 @@ SPOTTRAIN_PACKAGES=(
   python3 python3-h5py python3-numpy python3-pil
   gnuplot-nox shellcheck
   clang-14 libclang-rt-14-dev
+  iproute2
 )
 
 # Only the test suite needs these (scripts/test.sh installs them): a real one-node

@@ -4,9 +4,12 @@
  */
 #include "run.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "contract.h"
 #include "device.h"
@@ -43,6 +46,21 @@ static int open_config(run *r, const run_args *a)
 	return rc ? rc : model_build(&r->cfg, &r->m);
 }
 
+/* Train with SPOTTRAIN_SAMPLE_TRACE set: this process's trace file (run.h); -1 without. */
+static int open_sample_trace(const run *r)
+{
+	const char *dir = getenv(ENV_SAMPLE_TRACE);
+	if (!dir || !*dir)
+		return -1;
+	char path[4096];
+	snprintf(path, sizeof path, "%s/g%d-r%d-p%ld.trace", dir, r->generation, r->d.rank, (long)getpid());
+	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0)
+		log_warn("%s: cannot open the sample trace %s: %s", ENV_SAMPLE_TRACE, path,
+			 strerror(errno));
+	return fd;
+}
+
 /* The world; train also takes the signals, the launcher's generation and metadata URL. */
 static int open_world(run *r, int *argc, char ***argv, const run_args *a)
 {
@@ -58,6 +76,7 @@ static int open_world(run *r, int *argc, char ***argv, const run_args *a)
 		if (url && *url)
 			snprintf(r->cfg.spot.metadata_url, sizeof r->cfg.spot.metadata_url, "%s", url);
 		r->generation = gen ? atoi(gen) : 0;
+		r->sample_trace_fd = open_sample_trace(r);
 		r->ckpt_writer_rank = r->cfg.ckpt_scope == CKPT_SCOPE_NODE ? r->d.local_rank == 0 : r->d.rank == 0;
 	}
 	r->ev = (ev_source){r->cfg.run_dir, r->d.node, r->d.rank, r->d.world, r->generation};
@@ -129,6 +148,7 @@ int run_open(run *r, run_kind kind, int *argc, char ***argv, const run_args *a)
 	r->kind = kind;
 	r->args = a;
 	r->perm_epoch = -1;
+	r->sample_trace_fd = -1;
 	int rc = open_config(r, a);
 	if (!rc)
 		rc = open_world(r, argc, argv, a);
@@ -151,6 +171,8 @@ int run_open(run *r, run_kind kind, int *argc, char ***argv, const run_args *a)
 
 void run_close(run *r)
 {
+	if (r->sample_trace_fd >= 0)
+		close(r->sample_trace_fd);
 	run_free_data(r);
 	run_free_state(r);
 	if (r->be && !(r->be->caps & BACKEND_CAP_HOST_MEMORY)) {

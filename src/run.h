@@ -32,6 +32,14 @@
 
 typedef enum { RUN_TRAIN, RUN_EVAL, RUN_BENCH } run_kind;
 
+/*
+ * Tests only (the chaos soak, tests/fleet/chaos.py): a directory where each
+ * training process appends one line per gradient shard it computes,
+ * "STEP EPOCH FIRST N SAMPLE...", to g<generation>-r<rank>-p<pid>.trace, so a
+ * test can check that every sample of every epoch was seen exactly once.
+ */
+#define ENV_SAMPLE_TRACE "SPOTTRAIN_SAMPLE_TRACE"
+
 typedef struct run {
 	run_kind kind;
 	const run_args *args;
@@ -58,6 +66,7 @@ typedef struct run {
 	float last_lr;
 	double wall_before;            /* training wall time of earlier processes (from the checkpoint) */
 	double t_start;                /* when training started in this process (0: not yet) */
+	int sample_trace_fd;           /* SPOTTRAIN_SAMPLE_TRACE (tests only): the samples each shard read; -1 off */
 } run;
 
 /*

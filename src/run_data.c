@@ -341,6 +341,24 @@ static bool take_prefetched(run *r, long first, int n, const uint32_t *samples, 
 	return ok;
 }
 
+/*
+ * SPOTTRAIN_SAMPLE_TRACE (run.h): one line "STEP EPOCH FIRST N SAMPLE..." for
+ * the shard, in one write() to the O_APPEND file so the shard threads' lines
+ * never interleave. A failed write is not an error of training: ignored.
+ */
+static void trace_shard(const run *r, long first, int n, const uint32_t *samples)
+{
+	char line[8192];
+	int len = snprintf(line, sizeof line, "%ld %ld %ld %d", r->step + 1, r->epoch, r->pos + first, n);
+	for (int i = 0; i < n && len > 0 && (size_t)len < sizeof line - 16; i++)
+		len += snprintf(line + len, sizeof line - (size_t)len, " %u", samples[i]);
+	if (len <= 0 || (size_t)len >= sizeof line - 16)
+		return;
+	line[len++] = '\n';
+	ssize_t w = write(r->sample_trace_fd, line, (size_t)len);
+	(void)w;
+}
+
 void run_fill_shard(void *ctx, long first, int n, float *input, uint32_t *samples, uint8_t *labels)
 {
 	run *r = ctx;
@@ -350,6 +368,8 @@ void run_fill_shard(void *ctx, long first, int n, float *input, uint32_t *sample
 		samples[i] = order[i];
 		labels[i] = r->train.labels[samples[i]];
 	}
+	if (r->sample_trace_fd >= 0)
+		trace_shard(r, first, n, samples);
 	if (r->pf)
 		prefetch_next(r);
 	if (!take_prefetched(r, first, n, samples, input))

@@ -43,13 +43,18 @@ static void append_line(const char *run_dir, const char *file, cJSON *obj)
 	}
 	line[len] = '\n';
 	line[len + 1] = 0;
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644); /* read: fs_end_torn_line */
 	if (fd < 0) {
 		log_warn("cannot append to %s: %s", path, strerror(errno));
 	} else {
-		if (write(fd, line, len + 1) != (ssize_t)(len + 1))
-			log_warn("short write to %s", path);
-		close(fd);
+		int torn = fs_end_torn_line(fd); /* a line torn earlier (volume full) stays alone */
+		if (torn)
+			log_warn("cannot end a torn line of %s: %s", path, strerror(torn));
+		ssize_t w = write(fd, line, len + 1);
+		if (w != (ssize_t)(len + 1))
+			log_warn("cannot append to %s: %s", path, w < 0 ? strerror(errno) : "short write");
+		if (close(fd) != 0)
+			log_warn("cannot append to %s: close: %s", path, strerror(errno));
 	}
 	free(line);
 }

@@ -128,3 +128,16 @@ int fs_write_atomic(const char *path, const void *data, size_t n, char *why, siz
 	}
 	return fs_fsync_parent(path, why, len);
 }
+
+int fs_end_torn_line(int fd)
+{
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return errno;
+	char last = '\n';
+	if (st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) != 1)
+		return errno ? errno : EIO;
+	if (last == '\n')
+		return 0;
+	return write(fd, "\n", 1) == 1 ? 0 : (errno ? errno : EIO);
+}

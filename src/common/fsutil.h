@@ -36,4 +36,12 @@ int fs_mkdir_p(const char *path, char *why, size_t why_len);
  */
 int fs_write_atomic(const char *path, const void *data, size_t n, char *why, size_t why_len);
 
+/*
+ * Before an append to the line file open at fd (O_RDWR | O_APPEND): when the file is not
+ * empty and its last byte is not a newline (a line torn by a failed write, a full
+ * volume, a crash), end that line, so the next record starts a line of its own.
+ * Returns 0, or an errno (the file is then left as it was).
+ */
+int fs_end_torn_line(int fd);
+
 #endif

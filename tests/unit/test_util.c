@@ -1,12 +1,13 @@
 /*
  * test_util.c - src/common/fsutil.c, the file-system steps the worker and the
- * launcher share: fs_mkdir_p, fs_fsync_dir, fs_write_atomic, with their
+ * launcher share: fs_mkdir_p, fs_fsync_dir, fs_write_atomic, fs_end_torn_line, with their
  * failure paths (a path component that is a file, a directory that cannot be
  * written, a missing directory). A full volume (ENOSPC) is it.it_volume_full.
  * An unwritable directory: a chmod 0555 one, or, as root (who may write
  * anyway), /sys; skipped when neither refuses.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stdarg.h>
@@ -160,6 +161,27 @@ static void test_write_atomic_writes_and_replaces(void **state)
 	assert_string_equal(get(p), "");
 }
 
+/* A line torn by a failed append is ended before the next record; whole lines and empty files are left alone. */
+static void test_end_torn_line(void **state)
+{
+	fixture *f = *state;
+	char p[512];
+	in(f, "events.jsonl", p, sizeof p);
+	int fd = open(p, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(fs_end_torn_line(fd), 0); /* empty */
+	assert_int_equal(write(fd, "{\"a\":1}\n{\"b\":", 13), 13);
+	assert_int_equal(fs_end_torn_line(fd), 0);
+	assert_int_equal(write(fd, "{\"c\":3}\n", 8), 8);
+	assert_int_equal(fs_end_torn_line(fd), 0); /* whole: nothing added */
+	assert_int_equal(close(fd), 0);
+	assert_string_equal(get(p), "{\"a\":1}\n{\"b\":\n{\"c\":3}\n");
+	fd = open(p, O_WRONLY | O_APPEND | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(fs_end_torn_line(fd), EBADF); /* it must read the last byte */
+	close(fd);
+}
+
 static void test_write_atomic_failures_leave_the_old_file(void **state)
 {
 	fixture *f = *state;
@@ -194,6 +216,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fsync_dir_checks_its_result, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_atomic_writes_and_replaces, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_atomic_failures_leave_the_old_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_end_torn_line, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
