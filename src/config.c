@@ -54,6 +54,7 @@ static const key_desc keys[] = {
 	{"data", "sha256_train_labels", K_STR, STR(data_sha256[1]), 0, 0, NULL},
 	{"data", "sha256_test_images", K_STR, STR(data_sha256[2]), 0, 0, NULL},
 	{"data", "sha256_test_labels", K_STR, STR(data_sha256[3]), 0, 0, NULL},
+	{"data", "archive_digest", K_STR, STR(data_archive_digest), 0, 0, NULL},
 	{"data", "format", K_ENUM, OFF(data_format), 0, 0, 0, data_format_names},
 	{"data", "label", K_ENUM, OFF(data_label), 0, 0, 0, data_label_names},
 	{"data", "crop_pad", K_INT, OFF(aug_crop_pad), 0, 0, 1024, NULL},

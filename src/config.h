@@ -78,6 +78,7 @@ typedef struct config {
 	char data_dir[CONFIG_PATH_MAX];     /* default /usr/share/datasets/fashion-mnist */
 	char data_url[CONFIG_PATH_MAX];     /* base URL for missing files ("" = none) */
 	char data_sha256[4][65];            /* train-images, train-labels, t10k-images, t10k-labels */
+	char data_archive_digest[80];       /* data.url an archive: "sha256:HEX" | "md5:HEX" ("": published) */
 	int data_format;                    /* data.h data_format: auto | idx | cifar10 | cifar100 | hdf5 */
 	int data_label;                     /* data.h data_label_kind: fine | coarse (CIFAR-100) */
 	int aug_crop_pad;                   /* random crop after padding by this many pixels (0: none) */

@@ -117,6 +117,8 @@ static bool file_present(const fetcher *f, const job *j)
 	struct stat st;
 	if (stat(j->final, &st) == 0 || (errno != ENOENT && errno != ENOTDIR))
 		return true;
+	if (j->idx < 0)
+		return false; /* fetch_file: one name only */
 	for (int k = 0; k < 3; k++) {
 		snprintf(path, sizeof path, "%s/%s", f->dir, fetch_alt_names[j->idx][k]);
 		if (stat(path, &st) == 0 || (errno != ENOENT && errno != ENOTDIR))
@@ -230,8 +232,6 @@ static int install(fetcher *f, job *j)
 }
 
 /* Download, verify and install one missing file. */
-
-/* Download, verify and install one missing file. */
 static int fetch_one(fetcher *f, job *j)
 {
 	int rc = lock_part(f, j);
@@ -276,6 +276,7 @@ static int plan_jobs(fetcher *f, job *js, const char *base_url, const char sha25
 		j->idx = i;
 		j->name = fetch_file_names[i];
 		j->expect = sha256[i];
+		j->key = fetch_sha256_keys[i];
 		j->fd = -1;
 		int a = snprintf(j->final, sizeof j->final, "%s/%s", dir, j->name);
 		int b = snprintf(j->part, sizeof j->part, "%s/%s.part", dir, j->name);
@@ -347,4 +348,71 @@ int fetch_dataset(const char *dir, const char *base_url, const char sha256[4][65
 	fetch_options_default(&o);
 	o.max_bytes = max_bytes;
 	return fetch_dataset_opts(dir, base_url, sha256, &o);
+}
+
+/*
+ * Parse digest ("sha256:HEX64", "md5:HEX32" or a bare HEX64) into j: 0 or
+ * EXIT_USAGE (logged, naming key).
+ */
+static int parse_digest(job *j, const char *digest, const char *key)
+{
+	j->key = key;
+	j->md5 = strncmp(digest, "md5:", 4) == 0;
+	const char *hex = j->md5 ? digest + 4 : strncmp(digest, "sha256:", 7) == 0 ? digest + 7 : digest;
+	size_t want = j->md5 ? 32 : 64, n = strlen(hex);
+	bool ok = n == want;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = (hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f') ||
+		     (hex[i] >= 'A' && hex[i] <= 'F');
+	if (!ok) {
+		log_error("%s must be sha256:<64 hex digits> or md5:<32 hex digits>, not \"%s\"", key, digest);
+		return EXIT_USAGE;
+	}
+	j->expect = hex;
+	return 0;
+}
+
+int fetch_file_opts(const char *dir, const char *url, const char *name, const char *digest,
+		    const char *key, const fetch_options *opts)
+{
+	if (!dir || !*dir || !url || !name || !*name || strchr(name, '/') || !digest || !key || !opts) {
+		log_error("fetch_file: bad arguments");
+		return EXIT_USAGE;
+	}
+	fetcher f = {.o = *opts, .dir = dir, .deadline = now_mono() + opts->deadline_s};
+	if (f.o.max_bytes == 0)
+		f.o.max_bytes = FETCH_DEFAULT_MAX_BYTES;
+	if (f.o.lock_poll_ms <= 0)
+		f.o.lock_poll_ms = 200;
+	job *j = calloc(1, sizeof *j);
+	if (!j) {
+		log_error("fetch_file: out of memory");
+		return EXIT_OSERR;
+	}
+	*j = (job){.idx = -1, .name = name, .fd = -1};
+	int a = snprintf(j->final, sizeof j->final, "%s/%s", dir, name);
+	int b = snprintf(j->part, sizeof j->part, "%s/%s.part", dir, name);
+	int c = snprintf(j->url, sizeof j->url, "%s", url);
+	int rc = 0;
+	if (a < 0 || b < 0 || c < 0 || (size_t)a >= sizeof j->final || (size_t)b >= sizeof j->part ||
+	    (size_t)c >= sizeof j->url) {
+		log_error("%s: data.dir or data.url too long", dir);
+		rc = EXIT_USAGE;
+	}
+	if (!rc && file_present(&f, j))
+		goto free_job;
+	fetch_url_for_log(j->url, j->url_log, sizeof j->url_log);
+	if (!rc && !*digest) {
+		log_error("%s is missing and %s is empty: refusing to download %s without a checksum",
+			  j->final, key, j->url_log);
+		rc = EXIT_USAGE;
+	}
+	if (rc || (rc = parse_digest(j, digest, key)) || (rc = fetch_check_base_url(url)) ||
+	    (rc = make_dirs(dir)) || (rc = fetch_setup_handle(&f)))
+		goto free_job;
+	rc = fetch_one(&f, j);
+	curl_easy_cleanup(f.h);
+free_job:
+	free(j);
+	return rc;
 }

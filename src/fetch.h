@@ -84,6 +84,19 @@ int fetch_dataset_opts(const char *dir, const char *base_url, const char sha256[
 		       const fetch_options *opts);
 
 /*
+ * One file: url (http(s)://host/path, no query) downloaded into dir/name as
+ * fetch_dataset does each IDX file (lock on dir/name.part, Range resume,
+ * retries, fsync and rename; nothing done when dir/name exists), verified by
+ * digest: "sha256:" and 64 hex digits (or those alone), or "md5:" and 32 hex
+ * digits for archives whose publisher gives only an MD5 (CIFAR). key names
+ * the config key that holds digest, for messages. name must not contain '/'.
+ * Returns 0 or the exit codes of fetch_dataset (EXIT_USAGE also for an empty
+ * or malformed digest).
+ */
+int fetch_file_opts(const char *dir, const char *url, const char *name, const char *digest,
+		    const char *key, const fetch_options *opts);
+
+/*
  * SHA-256 of the file at path as 64 lowercase hex digits in out. Returns 0,
  * EXIT_NOINPUT when the file cannot be opened, EXIT_IOERR on a read error,
  * EXIT_OSERR when OpenSSL fails.

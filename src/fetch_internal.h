@@ -32,9 +32,11 @@ typedef struct fetcher {
 
 /* One of the four files. */
 typedef struct job {
-	int idx;                        /* into fetch_file_names */
+	int idx;                        /* into fetch_file_names; -1: a file of fetch_file */
 	const char *name;
-	const char *expect;             /* the checksum to match */
+	const char *expect;             /* the checksum to match (hex digits) */
+	const char *key;                /* the config key that holds it (for messages) */
+	bool md5;                       /* expect is an MD5 (a published one), not a SHA-256 */
 	char url[FETCH_URL_MAX];        /* base_url/NAME */
 	char url_log[FETCH_URL_MAX];    /* the same, fit for a log message */
 	char final[FETCH_PATH_MAX];     /* dir/NAME */

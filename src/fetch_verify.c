@@ -1,9 +1,10 @@
 /*
- * fetch_verify.c - the checksum side of the dataset download: SHA-256 of a
+ * fetch_verify.c - the checksum side of the dataset download: SHA-256 (or a
+ * published MD5, fetch_file) of a
  * file (OpenSSL's libcrypto, EVP, which libcurl of the OpenSSL flavour
  * already loads) and the loop that downloads a .part until it matches.
  *
- * The .part is only ever read through the locked descriptor (sha256_fd),
+ * The .part is only ever read through the locked descriptor (digest_fd),
  * never reopened: closing any descriptor of the file would drop the lock
  * (see fetch.c).
  */
@@ -35,16 +36,18 @@ bool fetch_is_sha256_hex(const char s[65])
 	return s[64] == '\0';
 }
 
-/* SHA-256 of everything in fd (read with pread from 0) into out. */
-static int sha256_fd(int fd, const char *path, char out[65])
+/* SHA-256 (or MD5 when md5) of everything in fd (read with pread from 0) into out, as hex. */
+static int digest_fd(int fd, const char *path, bool md5, char out[65])
 {
+	const char *algo = md5 ? "MD5" : "SHA-256";
+	unsigned int want = md5 ? 16 : 32;
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int md_len = 0;
 	int rc = 0;
 	unsigned char *buf = malloc(FETCH_HASH_CHUNK);
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	if (!buf || !ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-		log_error("%s: cannot start SHA-256 (OpenSSL): out of memory?", path);
+	if (!buf || !ctx || EVP_DigestInit_ex(ctx, md5 ? EVP_md5() : EVP_sha256(), NULL) != 1) {
+		log_error("%s: cannot start %s (OpenSSL): out of memory?", path, algo);
 		rc = EXIT_OSERR;
 		goto free_all;
 	}
@@ -53,21 +56,21 @@ static int sha256_fd(int fd, const char *path, char out[65])
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			log_error("%s: read failed while computing SHA-256: %s", path, strerror(errno));
+			log_error("%s: read failed while computing %s: %s", path, algo, strerror(errno));
 			rc = EXIT_IOERR;
 			goto free_all;
 		}
 		if (n == 0)
 			break;
 		if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1) {
-			log_error("%s: SHA-256 (OpenSSL) failed", path);
+			log_error("%s: %s (OpenSSL) failed", path, algo);
 			rc = EXIT_OSERR;
 			goto free_all;
 		}
 		pos += n;
 	}
-	if (EVP_DigestFinal_ex(ctx, md, &md_len) != 1 || md_len != 32) {
-		log_error("%s: SHA-256 (OpenSSL) failed", path);
+	if (EVP_DigestFinal_ex(ctx, md, &md_len) != 1 || md_len != want) {
+		log_error("%s: %s (OpenSSL) failed", path, algo);
 		rc = EXIT_OSERR;
 		goto free_all;
 	}
@@ -86,7 +89,7 @@ int fetch_sha256_file(const char *path, char out[65])
 		log_error("%s: cannot open: %s", path, strerror(errno));
 		return EXIT_NOINPUT;
 	}
-	int rc = sha256_fd(fd, path, out);
+	int rc = digest_fd(fd, path, false, out);
 	close(fd);
 	return rc;
 }
@@ -101,7 +104,7 @@ static int left_part_verified(fetcher *f, job *j, char got[65])
 	off_t have = fetch_fd_size(j->fd);
 	if (have <= 0 || (size_t)have > f->o.max_bytes)
 		return 0;
-	int rc = sha256_fd(j->fd, j->part, got);
+	int rc = digest_fd(j->fd, j->part, j->md5, got);
 	if (rc)
 		return rc;
 	if (strcasecmp(got, j->expect) == 0) {
@@ -124,16 +127,16 @@ static int download_until_verified(fetcher *f, job *j, char got[65])
 		int rc = fetch_download(f, j);
 		if (rc)
 			return rc;
-		rc = sha256_fd(j->fd, j->part, got);
+		rc = digest_fd(j->fd, j->part, j->md5, got);
 		if (rc)
 			return rc;
 		if (strcasecmp(got, j->expect) == 0)
 			return 0;
 		if (j->spliced && !fresh_retry) {
 			/* resumed bytes may come from another version of the file: once more from 0 */
-			log_warn("%s: SHA-256 of the resumed download does not match; downloading it again "
+			log_warn("%s: %s of the resumed download does not match; downloading it again "
 				 "from the start",
-				 j->part);
+				 j->part, j->md5 ? "MD5" : "SHA-256");
 			if (ftruncate(j->fd, 0) != 0) {
 				log_error("%s: cannot truncate: %s", j->part, strerror(errno));
 				return EXIT_IOERR;
@@ -142,10 +145,10 @@ static int download_until_verified(fetcher *f, job *j, char got[65])
 			fresh_retry = true;
 			continue;
 		}
-		log_error("%s: SHA-256 mismatch for %s from %s: expected %s (%s), got %s; the download "
+		log_error("%s: %s mismatch for %s from %s: expected %s (%s), got %s; the download "
 			  "was removed (check data.url and %s)",
-			  j->final, j->name, j->url_log, j->expect, fetch_sha256_keys[j->idx], got,
-			  fetch_sha256_keys[j->idx]);
+			  j->final, j->md5 ? "MD5" : "SHA-256", j->name, j->url_log, j->expect, j->key, got,
+			  j->key);
 		return EXIT_DATAERR;
 	}
 }
@@ -165,7 +168,7 @@ int fetch_verify_part(fetcher *f, job *j)
 		return rc;
 	double dt = now_mono() - t0;
 	off_t have = fetch_fd_size(j->fd);
-	log_info("%s: %lld bytes in %.1f s (%.3g MB/s), SHA-256 verified", j->final, (long long)have,
-		 dt, dt > 0 ? (double)have / dt / 1e6 : 0.0);
+	log_info("%s: %lld bytes in %.1f s (%.3g MB/s), %s verified", j->final, (long long)have,
+		 dt, dt > 0 ? (double)have / dt / 1e6 : 0.0, j->md5 ? "MD5" : "SHA-256");
 	return 0;
 }

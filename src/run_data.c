@@ -17,12 +17,14 @@
 #include <unistd.h>
 
 #include "contract.h"
+#include "data_archive.h"
 #include "fetch.h"
 #include "log.h"
 #include "philox.h"
 
 /*
- * Download missing IDX files (data.url) on the first rank of each node, the
+ * Download missing IDX files (data.url), or the CIFAR-10 archive when data.url
+ * names a .tar.gz (data_archive.h), on the first rank of each node, the
  * other ranks waiting in the agreement. Collective: every rank calls it with
  * its rc so far and gets the same code back. The download's deadline stays
  * inside dist.collective_timeout_s, so it fails with its own message (74)
@@ -35,7 +37,10 @@ static int fetch_data(run *r, int rc)
 		fetch_options_default(&o);
 		if (o.deadline_s > 0.8 * r->cfg.collective_timeout_s)
 			o.deadline_s = 0.8 * r->cfg.collective_timeout_s;
-		rc = fetch_dataset_opts(r->cfg.data_dir, r->cfg.data_url, r->cfg.data_sha256, &o);
+		if (archive_url(r->cfg.data_url))
+			rc = archive_fetch_cifar10(r->cfg.data_dir, r->cfg.data_url, r->cfg.data_archive_digest, &o);
+		else
+			rc = fetch_dataset_opts(r->cfg.data_dir, r->cfg.data_url, r->cfg.data_sha256, &o);
 	}
 	return dist_agree(&r->d, rc);
 }
