@@ -13,6 +13,8 @@
 # is renamed to DIR/cifar-10-batches-bin only when complete. A lock on
 # DIR/.fetch-cifar10.lock makes concurrent runs (several nodes on one shared
 # volume) wait for each other. Nothing is downloaded when the files are there.
+# spottrain itself does the same when data.url names the archive (README "Data");
+# this script is for hosts that fetch the data before spottrain is installed.
 set -euo pipefail
 dir=${1:?usage: fetch_cifar10.sh DIR [URL]}
 url=${2:-https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz}
