@@ -96,4 +96,7 @@ for evil in link dotdot; do
 done
 expect_exit 64 train_from "$WORK/bnone" "http://127.0.0.1:$PORT/files/link.tar.gz" ""
 expect_err "data.archive_digest"
+expect_exit 64 train_from "$WORK/bnone" "http://127.0.0.1:$PORT/files/link.tar.gz" "md5:${md5:0:31}"
+expect_err "md5:<32 hex digits>"
+[ ! -e "$WORK/bnone" ] || fail "a refused digest created the data folder"
 echo "it_data_fetch: all checks passed"
