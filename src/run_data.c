@@ -37,7 +37,12 @@ static int fetch_data(run *r, int rc)
 		fetch_options_default(&o);
 		if (o.deadline_s > 0.8 * r->cfg.collective_timeout_s)
 			o.deadline_s = 0.8 * r->cfg.collective_timeout_s;
-		if (archive_url(r->cfg.data_url))
+		int fmt = r->cfg.data_format;
+		if (archive_url(r->cfg.data_url) && fmt != DATA_AUTO && fmt != DATA_CIFAR10) {
+			log_error("data.url %s names an archive, which spottrain unpacks for data.format = cifar10 "
+				  "only, not %s", r->cfg.data_url, data_format_name((data_format)fmt));
+			rc = EXIT_USAGE;
+		} else if (archive_url(r->cfg.data_url))
 			rc = archive_fetch_cifar10(r->cfg.data_dir, r->cfg.data_url, r->cfg.data_archive_digest, &o);
 		else
 			rc = fetch_dataset_opts(r->cfg.data_dir, r->cfg.data_url, r->cfg.data_sha256, &o);

@@ -99,4 +99,6 @@ expect_err "data.archive_digest"
 expect_exit 64 train_from "$WORK/bnone" "http://127.0.0.1:$PORT/files/link.tar.gz" "md5:${md5:0:31}"
 expect_err "md5:<32 hex digits>"
 [ ! -e "$WORK/bnone" ] || fail "a refused digest created the data folder"
+expect_exit 64 train_from "$WORK/bnone" "http://127.0.0.1:$PORT/files/link.tar.gz" "md5:$md5" --set data.format=hdf5
+expect_err "cifar10 only"
 echo "it_data_fetch: all checks passed"
