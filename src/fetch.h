@@ -1,6 +1,8 @@
 /*
  * fetch.h - download of the four IDX files of a data set into data.dir (the
- * volume) from data.url, each verified against its SHA-256 (data.sha256_*).
+ * volume) from data.url, each verified against its SHA-256 (data.sha256_*),
+ * or of one named file at a full URL (fetch_file_opts: the CIFAR-10 archive,
+ * data_archive.h).
  *
  * The trainer calls fetch_dataset on the first rank of each node before
  * loading data; the other ranks wait for it. Several nodes may call it on the
