@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds spottrain twice (Release with warnings as
-# errors, and ASan+UBSan) and runs the whole test suite in both builds.
+# errors, and ASan+UBSan) and runs the whole test suite in both builds, then the
+# fuzz targets for a bounded number of inputs (a third, clang build).
 #   scripts/test.sh            everything
 #   SPOTTRAIN_TEST_FAST=1 ...  skip the sanitizer and fuzz passes
 # The fuzz pass builds the libFuzzer targets with clang-14 (ASan+UBSan) and runs each for a
