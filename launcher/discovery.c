@@ -71,9 +71,25 @@ void discovery_describe(const discovery *d, char *buf, size_t len)
 		snprintf(buf, len, "hostfile %s", d->path);
 }
 
-/* Parse new text; warnings are said only when the text differs from the last one. */
-static int take_text(discovery *d, char *text, bool *changed)
+static void read_failed(discovery *d, const char *fmt, const char *detail);
+
+/*
+ * Parse new text of len bytes; warnings are said only when the text differs
+ * from the last one. Text with a NUL byte is refused as a whole (the last list
+ * is kept), naming where the byte is.
+ */
+static int take_text(discovery *d, char *text, size_t len, bool *changed)
 {
+	size_t off, col;
+	int line_no;
+	if (hosts_find_nul(text, len, &off, &line_no, &col)) {
+		char where[128];
+		snprintf(where, sizeof where, "line %d, byte %zu (offset %zu of %zu)", line_no, col, off, len);
+		read_failed(d, "a NUL byte at %s: not a text, refused", where);
+		free(text);
+		return -1;
+	}
+	d->failing = false;
 	bool same_text = d->last_text && strcmp(d->last_text, text) == 0;
 	if (same_text && d->have) {
 		free(text);
@@ -131,7 +147,8 @@ static int poll_hostfile(discovery *d, bool force, bool *changed)
 	    st.st_mtim.tv_sec == d->mtime.tv_sec && st.st_mtim.tv_nsec == d->mtime.tv_nsec)
 		return 0;
 	char *text = NULL;
-	int e = read_file(d->path, DISCOVERY_MAX_OUTPUT, &text, NULL);
+	size_t len = 0;
+	int e = read_file(d->path, DISCOVERY_MAX_OUTPUT, &text, &len);
 	if (e) {
 		read_failed(d, "cannot read it (%s)", strerror(e));
 		return -1;
@@ -141,8 +158,7 @@ static int poll_hostfile(discovery *d, bool force, bool *changed)
 	d->size = st.st_size;
 	d->mtime = st.st_mtim;
 	d->have_stat = true;
-	d->failing = false;
-	return take_text(d, text, changed);
+	return take_text(d, text, len, changed);
 }
 
 static int poll_command(discovery *d, double now, bool force, bool *changed)
@@ -151,8 +167,9 @@ static int poll_command(discovery *d, double now, bool force, bool *changed)
 		return 0;
 	d->last_run = now;
 	char *out = NULL;
+	size_t len = 0;
 	int status;
-	int e = proc_run_capture(d->argv, d->timeout_s, DISCOVERY_MAX_OUTPUT, &out, &status);
+	int e = proc_run_capture_n(d->argv, d->timeout_s, DISCOVERY_MAX_OUTPUT, &out, &len, &status);
 	if (e == EFBIG) {
 		char limit[32];
 		snprintf(limit, sizeof limit, "%d", DISCOVERY_MAX_OUTPUT);
@@ -174,8 +191,7 @@ static int poll_command(discovery *d, double now, bool force, bool *changed)
 		free(out);
 		return -1;
 	}
-	d->failing = false;
-	return take_text(d, out, changed);
+	return take_text(d, out, len, changed);
 }
 
 int discovery_poll(discovery *d, double now_mono, bool force, bool *changed)

@@ -270,3 +270,20 @@ int hosts_parse_discovery(const char *text, host_list *out, char *warn, size_t w
 {
 	return for_each_line(text, discovery_line, out, warn, warn_len);
 }
+
+bool hosts_find_nul(const char *text, size_t len, size_t *offset, int *line_no, size_t *col)
+{
+	const char *z = memchr(text, 0, len);
+	if (!z)
+		return false;
+	*offset = (size_t)(z - text);
+	*line_no = 1;
+	const char *bol = text;
+	for (const char *p = text; p < z; p++)
+		if (*p == '\n') {
+			(*line_no)++;
+			bol = p + 1;
+		}
+	*col = (size_t)(z - bol) + 1;
+	return true;
+}

@@ -48,6 +48,14 @@ void host_list_names(const host_list *l, char *buf, size_t len);
  * (one line each, the first few) and counted in the return value.
  * Returns the number of skipped lines (0: all good) or -1 (memory).
  */
+/*
+ * Text read from a hostfile or a discovery command is refused when it holds a
+ * NUL byte (the parsers would silently stop there): true if text[0..len) has
+ * one; *offset is its byte offset, *line_no its 1-based line, *col its 1-based
+ * byte in that line.
+ */
+bool hosts_find_nul(const char *text, size_t len, size_t *offset, int *line_no, size_t *col);
+
 int hosts_parse_hostfile(const char *text, host_list *out, char *warn, size_t warn_len);
 /* Parse discovery output: "host" or "host:slots" per line, '#' comments. Same returns. */
 int hosts_parse_discovery(const char *text, host_list *out, char *warn, size_t warn_len);

@@ -104,9 +104,8 @@ int probe_hosts(const char *mpirun, char *const *user_args, int n_user, const ho
 			if (pids[i] <= 0)
 				continue;
 			int st;
-			pid_t r = waitpid(pids[i], &st, WNOHANG);
-			if (r == pids[i] || (r < 0 && errno == ECHILD)) {
-				failed[i] = !(r == pids[i] && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+			if (proc_reap_session(pids[i], &st)) { /* with its hung rsh agent, if any */
+				failed[i] = !(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
 				pids[i] = 0;
 				running--;
 			}

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* POSIX_SPAWN_SETSID (glibc 2.26) */
 #include "proc.h"
 
 #include <dirent.h>
@@ -34,15 +35,13 @@ int proc_spawn(const spawn_opts *o, pid_t *pid)
 	sigfillset(&all);
 	short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
 	if (o->new_group)
-		flags |= POSIX_SPAWN_SETPGROUP;
+		flags |= POSIX_SPAWN_SETSID; /* a new session, hence also a new group led by the child */
 	if (!rc)
 		rc = posix_spawnattr_setflags(&attr, flags);
 	if (!rc)
 		rc = posix_spawnattr_setsigmask(&attr, &none);
 	if (!rc)
 		rc = posix_spawnattr_setsigdefault(&attr, &all);
-	if (!rc && o->new_group)
-		rc = posix_spawnattr_setpgroup(&attr, 0);
 	if (!rc)
 		rc = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
 	if (!rc && o->stdout_fd >= 0)
@@ -58,6 +57,14 @@ int proc_spawn(const spawn_opts *o, pid_t *pid)
 
 int proc_run_capture(char *const *argv, double timeout_s, size_t max_out, char **out, int *status)
 {
+	size_t len;
+	return proc_run_capture_n(argv, timeout_s, max_out, out, &len, status);
+}
+
+int proc_run_capture_n(char *const *argv, double timeout_s, size_t max_out, char **out, size_t *out_len,
+		       int *status)
+{
+	*out_len = 0;
 	int p[2];
 	*out = NULL;
 	*status = -1;
@@ -141,6 +148,7 @@ int proc_run_capture(char *const *argv, double timeout_s, size_t max_out, char *
 		nanosleep(&ts, NULL);
 	}
 	proc_signal_group(pid, SIGKILL);
+	proc_signal_session(pid, SIGKILL); /* children that left its group (an rsh agent) */
 	int st = 0;
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
@@ -151,6 +159,7 @@ int proc_run_capture(char *const *argv, double timeout_s, size_t max_out, char *
 	if (buf)
 		buf[n] = 0;
 	*out = buf;
+	*out_len = buf ? n : 0;
 	*status = timed_out ? -1 : st;
 	return buf ? 0 : ENOMEM;
 }
@@ -280,6 +289,51 @@ int proc_signal_group(pid_t pgid, int sig)
 	if (kill(-pgid, sig) == 0)
 		return 0;
 	return kill(pgid, sig);
+}
+
+int proc_signal_session(pid_t sid, int sig)
+{
+	if (sid <= 1)
+		return 0;
+	DIR *d = opendir("/proc");
+	if (!d)
+		return 0;
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		long v;
+		char buf[1024];
+		char *f[4];
+		if (!parse_long(de->d_name, 1, 1L << 30, &v) || v == (long)getpid())
+			continue;
+		if (read_stat_fields((pid_t)v, buf, sizeof buf, f, 4) < 4 || f[0][0] == 'Z' || f[0][0] == 'X')
+			continue;
+		if (atol(f[3]) == (long)sid && kill((pid_t)v, sig) == 0)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+bool proc_reap_session(pid_t pid, int *status)
+{
+	siginfo_t si;
+	memset(&si, 0, sizeof si);
+	int wr = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT);
+	if (wr != 0 && errno == ECHILD) {
+		*status = -1;
+		return true;
+	}
+	if (wr != 0 || si.si_pid != pid)
+		return false;
+	/* not reaped yet: the session id cannot have been reused by another process */
+	proc_signal_session(pid, SIGKILL);
+	int st = 0;
+	pid_t r;
+	while ((r = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
+		;
+	*status = r == pid ? st : -1;
+	return true;
 }
 
 void proc_describe_status(int status, char *buf, size_t len)

@@ -16,7 +16,9 @@ typedef struct spawn_opts {
 	char *const *envp;    /* NULL: this process's environment */
 	int stdout_fd;        /* -1: inherit */
 	int stderr_fd;        /* -1: inherit */
-	bool new_group;       /* setpgid(0, 0) in the child: signals to -pid reach only its group */
+	bool new_group;       /* setsid() in the child: a new session and group, both with id pid; signals
+			       * to -pid reach its group, proc_signal_session() all its descendants that
+			       * left the group (Open MPI puts each rsh agent in a group of its own) */
 } spawn_opts;
 
 /*
@@ -33,6 +35,10 @@ int proc_spawn(const spawn_opts *o, pid_t *pid);
  * passes max_out bytes (the group is killed then, *out stays NULL).
  */
 int proc_run_capture(char *const *argv, double timeout_s, size_t max_out, char **out, int *status);
+
+/* The same, with the length of the output (which may hold NUL bytes) in *out_len. */
+int proc_run_capture_n(char *const *argv, double timeout_s, size_t max_out, char **out, size_t *out_len,
+		       int *status);
 
 /* The start time of a process in clock ticks since boot (/proc/PID/stat field 22); 0 if gone or a zombie. */
 unsigned long long proc_start_ticks(pid_t pid);
@@ -53,6 +59,24 @@ bool proc_cmdline_has_pair(pid_t pid, const char *a, const char *b);
 
 /* Send sig to the process group pgid (the group of a process spawned with new_group), else to the pid. */
 int proc_signal_group(pid_t pgid, int sig);
+
+/*
+ * Send sig to every live process of session sid other than this one (the
+ * descendants of a process spawned with new_group, whatever their group);
+ * returns how many were signalled. Only safe while sid's leader is not yet
+ * reaped, or while a member of its session is known to live (a pid that is a
+ * session id is never reused).
+ */
+int proc_signal_session(pid_t sid, int sig);
+
+/*
+ * If child pid (spawned with new_group) has ended: SIGKILL whatever is left of
+ * its session (an rsh agent hung on an unreachable host outlives mpirun),
+ * reap it, set *status (a waitpid status, -1 if it was not our child) and
+ * return true. Returns false while it runs. The session is killed before the
+ * reap (waitid WNOWAIT), so its id cannot meanwhile belong to another process.
+ */
+bool proc_reap_session(pid_t pid, int *status);
 
 /* "exit 3", "signal 9 (Killed)" for a waitpid status. */
 void proc_describe_status(int status, char *buf, size_t len);

@@ -288,17 +288,12 @@ static bool generation_ended(sup *s, int *code, char *desc, size_t desc_len)
 	desc[0] = 0;
 	if (g->child) {
 		int st;
-		pid_t r = waitpid(g->pid, &st, WNOHANG);
-		if (r == g->pid) {
-			*code = proc_status_code(st);
+		if (!proc_reap_session(g->pid, &st)) /* ended: its stray rsh agents are killed too */
+			return false;
+		*code = st == -1 ? -1 : proc_status_code(st);
+		if (st != -1)
 			proc_describe_status(st, desc, desc_len);
-			return true;
-		}
-		if (r < 0 && errno == ECHILD) {
-			*code = -1;
-			return true;
-		}
-		return false;
+		return true;
 	}
 	if (proc_alive(g->pid, g->ticks))
 		return false;

@@ -3,7 +3,7 @@
 #   scripts/fuzz.sh [-t SECONDS] [-j LANES] [TARGET...]
 #     -t  seconds per target (default 600; 0 = until stopped)
 #     -j  targets run side by side (default 1)
-#     TARGET: config idx ckpt metadata hosts state events (default: all)
+#     TARGET: config idx ckpt metadata cifar h5images hosts state events (default: all)
 # Builds build-fuzz (clang-14, ASan+UBSan, -DSPOTTRAIN_FUZZ=ON) when missing. Each target's
 # working corpus is fuzz-out/<name>/corpus (seeded from tests/fuzz/corpus/<name>, which is
 # never written); crashes, leaks and timeouts land in fuzz-out/<name>/ as crash-*, leak-*,
@@ -21,7 +21,7 @@ while getopts "t:j:" o; do
 done
 shift $((OPTIND - 1))
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(config idx ckpt metadata hosts state events)
+[ ${#targets[@]} -gt 0 ] || targets=(config idx ckpt metadata cifar h5images hosts state events)
 
 if [ ! -x build-fuzz/tests/fuzz/fuzz_config ]; then
   CC=${CC:-clang-14} cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPOTTRAIN_FUZZ=ON \

@@ -6,7 +6,7 @@
 # Needs SIM_ROOT in the environment (mpirun passes its environment on).
 # Fault states set by fleet.py: $SIM_ROOT/nodes/HOST/down makes the node
 # unreachable (like ssh to a dead host), .../frozen makes a launch on it hang
-# (like ssh to a partitioned host) until the file goes away or the node is down.
+# (like ssh to a partitioned host) until the file goes away.
 while [[ $# -gt 0 && "$1" == -* ]]; do shift; done
 host="$1"
 shift
@@ -19,9 +19,10 @@ if [[ -e "$node/down" ]]; then
 	echo "ssh: connect to host $host port 22: No route to host" >&2
 	exit 255
 fi
-# a hung ssh ends when the host is gone for good (TCP gives up on a terminated host):
-# the fleet marks a reclaimed node down
-while [[ -e "$node/frozen" && ! -e "$node/down" ]]; do sleep 0.5; done
+# like ssh to a partitioned host, a launch on a frozen node hangs for as long as it is
+# frozen, even once the node is down: whoever started it must end it (spotlaunch kills
+# the session of every mpirun it started, rsh agents included; fleet.frozen checks)
+while [[ -e "$node/frozen" ]]; do sleep 0.5; done
 if [[ -e "$node/down" ]]; then
 	echo "ssh: connect to host $host port 22: Connection timed out" >&2
 	exit 255

@@ -306,6 +306,21 @@ def scale_up(run):
             "fleet_log": [(round(t - t0, 2), a) for t, a in f.log]}
 
 
+def leftovers(fleet):
+    """pid, state, node and command line of each live process of the fleet."""
+    out = []
+    for p in fleet.pids():
+        try:
+            with open("/proc/%d/cmdline" % p, "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")[:100]
+        except OSError:
+            continue
+        node = [v.decode(errors="replace") for v in (fl._environ(p) or []) if v.startswith(b"SIM_NODE=")]
+        st = fl._state(p)
+        out.append("%d %s %s %s" % (p, st[0] if st else "?", node[0] if node else "-", cmd))
+    return out
+
+
 def frozen(run):
     """(6) A frozen (or partitioned) node: no progress for --progress-timeout, killed, probed, re-formed.
 
@@ -335,6 +350,13 @@ def frozen(run):
     assert inc["total_s"] <= bound, "recovered after %.1f s (bound %.1f)" % (inc["total_s"], bound)
     assert inc["steps_lost"] <= CKPT_EVERY
     assert "node2" not in st["world"][-1]["hosts"].split(","), world_sizes(st)
+    # node2 stays frozen, so the probe's rsh agent (rsh_shim.sh, like ssh) never ends by
+    # itself: the launcher must have killed it with the probe's mpirun, and nothing else
+    # of the fleet may outlive the launcher
+    try:
+        fl.wait_for(lambda: not f.pids(), 30, "every process of the fleet to end")
+    except AssertionError:
+        raise AssertionError("processes left behind: %s" % leftovers(f))
     return {"frozen_at_step": hb[0], "chain": chain, "world": world_sizes(st), "incidents": incident_summary(st),
             "goodput": st["goodput"], "wall_s": st["wall_s"],
             "fleet_log": [(round(t - t0, 2), a) for t, a in f.log]}

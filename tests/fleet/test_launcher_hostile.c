@@ -5,7 +5,9 @@
  * reach the list handed to mpirun and never reach a message raw; slot counts
  * and the number of hosts are bounded; an endless discovery output is stopped
  * at the cap, long before its timeout; files the launcher creates on the
- * shared volume do not follow links planted there and are not world-writable.
+ * shared volume do not follow links planted there and are not world-writable;
+ * a NUL byte in a hostfile or discovery output is refused with its place; a
+ * child's stray rsh agent does not outlive it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,10 +17,12 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "discovery.h"
@@ -183,6 +187,101 @@ static void volume_files_follow_no_link_and_are_not_world_writable(void **unused
 	free(out);
 }
 
+/* A NUL byte would silently end the text: refused with its place, the last list kept. */
+static void nul_bytes_are_refused_with_their_place(void **unused)
+{
+	(void)unused;
+	static const char text[] = "a:1\nbb\0c:1\nd:1\n";
+	size_t off = 0, col = 0;
+	int line_no = 0;
+	assert_true(hosts_find_nul(text, sizeof text - 1, &off, &line_no, &col));
+	assert_int_equal(off, 6);
+	assert_int_equal(line_no, 2);
+	assert_int_equal(col, 3);
+	assert_false(hosts_find_nul("a:1\nb:1\n", 8, &off, &line_no, &col));
+
+	char dir[] = "/tmp/spotlaunch-nul-XXXXXX", path[64];
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/hosts", dir);
+	FILE *f = fopen(path, "wb");
+	assert_non_null(f);
+	fwrite("a slots=1\nb\0 slots=1\nc slots=1\n", 1, 31, f);
+	fclose(f);
+	discovery d;
+	assert_int_equal(discovery_init_hostfile(&d, path), 0);
+	bool changed = true;
+	assert_int_equal(discovery_poll(&d, now_mono(), true, &changed), -1);
+	assert_false(changed);
+	assert_int_equal(d.hosts.n, 0);
+	f = fopen(path, "wb");
+	assert_non_null(f);
+	fputs("a slots=1\nc slots=1\n", f); /* a clean file is taken again */
+	fclose(f);
+	assert_int_equal(discovery_poll(&d, now_mono(), true, &changed), 0);
+	assert_true(changed);
+	assert_int_equal(d.hosts.n, 2);
+	discovery_free(&d);
+	unlink(path);
+	rmdir(dir);
+
+	/* a command's output: printf writes a NUL after the first host */
+	assert_int_equal(discovery_init_command(&d, "printf a:1\\0b:1\\n", 10, 1), 0);
+	assert_int_equal(discovery_poll(&d, now_mono(), true, &changed), -1);
+	assert_int_equal(d.hosts.n, 0);
+	discovery_free(&d);
+}
+
+/*
+ * Open MPI puts each rsh agent in a process group of its own, so killing
+ * mpirun's group leaves an agent hung on an unreachable host behind. A process
+ * spawned with new_group leads a session: proc_reap_session() kills whatever is
+ * left of it once the process has ended, whatever group it moved to.
+ */
+static void an_ended_child_leaves_no_stray_in_its_session(void **unused)
+{
+	(void)unused;
+	char path[] = "/tmp/spotlaunch-stray-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	char *argv[] = {"perl", "-e",
+			"$| = 1; my $p = fork(); if (!$p) { setpgrp(0, 0); exec 'sleep', '300'; } "
+			"setpgrp($p, $p); print \"$p\\n\";",
+			NULL};
+	spawn_opts o = {.argv = argv, .stdout_fd = fd, .stderr_fd = -1, .new_group = true};
+	pid_t pid;
+	assert_int_equal(proc_spawn(&o, &pid), 0);
+	close(fd);
+	int st = 0;
+	double deadline = now_mono() + 60;
+	bool ended = false;
+	pid_t stray = 0;
+	while (!ended && now_mono() < deadline) {
+		if (!stray) { /* its own group, alive, before perl is reaped (the test can fail) */
+			char *txt = NULL;
+			if (read_file(path, 64, &txt, NULL) == 0 && strchr(txt, '\n')) {
+				stray = (pid_t)atoi(txt);
+				assert_true(stray > 0);
+				assert_true(proc_start_ticks(stray) != 0);
+				assert_int_equal(getpgid(stray), stray);
+				assert_int_equal(getsid(stray), pid);
+			}
+			free(txt);
+		}
+		ended = stray && proc_reap_session(pid, &st);
+		if (!ended)
+			usleep(20 * 1000);
+	}
+	assert_true(ended);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	while (proc_start_ticks(stray) != 0 && now_mono() < deadline)
+		usleep(20 * 1000);
+	bool gone = proc_start_ticks(stray) == 0; /* killed (gone, or a zombie of init's) */
+	if (!gone)
+		kill(stray, SIGKILL); /* leave nothing behind even when failing */
+	assert_true(gone);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -191,6 +290,8 @@ int main(void)
 		cmocka_unit_test(host_count_is_bounded),
 		cmocka_unit_test(endless_discovery_output_is_stopped_at_the_cap),
 		cmocka_unit_test(volume_files_follow_no_link_and_are_not_world_writable),
+		cmocka_unit_test(nul_bytes_are_refused_with_their_place),
+		cmocka_unit_test(an_ended_child_leaves_no_stray_in_its_session),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
