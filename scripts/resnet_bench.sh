@@ -42,7 +42,7 @@ for l in open(sys.argv[1]):
     if "test_accuracy" in j:
         print("spottrain step %5d  test accuracy %.4f" % (j.get("step", 0), j["test_accuracy"]))
 j = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
-print("spottrain final: steps %d  test accuracy %s  %.1f img/s" % (j["steps"], j.get("test_accuracy"), j["images_per_s"]))
+print("spottrain final: steps %d  test accuracy %s  %.1f img/s" % (j["steps"], j.get("test_accuracy"), j["train_images_per_s"]))
 PY
 
 echo "== pytorch resnet20, same batch and threads"
