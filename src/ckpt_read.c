@@ -42,6 +42,22 @@ static int check_checksum(reader_ctx *c, uint32_t computed, uint32_t stored)
 
 /* ------------------------------------------------------------------ read -- */
 
+/* The walker's expected datasets: the n views, by name, shape and place in their flat block. */
+static void set_refs(walker *w, const tensor_view *views, int n)
+{
+	w->n_ref = n;
+	for (int i = 0; i < n; i++) {
+		const tensor_view *t = &views[i];
+		tref *r = &w->ref[i];
+		snprintf(r->name, CKPT_NAME_LEN, "%.*s", CKPT_NAME_LEN - 1, t->name);
+		r->ndim = t->ndim;
+		for (int d = 0; d < t->ndim; d++)
+			r->dims[d] = (hsize_t)t->dims[d];
+		r->numel = t->numel;
+		r->offset = t->offset;
+	}
+}
+
 /*
  * /buffers: exactly the model's buffer views, read into dst (NULL: only checksummed). A
  * network without buffers takes a file without the group (the format of such networks is
@@ -61,17 +77,7 @@ static int walk_buffers(walker *w, hid_t file, const model *m, float *dst)
 					 c->path, CKPT_BUFFERS_LABEL);
 		return 0;
 	}
-	w->n_ref = m->n_buffer_views;
-	for (int i = 0; i < m->n_buffer_views; i++) {
-		const tensor_view *t = &m->buffers[i];
-		tref *r = &w->ref[i];
-		snprintf(r->name, CKPT_NAME_LEN, "%s", t->name);
-		r->ndim = t->ndim;
-		for (int d = 0; d < t->ndim; d++)
-			r->dims[d] = (hsize_t)t->dims[d];
-		r->numel = t->numel;
-		r->offset = t->offset;
-	}
+	set_refs(w, m->buffers, m->n_buffer_views);
 	return ckpt_walk_group(w, file, CKPT_BUFFERS_GROUP, CKPT_BUFFERS_LABEL, dst, false);
 }
 
@@ -104,17 +110,7 @@ static int read_locked(const char *path, const model *m, bool weights_only, ckpt
 		goto free_meta;
 	}
 	w->c = &c;
-	w->n_ref = m->n_tensors;
-	for (int i = 0; i < m->n_tensors; i++) {
-		const tensor_view *t = &m->tensors[i];
-		tref *r = &w->ref[i];
-		snprintf(r->name, CKPT_NAME_LEN, "%s", t->name);
-		r->ndim = t->ndim;
-		for (int d = 0; d < t->ndim; d++)
-			r->dims[d] = (hsize_t)t->dims[d];
-		r->numel = t->numel;
-		r->offset = t->offset;
-	}
+	set_refs(w, m->tensors, m->n_tensors);
 	if ((rc = ckpt_walk_group(w, file, CKPT_PARAMS_GROUP, CKPT_PARAMS_LABEL, b->params, false)) ||
 	    (rc = ckpt_walk_states(w, file, n_dst, b->state_names, b->states, found)))
 		goto free_meta;
