@@ -118,17 +118,17 @@ static bool conv_is_pointwise(const conv_desc *d)
 	       d->pad_top == 0 && d->pad_left == 0 && d->out_h == d->in_h && d->out_w == d->in_w;
 }
 
-/* The im2col buffer: K rows of the patches and a row of ones (the bias gradient's). */
+/* The im2col buffer: K rows of the patches. */
 static size_t conv_col_floats(const conv_desc *d)
 {
-	return round_line((conv_k(d) + 1) * conv_out_plane(d));
+	return round_line(conv_k(d) * conv_out_plane(d));
 }
 
 /* One thread's slice: the im2col buffer (reused for the column gradient), then the
- * transposed weight and bias gradient [K + 1][oc] that backward accumulates in. */
+ * transposed weight gradient [K][oc] that backward accumulates in. */
 static size_t conv_slot_floats(const conv_desc *d)
 {
-	return conv_col_floats(d) + round_line((conv_k(d) + 1) * (size_t)d->out_c);
+	return conv_col_floats(d) + round_line(conv_k(d) * (size_t)d->out_c);
 }
 
 /* Threads a conv call over n samples uses: never more than samples. */
@@ -252,12 +252,13 @@ static void conv_fwd_sample(const conv_desc *d, const float *x, const float *w, 
 		im2col(d, x, col);
 		B = col;
 	}
-	for (int o = 0; o < oc; o++) {
-		float *yo = y + (size_t)o * P, bo = b ? b[o] : 0.0f;
+	for (int o = 0; b && o < oc; o++) {
+		float *yo = y + (size_t)o * P, bo = b[o];
 		for (int p = 0; p < P; p++)
 			yo[p] = bo;
 	}
-	kern_gemm(&(kern_gemm_args){oc, P, K, w, K, 1, B, P, 1, y, P, 1}, 1);
+	/* without a bias every chain starts from +0.0, as if y had been zeroed */
+	kern_gemm(&(kern_gemm_args){oc, P, K, w, K, 1, B, P, 1, y, P, 1, b == NULL}, 1);
 }
 
 static void cpu_conv2d_forward(const conv_desc *d, int n, const float *in, const float *w,
@@ -277,38 +278,65 @@ static void cpu_conv2d_forward(const conv_desc *d, int n, const float *in, const
 }
 
 /*
- * gT[K + 1][oc] += col[K + 1, P] . dy[oc, P]^T for one sample: rows k < K are the weight
- * gradient (transposed), row K (col's row of ones) the bias gradient, each element a chain
- * of one fma per term in p order. col holds the sample's patches (x itself copied when
- * pointwise) above the row of ones.
+ * gT[K][oc] += col[K, P] . dy[oc, P]^T for one sample: the weight gradient (transposed),
+ * each element a chain of one fma per term in p order. col holds the sample's patches
+ * (x itself is read when pointwise).
  */
 static void conv_bwd_weights(const conv_desc *d, const float *x, const float *dy, float *col, float *gT,
 			     int threads)
 {
 	const int oc = d->out_c, K = (int)conv_k(d), P = (int)conv_out_plane(d);
-	if (conv_is_pointwise(d))
-		memcpy(col, x, sizeof(float) * (size_t)K * (size_t)P);
-	else
+	const float *A = x;
+	if (!conv_is_pointwise(d)) {
 		im2col(d, x, col);
-	kern_gemm(&(kern_gemm_args){K + 1, oc, P, col, P, 1, dy, 1, P, gT, oc, 1}, threads);
+		A = col;
+	}
+	kern_gemm(&(kern_gemm_args){K, oc, P, A, P, 1, dy, 1, P, gT, oc, 1, 0}, threads);
 }
 
-/* gT = [dw^T; db] (load = 1) or back (load = 0); a NULL db reads as zeros and is not written. */
-static void conv_grad_transpose(const conv_desc *d, float *dw, float *db, float *gT, int load)
+/*
+ * db[o] += dy[o, p] over p in increasing order, one rounding per term: the chain a
+ * row of ones in the weight product would give (fma(1, dy, s) is the rounded s + dy),
+ * eight channels at a time so that the chains overlap.
+ */
+static void conv_bias_grad(const conv_desc *d, const float *dy, float *db)
+{
+	const int oc = d->out_c;
+	const size_t P = conv_out_plane(d);
+	int o = 0;
+	for (; o + 8 <= oc; o += 8) {
+		float s[8];
+		const float *r[8];
+		for (int j = 0; j < 8; j++) {
+			s[j] = db[o + j];
+			r[j] = dy + (size_t)(o + j) * P;
+		}
+		for (size_t p = 0; p < P; p++)
+			for (int j = 0; j < 8; j++)
+				s[j] += r[j][p];
+		for (int j = 0; j < 8; j++)
+			db[o + j] = s[j];
+	}
+	for (; o < oc; o++) {
+		float s = db[o];
+		const float *r = dy + (size_t)o * P;
+		for (size_t p = 0; p < P; p++)
+			s += r[p];
+		db[o] = s;
+	}
+}
+
+/* gT = dw^T (load = 1) or back (load = 0). */
+static void conv_grad_transpose(const conv_desc *d, float *dw, float *gT, int load)
 {
 	const int oc = d->out_c, K = (int)conv_k(d);
-	for (int o = 0; o < oc; o++) {
+	for (int o = 0; o < oc; o++)
 		for (int k = 0; k < K; k++) {
 			if (load)
 				gT[(size_t)k * oc + o] = dw[(size_t)o * K + k];
 			else
 				dw[(size_t)o * K + k] = gT[(size_t)k * oc + o];
 		}
-		if (load)
-			gT[(size_t)K * oc + o] = db ? db[o] : 0.0f;
-		else if (db)
-			db[o] = gT[(size_t)K * oc + o];
-	}
 }
 
 /* dx = col2im(w[oc, K]^T . dy[oc, P]) for one sample; col is scratch (unused when pointwise). */
@@ -317,8 +345,8 @@ static void conv_bwd_input(const conv_desc *d, const float *w, const float *dy, 
 	const int oc = d->out_c, K = (int)conv_k(d), P = (int)conv_out_plane(d);
 	const bool pw = conv_is_pointwise(d);
 	float *dcol = pw ? dx : col;
-	memset(dcol, 0, sizeof(float) * (size_t)K * (size_t)P);
-	kern_gemm(&(kern_gemm_args){K, P, oc, w, 1, K, dy, P, 1, dcol, P, 1}, 1);
+	/* every chain starts from +0.0: no pass zeroing dcol */
+	kern_gemm(&(kern_gemm_args){K, P, oc, w, 1, K, dy, P, 1, dcol, P, 1, 1}, 1);
 	if (!pw)
 		col2im(d, dcol, dx);
 }
@@ -335,19 +363,19 @@ static void cpu_conv2d_backward(const conv_desc *d, int n, const float *in, cons
 	if (n <= 0 || !conv_desc_ok(d))
 		return;
 	const size_t in_sz = conv_in_numel(d), out_sz = (size_t)d->out_c * conv_out_plane(d);
-	const size_t slot = conv_slot_floats(d), K = conv_k(d), P = conv_out_plane(d);
+	const size_t slot = conv_slot_floats(d);
 	const int team = conv_team(n);
 	float *col = ws, *gT = ws + conv_col_floats(d);
 
-	conv_grad_transpose(d, dw, db, gT, 1);
-	for (size_t p = 0; p < P; p++)
-		col[K * P + p] = 1.0f;
+	conv_grad_transpose(d, dw, gT, 1);
 	for (size_t i = 0; i < (size_t)n; i++) {
+		if (db)
+			conv_bias_grad(d, dout + i * out_sz, db);
 		conv_bwd_weights(d, in + i * in_sz, dout + i * out_sz, col, gT, team);
 		if (din && team == 1) /* the training path: one shard per thread, col is free again */
 			conv_bwd_input(d, w, dout + i * out_sz, din + i * in_sz, col);
 	}
-	conv_grad_transpose(d, dw, db, gT, 0);
+	conv_grad_transpose(d, dw, gT, 0);
 	if (!din || team == 1)
 		return;
 #pragma omp parallel num_threads(team)
@@ -445,8 +473,10 @@ static void cpu_relu_forward(size_t count, const float *in, float *out)
 static void cpu_relu_backward(size_t count, const float *out, const float *dout, float *din)
 {
 #pragma omp parallel for simd schedule(static) num_threads(backend_cpu_threads()) if (count >= PAR_MIN_ELEMS)
-	for (size_t i = 0; i < count; i++)
-		din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+	for (size_t i = 0; i < count; i++) {
+		const float g = dout[i]; /* read unconditionally: a select, no branch, vectorised */
+		din[i] = out[i] > 0.0f ? g : 0.0f;
+	}
 }
 
 /* Counters per batch of the lane-parallel Philox below (each counter covers four elements). */
@@ -577,14 +607,9 @@ static void cpu_dense_forward(int n, int in_f, int out_f, const float *in, const
 {
 	if (n <= 0 || out_f <= 0)
 		return;
-	for (int s = 0; s < n; s++) {
-		float *o = out + (size_t)s * out_f;
-		if (b)
-			memcpy(o, b, sizeof(float) * (size_t)out_f);
-		else
-			memset(o, 0, sizeof(float) * (size_t)out_f);
-	}
-	kern_gemm(&(kern_gemm_args){out_f, n, in_f, w, in_f, 1, in, 1, in_f, out, 1, out_f},
+	for (int s = 0; b && s < n; s++)
+		memcpy(out + (size_t)s * out_f, b, sizeof(float) * (size_t)out_f);
+	kern_gemm(&(kern_gemm_args){out_f, n, in_f, w, in_f, 1, in, 1, in_f, out, 1, out_f, b == NULL},
 		  dense_team((size_t)n * in_f * out_f));
 }
 
@@ -604,11 +629,10 @@ static void cpu_dense_backward(int n, int in_f, int out_f, const float *in, cons
 		}
 	}
 	/* dw[o, i] += sum_s dout[s, o] in[s, i] */
-	kern_gemm(&(kern_gemm_args){out_f, in_f, n, dout, 1, out_f, in, in_f, 1, dw, in_f, 1}, team);
+	kern_gemm(&(kern_gemm_args){out_f, in_f, n, dout, 1, out_f, in, in_f, 1, dw, in_f, 1, 0}, team);
 	/* din[s, i] = sum_o dout[s, o] w[o, i] */
 	if (din) {
-		memset(din, 0, sizeof(float) * (size_t)n * (size_t)in_f);
-		kern_gemm(&(kern_gemm_args){n, in_f, out_f, dout, out_f, 1, w, in_f, 1, din, in_f, 1}, team);
+		kern_gemm(&(kern_gemm_args){n, in_f, out_f, dout, out_f, 1, w, in_f, 1, din, in_f, 1, 1}, team);
 	}
 }
 

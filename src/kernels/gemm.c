@@ -41,6 +41,7 @@ static void pack_b(const kern_gemm_args *g, int k0, int kc, int j0, int cols, in
 static void tile(const kern_tile *tl, const kern_gemm_args *g, int i0, int j0, int k0, int kc, int cols,
 		 const float *b, ptrdiff_t ldb)
 {
+	const int zero = g->c_zero && k0 == 0; /* the first k block of a c_zero product writes only */
 	const int mr = tl->mr, nr = tl->nr;
 	const int rows = g->m - i0 < mr ? g->m - i0 : mr;
 	const float *ap[KERN_MR_MAX];
@@ -48,14 +49,15 @@ static void tile(const kern_tile *tl, const kern_gemm_args *g, int i0, int j0, i
 		ap[r] = g->a + (ptrdiff_t)(i0 + (r < rows ? r : rows - 1)) * g->rsa + (ptrdiff_t)k0 * g->csa;
 	float *c = g->c + (ptrdiff_t)i0 * g->rsc + (ptrdiff_t)j0 * g->csc;
 	if (g->csc == 1 && rows == mr && cols == nr) {
-		tl->ukr(kc, ap, g->csa, b, ldb, c, g->rsc);
+		tl->ukr(kc, ap, g->csa, b, ldb, c, g->rsc, zero);
 		return;
 	}
 	float t[KERN_MR_MAX * KERN_NR_MAX];
 	for (int r = 0; r < mr; r++)
 		for (int j = 0; j < nr; j++)
-			t[r * nr + j] = r < rows && j < cols ? c[(ptrdiff_t)r * g->rsc + (ptrdiff_t)j * g->csc] : 0.0f;
-	tl->ukr(kc, ap, g->csa, b, ldb, t, nr);
+			t[r * nr + j] = !zero && r < rows && j < cols ? c[(ptrdiff_t)r * g->rsc + (ptrdiff_t)j * g->csc]
+								: 0.0f;
+	tl->ukr(kc, ap, g->csa, b, ldb, t, nr, zero);
 	for (int r = 0; r < rows; r++)
 		for (int j = 0; j < cols; j++)
 			c[(ptrdiff_t)r * g->rsc + (ptrdiff_t)j * g->csc] = t[r * nr + j];
@@ -137,7 +139,7 @@ void kern_gemm_impl(const kern_impl *im, const kern_gemm_args *g0, int threads)
 		return;
 	/* C^T = B^T A^T has the same terms in the same order: take the cheaper way round. */
 	const kern_gemm_args gt = {g0->n, g0->m, g0->k, g0->b, g0->csb, g0->rsb, g0->a, g0->csa, g0->rsa,
-				   g0->c, g0->csc, g0->rsc};
+				   g0->c, g0->csc, g0->rsc, g0->c_zero};
 	const kern_tile *tl, *tlt;
 	const double c0 = plan_cost(im, g0, &tl), ct = plan_cost(im, &gt, &tlt);
 	const kern_gemm_args *g = g0;

@@ -48,6 +48,8 @@ const char *kern_describe(char *buf, size_t len);
  * so transposes need no copies: X[r, c] = x[r * rs + c * cs]. C must not
  * overlap A or B. threads > 1 splits the columns of C into blocks of whole
  * panels (never the sum): the result does not depend on it.
+ * c_zero = 1: C's old values are not read; every chain starts from +0.0
+ * instead (the same bits as zeroing C first, without the pass over memory).
  */
 typedef struct kern_gemm_args {
 	int m, n, k;
@@ -57,6 +59,7 @@ typedef struct kern_gemm_args {
 	ptrdiff_t rsb, csb;
 	float *c;
 	ptrdiff_t rsc, csc;
+	int c_zero;
 } kern_gemm_args;
 
 void kern_gemm(const kern_gemm_args *g, int threads);

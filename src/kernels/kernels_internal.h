@@ -21,10 +21,11 @@
  * The micro-kernel: for r < mr and j < nr,
  *   c[r * ldc + j] = fma(a[r][(kc-1) * csa], bp[(kc-1) * nr + j], ... fma(a[r][0], bp[j], c[r * ldc + j]))
  * i.e. the terms in increasing k, one fma each. Row k of the panel is
- * b + k * ldb, nr floats; c rows are nr floats (any alignment).
+ * b + k * ldb, nr floats; c rows are nr floats (any alignment). zero = 1:
+ * the chains start from +0.0 and c is only written (the same bits as zeroing c first).
  */
 typedef void (*kern_ukr_fn)(int kc, const float *const *a, ptrdiff_t csa, const float *b, ptrdiff_t ldb,
-			    float *c, ptrdiff_t ldc);
+			    float *c, ptrdiff_t ldc, int zero);
 
 /* Runs iters rounds of 12 independent FMA chains of the ISA's vectors (each chain starts from its
  * own value); returns a sum of the chains (so that nothing is dead code) and the flops in *flops. */

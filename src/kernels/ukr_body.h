@@ -19,12 +19,18 @@
 #endif
 
 static void UKR_FN(int kc, const float *const *a, ptrdiff_t csa, const float *b, ptrdiff_t ldb, float *c,
-		   ptrdiff_t ldc)
+		   ptrdiff_t ldc, int zero)
 {
 	VT acc[UKR_MR][UKR_NV];
-	UKR_UNROLL for (int r = 0; r < UKR_MR; r++)
-		UKR_UNROLL for (int v = 0; v < UKR_NV; v++)
-			acc[r][v] = VLOADU(c + r * ldc + v * VW);
+	if (zero) {
+		UKR_UNROLL for (int r = 0; r < UKR_MR; r++)
+			UKR_UNROLL for (int v = 0; v < UKR_NV; v++)
+				acc[r][v] = VSET1(0.0f);
+	} else {
+		UKR_UNROLL for (int r = 0; r < UKR_MR; r++)
+			UKR_UNROLL for (int v = 0; v < UKR_NV; v++)
+				acc[r][v] = VLOADU(c + r * ldc + v * VW);
+	}
 	for (int k = 0; k < kc; k++) {
 		VT bv[UKR_NV];
 		UKR_UNROLL for (int v = 0; v < UKR_NV; v++)

@@ -94,7 +94,7 @@ static kern_gemm_args make_args(const shape *s, float **a, float **b, float **c)
 	*b = rnd_buf((size_t)(s->bt ? s->n : s->k) * ldb);
 	*c = rnd_buf((size_t)(s->ct ? s->n : s->m) * ldc);
 	kern_gemm_args g = {s->m, s->n, s->k, *a, s->at ? 1 : lda, s->at ? lda : 1, *b, s->bt ? 1 : ldb,
-			    s->bt ? ldb : 1, *c, s->ct ? 1 : ldc, s->ct ? ldc : 1};
+			    s->bt ? ldb : 1, *c, s->ct ? 1 : ldc, s->ct ? ldc : 1, 0};
 	return g;
 }
 
@@ -124,6 +124,46 @@ static void test_gemm_every_isa_is_the_fma_chain_bit_for_bit(void **state)
 				kern_gemm_impl(im[i], &g, threads);
 				if (memcmp(got, want, cn * sizeof(float)))
 					fail_msg("%s, %d threads, %dx%dx%d (at %d bt %d ct %d): not the fma chain",
+						 im[i]->name, threads, s->m, s->n, s->k, s->at, s->bt, s->ct);
+			}
+		free(a);
+		free(b);
+		free(c0);
+		free(want);
+		free(got);
+	}
+}
+
+/* c_zero: C's old values (NaN here) are never read; the result is the chain from +0.0 (the same
+ * bits as zeroing C first) on every ISA and thread count, and C's padding is left alone. */
+static void test_gemm_c_zero_is_zeroing_c_first(void **state)
+{
+	(void)state;
+	const kern_impl *im[4];
+	const int ni = impls(im);
+	for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+		const shape *s = &shapes[si];
+		float *a, *b, *c0;
+		kern_gemm_args g = make_args(s, &a, &b, &c0);
+		const size_t cn = c_floats(s);
+		float *want = malloc(cn * sizeof(float)), *got = malloc(cn * sizeof(float));
+		for (size_t i = 0; i < cn; i++)
+			want[i] = NAN;
+		for (int i = 0; i < s->m; i++)
+			for (int j = 0; j < s->n; j++)
+				want[i * g.rsc + j * g.csc] = 0.0f;
+		g.c = want;
+		gemm_chain(&g);
+		g.c_zero = 1;
+		for (int i = 0; i < ni; i++)
+			for (int threads = 1; threads <= 3; threads += 2) {
+				for (size_t e = 0; e < cn; e++)
+					got[e] = NAN;
+				g.c = got;
+				kern_gemm_impl(im[i], &g, threads);
+				if (memcmp(got, want, cn * sizeof(float)))
+					fail_msg("%s, %d threads, %dx%dx%d (at %d bt %d ct %d): c_zero is not the chain "
+						 "from zero",
 						 im[i]->name, threads, s->m, s->n, s->k, s->at, s->bt, s->ct);
 			}
 		free(a);
@@ -451,6 +491,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_gemm_every_isa_is_the_fma_chain_bit_for_bit),
+		cmocka_unit_test(test_gemm_c_zero_is_zeroing_c_first),
 		cmocka_unit_test(test_gemm_matches_a_double_reference),
 		cmocka_unit_test(test_conv_reference_and_identity_across_isas),
 		cmocka_unit_test(test_dense_identity_and_reference),
