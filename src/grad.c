@@ -87,15 +87,46 @@ __attribute__((target("avx2"))) static size_t fix_add_avx2(size_t n, const float
 	return i;
 }
 
-/*
- * acc += round(x * 2^32) over n values, saturating; counts saturated and
- * non-finite values.
- */
-static void fix_add(size_t n, const float *x, int64_t *acc, int64_t *overflow, int64_t *nonfinite)
+/* The AVX-512 part of fix_add: the same double arithmetic eight values at a time. */
+__attribute__((target("avx512f"))) static size_t fix_add_avx512(size_t n, const float *x, int64_t *acc,
+								 int64_t *overflow, int64_t *nonfinite)
 {
 	size_t i = 0;
 	int64_t of = 0, nf = 0;
-	if (kern_isa_supported(KERN_ISA_AVX2))
+	const __m512d scale = _mm512_set1_pd(FIX_SCALE), lim = _mm512_set1_pd(FIX_LIMIT);
+	const __m512d nlim = _mm512_set1_pd(-FIX_LIMIT), magic = _mm512_set1_pd(MAGIC);
+	const __m512d inf = _mm512_set1_pd(INFINITY), zero = _mm512_setzero_pd();
+	const __m512i mbits = _mm512_set1_epi64(MAGIC_BITS);
+	for (; i + 8 <= n; i += 8) {
+		__m512d v = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), scale);
+		__m512d a = _mm512_abs_pd(v);
+		__mmask8 bad = _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q) | _mm512_cmp_pd_mask(a, inf, _CMP_EQ_OQ);
+		__mmask8 over = (__mmask8)(~bad & _mm512_cmp_pd_mask(a, lim, _CMP_GT_OQ));
+		v = _mm512_mask_mov_pd(v, bad, zero);
+		v = _mm512_min_pd(_mm512_max_pd(v, nlim), lim);
+		__m512i q = _mm512_sub_epi64(_mm512_castpd_si512(_mm512_add_pd(v, magic)), mbits);
+		_mm512_storeu_si512(acc + i, _mm512_add_epi64(_mm512_loadu_si512(acc + i), q));
+		of += __builtin_popcount(over);
+		nf += __builtin_popcount(bad);
+	}
+	*overflow += of;
+	*nonfinite += nf;
+	return i;
+}
+
+/*
+ * acc += round(x * 2^32) over n values, saturating; counts saturated and
+ * non-finite values. The vector paths run the scalar path's double arithmetic
+ * (exact integer sums: the same result whichever ran), chosen by the kernels' ISA.
+ */
+void grad_fix_add(size_t n, const float *x, int64_t *acc, int64_t *overflow, int64_t *nonfinite)
+{
+	size_t i = 0;
+	int64_t of = 0, nf = 0;
+	const kern_isa isa = kern_current();
+	if (isa == KERN_ISA_AVX512)
+		i = fix_add_avx512(n, x, acc, overflow, nonfinite);
+	else if (isa == KERN_ISA_AVX2)
 		i = fix_add_avx2(n, x, acc, overflow, nonfinite);
 	for (; i < n; i++)
 		acc[i] += fix_one(x[i], &of, &nf);
@@ -121,11 +152,32 @@ __attribute__((target("avx2"))) static size_t fix_scale_out_avx2(size_t n, const
 	return i;
 }
 
-/* out = acc * s over n values (exact int64 -> double for |acc| < 2^51, the common case). */
-static void fix_scale_out(size_t n, const int64_t *acc, double s, float *out)
+/* The AVX-512 part of fix_scale_out (it too stops at a rare large value). */
+__attribute__((target("avx512f"))) static size_t fix_scale_out_avx512(size_t n, const int64_t *acc, double s,
+								       float *out)
 {
 	size_t i = 0;
-	if (kern_isa_supported(KERN_ISA_AVX2))
+	const __m512d magic = _mm512_set1_pd(MAGIC), sv = _mm512_set1_pd(s);
+	const __m512i mbits = _mm512_set1_epi64(MAGIC_BITS);
+	const __m512i lo = _mm512_set1_epi64(-2251799813685248LL), hi = _mm512_set1_epi64(2251799813685248LL);
+	for (; i + 8 <= n; i += 8) {
+		__m512i a = _mm512_loadu_si512(acc + i);
+		if ((__mmask8)(_mm512_cmpgt_epi64_mask(a, lo) & _mm512_cmpgt_epi64_mask(hi, a)) != 0xff)
+			break;
+		__m512d d = _mm512_sub_pd(_mm512_castsi512_pd(_mm512_add_epi64(a, mbits)), magic);
+		_mm256_storeu_ps(out + i, _mm512_cvtpd_ps(_mm512_mul_pd(d, sv)));
+	}
+	return i;
+}
+
+/* out = acc * s over n values (exact int64 -> double for |acc| < 2^51, the common case). */
+void grad_fix_scale_out(size_t n, const int64_t *acc, double s, float *out)
+{
+	size_t i = 0;
+	const kern_isa isa = kern_current();
+	if (isa == KERN_ISA_AVX512)
+		i = fix_scale_out_avx512(n, acc, s, out);
+	else if (isa == KERN_ISA_AVX2)
 		i = fix_scale_out_avx2(n, acc, s, out);
 	for (; i < n; i++) {
 		int64_t a = acc[i];
@@ -252,9 +304,9 @@ void grad_compute(grad_engine *e, const float *params, int bsz, int rank, int wo
 			double bt = now_mono();
 			net_backward(e->m, e->be, params, e->g[t], ws, &b);
 			double ct = now_mono();
-			fix_add(np, e->g[t], acc, &of_t, &nf_t);
+			grad_fix_add(np, e->g[t], acc, &of_t, &nf_t);
 			if (nb) /* the shard's statistics, summed exactly like its gradient */
-				fix_add(nb, e->st[t], acc + np, &of_t, &nf_t);
+				grad_fix_add(nb, e->st[t], acc + np, &of_t, &nf_t);
 			if (t == 0) {
 				t_fwd += bt - a;
 				t_bwd += ct - bt;
@@ -303,7 +355,7 @@ void grad_finish(grad_engine *e, int bsz, float *grads)
 	{
 		const int t = omp_get_thread_num(), nt = omp_get_num_threads();
 		size_t lo = np * (size_t)t / (size_t)nt, hi = np * (size_t)(t + 1) / (size_t)nt;
-		fix_scale_out(hi - lo, acc + lo, s, grads + lo);
+		grad_fix_scale_out(hi - lo, acc + lo, s, grads + lo);
 	}
 }
 
@@ -313,5 +365,5 @@ void grad_finish_stats(grad_engine *e, int bsz, float *stats)
 	if (nb == 0)
 		return;
 	const long K = (bsz + e->shard - 1) / e->shard;
-	fix_scale_out(nb, e->acc[0] + np, 1.0 / FIX_SCALE / (double)(K > 0 ? K : 1), stats);
+	grad_fix_scale_out(nb, e->acc[0] + np, 1.0 / FIX_SCALE / (double)(K > 0 ? K : 1), stats);
 }

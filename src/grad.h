@@ -88,4 +88,13 @@ void grad_finish(grad_engine *e, int bsz, float *grads);
 /* After the all-reduce: stats = the statistics' sum * 2^-GRAD_FIX_BITS / (the step's shards), n_buffers floats. */
 void grad_finish_stats(grad_engine *e, int bsz, float *stats);
 
+/*
+ * The two conversions, on the current kernels' ISA (kern_current(): AVX-512, AVX2 or
+ * scalar; every path gives the same integers and floats). grad_fix_add: acc += round(x *
+ * 2^GRAD_FIX_BITS), saturated at +-(2^51 - 1) (counted in *overflow), NaN/inf add 0
+ * (counted in *nonfinite). grad_fix_scale_out: out = acc * s. Exposed for tests.
+ */
+void grad_fix_add(size_t n, const float *x, int64_t *acc, int64_t *overflow, int64_t *nonfinite);
+void grad_fix_scale_out(size_t n, const int64_t *acc, double s, float *out);
+
 #endif

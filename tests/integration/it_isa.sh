@@ -33,6 +33,17 @@ grep -q "spottrain\[1\]: CPU kernels: portable " "$WORK/mixed.err" || { cat "$WO
 cmp_params() { "$PYTHON" "$TESTS_DIR/integration/compare_params.py" "$WORK/$1/final.h5" "$WORK/$2/final.h5" "${@:3}"; }
 cmp_params best mixed --bitwise --optim || fail "W=2 ($best + portable) is not bit-identical to W=1 on $best"
 cmp_params best port --bitwise --optim || fail "W=1 portable is not bit-identical to W=1 on $best"
+# On an AVX-512 CPU all three kernels at once: W = 3, one rank per ISA (a spot group mixing
+# an AVX-512 type, an AVX2-only type and something older), the same bits as W = 1.
+if [ "$best" = avx512 ]; then
+  mpirun "${MPIRUN_ARGS[@]}" -np 1 -x SPOTTRAIN_CPU_ISA=avx512 "$SPOTTRAIN" "${args[@]}" --run-dir "$WORK/three" \
+    : -np 1 -x SPOTTRAIN_CPU_ISA=avx2 "$SPOTTRAIN" "${args[@]}" --run-dir "$WORK/three" -v \
+    : -np 1 -x SPOTTRAIN_CPU_ISA=portable "$SPOTTRAIN" "${args[@]}" --run-dir "$WORK/three" -v \
+    >"$WORK/three.out" 2>"$WORK/three.err" || { cat "$WORK/three.err"; fail "W=3 avx512 + avx2 + portable failed"; }
+  check_run three 3
+  grep -q "spottrain\[1\]: CPU kernels: avx2 " "$WORK/three.err" || { cat "$WORK/three.err"; fail "rank 1 did not run avx2"; }
+  cmp_params best three --bitwise --optim || fail "W=3 (avx512 + avx2 + portable) is not bit-identical to W=1 on avx512"
+fi
 # steps ran with a finite loss (check_run required 4 steps)
 "$PYTHON" - "$WORK/best/metrics.jsonl" <<'PY' || fail "no finite loss recorded"
 import json, sys

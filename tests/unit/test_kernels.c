@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "grad.h"
 #include "contract.h"
 #include "kernels/kernels.h"
 #include "kernels/kernels_internal.h"
@@ -172,6 +173,48 @@ static void test_gemm_c_zero_is_zeroing_c_first(void **state)
 		free(want);
 		free(got);
 	}
+}
+
+/* The exact sum's conversions (grad.c) give the same integers, counts and floats on every ISA,
+ * over values that hit each branch: NaN, infinities, saturation, ties, -0, denormals, tails. */
+static void test_fixed_point_is_the_same_on_every_isa(void **state)
+{
+	(void)state;
+	enum { N = 203 };
+	float x[N];
+	for (int i = 0; i < N; i++)
+		x[i] = (float)((double)(rand() % 20001 - 10000) * 1e-4 * pow(2.0, rand() % 40 - 30));
+	const float special[] = {NAN, INFINITY, -INFINITY, 1e30f, -1e30f, 524288.0f, -524288.0f, 0x1p-33f,
+				 -0x1p-33f, 0x3p-34f, -0.0f, 1e-40f, 0x1p19f, 0x1.fffffep18f};
+	for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
+		x[i * 13] = special[i];
+	int64_t want[N], got[N], of0 = 0, nf0 = 0;
+	float fwant[N], fgot[N];
+	const kern_isa saved = kern_current();
+	kern_force(KERN_ISA_PORTABLE);
+	for (int i = 0; i < N; i++)
+		want[i] = i * 1000003LL - (1LL << 40);
+	grad_fix_add(N, x, want, &of0, &nf0);
+	grad_fix_add(N, x, want, &of0, &nf0);
+	want[7] = (1LL << 52) + 5; /* out of the fast range: the scalar fallback */
+	grad_fix_scale_out(N, want, 1.0 / 4294967296.0 / 3.0, fwant);
+	assert_int_equal(nf0, 2 * 3);
+	assert_true(of0 >= 2 * 4);
+	for (int isa = KERN_ISA_AVX2; isa < KERN_ISA_N; isa++) {
+		if (!kern_isa_supported((kern_isa)isa))
+			continue;
+		kern_force((kern_isa)isa);
+		int64_t of = 0, nf = 0;
+		for (int i = 0; i < N; i++)
+			got[i] = i * 1000003LL - (1LL << 40);
+		grad_fix_add(N, x, got, &of, &nf);
+		grad_fix_add(N, x, got, &of, &nf);
+		got[7] = (1LL << 52) + 5;
+		grad_fix_scale_out(N, got, 1.0 / 4294967296.0 / 3.0, fgot);
+		if (memcmp(got, want, sizeof got) || of != of0 || nf != nf0 || memcmp(fgot, fwant, sizeof fgot))
+			fail_msg("%s: the fixed-point conversions differ from the scalar path", kern_isa_name((kern_isa)isa));
+	}
+	kern_force(saved);
 }
 
 static void test_gemm_matches_a_double_reference(void **state)
@@ -492,6 +535,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_gemm_every_isa_is_the_fma_chain_bit_for_bit),
 		cmocka_unit_test(test_gemm_c_zero_is_zeroing_c_first),
+		cmocka_unit_test(test_fixed_point_is_the_same_on_every_isa),
 		cmocka_unit_test(test_gemm_matches_a_double_reference),
 		cmocka_unit_test(test_conv_reference_and_identity_across_isas),
 		cmocka_unit_test(test_dense_identity_and_reference),
