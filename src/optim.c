@@ -23,6 +23,7 @@
  */
 #include "optim.h"
 
+#include "kernels/kernels.h"
 #include "log.h"
 
 #include <math.h>
@@ -165,7 +166,7 @@ void optim_apply_warmup_epochs(optim_config *c, long steps_per_epoch)
 static double cos_anneal(double a, double b, double f)
 {
 	const double pi = 3.14159265358979323846;
-	return b + (a - b) * 0.5 * (1.0 + cos(pi * f));
+	return b + (a - b) * 0.5 * (1.0 + kern_cos(pi * f));
 }
 
 /*
@@ -221,7 +222,7 @@ float optim_lr_at(const optim_config *c, long t, long total_steps)
 		break;
 	case SCHED_STEP:
 		if (c->step_every > 0)
-			return (float)(lr * pow((double)c->gamma, (double)(e / c->step_every)));
+			return (float)(lr * kern_powi((double)c->gamma, e / c->step_every));
 		break;
 	case SCHED_ONECYCLE: /* above */
 		break;
@@ -231,7 +232,7 @@ float optim_lr_at(const optim_config *c, long t, long total_steps)
 		if (span <= 0 || e >= span)
 			return (float)min_lr;
 		const double pi = 3.14159265358979323846;
-		return (float)(min_lr + (lr - min_lr) * 0.5 * (1.0 + cos(pi * (double)e / (double)span)));
+		return (float)(min_lr + (lr - min_lr) * 0.5 * (1.0 + kern_cos(pi * (double)e / (double)span)));
 	}
 	}
 	return (float)lr;
@@ -270,50 +271,6 @@ static inline void sgd_elem(size_t i, float *restrict p, const float *restrict g
 	p[i] = p[i] + neg_lr * di;
 }
 
-static void sgd_step(const optim_config *c, float lr, size_t n, float *restrict p,
-		     const float *restrict g, float *restrict b)
-{
-	const float wd = c->weight_decay, mu = c->momentum, neg_lr = -lr;
-	const enum sgd_mode mode = !b ? SGD_PLAIN : c->nesterov ? SGD_NESTEROV : SGD_MOMENTUM;
-
-	if (wd != 0.0f) {
-		switch (mode) {
-		case SGD_PLAIN:
-#pragma omp parallel for simd schedule(static) if (parallel : n > OPTIM_PAR_MIN)
-			for (size_t i = 0; i < n; i++)
-				sgd_elem(i, p, g, b, wd, mu, neg_lr, true, SGD_PLAIN);
-			return;
-		case SGD_MOMENTUM:
-#pragma omp parallel for simd schedule(static) if (parallel : n > OPTIM_PAR_MIN)
-			for (size_t i = 0; i < n; i++)
-				sgd_elem(i, p, g, b, wd, mu, neg_lr, true, SGD_MOMENTUM);
-			return;
-		case SGD_NESTEROV:
-#pragma omp parallel for simd schedule(static) if (parallel : n > OPTIM_PAR_MIN)
-			for (size_t i = 0; i < n; i++)
-				sgd_elem(i, p, g, b, wd, mu, neg_lr, true, SGD_NESTEROV);
-			return;
-		}
-	}
-	switch (mode) {
-	case SGD_PLAIN:
-#pragma omp parallel for simd schedule(static) if (parallel : n > OPTIM_PAR_MIN)
-		for (size_t i = 0; i < n; i++)
-			sgd_elem(i, p, g, b, wd, mu, neg_lr, false, SGD_PLAIN);
-		return;
-	case SGD_MOMENTUM:
-#pragma omp parallel for simd schedule(static) if (parallel : n > OPTIM_PAR_MIN)
-		for (size_t i = 0; i < n; i++)
-			sgd_elem(i, p, g, b, wd, mu, neg_lr, false, SGD_MOMENTUM);
-		return;
-	case SGD_NESTEROV:
-#pragma omp parallel for simd schedule(static) if (parallel : n > OPTIM_PAR_MIN)
-		for (size_t i = 0; i < n; i++)
-			sgd_elem(i, p, g, b, wd, mu, neg_lr, false, SGD_NESTEROV);
-		return;
-	}
-}
-
 /* Scalars of one Adam(W) step, computed once (in double where torch computes them in Python). */
 struct adam_k {
 	float keep;      /* AdamW: 1 - lr*wd; Adam: 1 */
@@ -340,36 +297,6 @@ static inline void adam_elem(size_t i, float *restrict p, const float *restrict 
 	p[i] = pd + k.neg_step * mi / denom;
 }
 
-static void adam_step(const optim_config *c, float lr, long t, size_t n, float *restrict p,
-		      const float *restrict g, float *restrict m, float *restrict v)
-{
-	const bool decoupled = c->kind == OPT_ADAMW;
-	const double bc1 = 1.0 - pow((double)c->beta1, (double)t);
-	const double bc2 = 1.0 - pow((double)c->beta2, (double)t);
-	const struct adam_k k = {
-		/* p * 1.0f is exact, so plain Adam shares AdamW's loop. */
-		.keep = decoupled ? (float)(1.0 - (double)lr * (double)c->weight_decay) : 1.0f,
-		.wd = c->weight_decay,
-		.b1 = c->beta1,
-		.one_b1 = (float)(1.0 - (double)c->beta1),
-		.b2 = c->beta2,
-		.one_b2 = (float)(1.0 - (double)c->beta2),
-		.eps = c->eps,
-		.neg_step = (float)(-(double)lr / bc1),
-		.bc2_sqrt = (float)sqrt(bc2),
-	};
-
-	if (!decoupled && k.wd != 0.0f) {
-#pragma omp parallel for simd schedule(static) if (parallel : n > OPTIM_PAR_MIN)
-		for (size_t i = 0; i < n; i++)
-			adam_elem(i, p, g, m, v, k, true);
-	} else {
-#pragma omp parallel for simd schedule(static) if (parallel : n > OPTIM_PAR_MIN)
-		for (size_t i = 0; i < n; i++)
-			adam_elem(i, p, g, m, v, k, false);
-	}
-}
-
 /*
  * Adadelta for element i: g += wd*p; s = rho*s + (1-rho)*g*g;
  * d = sqrt(a + eps) / sqrt(s + eps) * g; a = rho*a + (1-rho)*d*d; p -= lr*d.
@@ -387,22 +314,20 @@ static inline void adadelta_elem(size_t i, float *restrict p, const float *restr
 	p[i] = p[i] + neg_lr * di;
 }
 
-static void adadelta_step(const optim_config *c, float lr, size_t n, float *restrict p,
-			  const float *restrict g, float *restrict sq, float *restrict acc)
-{
-	const float wd = c->weight_decay, rho = c->rho, eps = c->eps, neg_lr = -lr;
-	const float one_rho = (float)(1.0 - (double)rho);
-
-	if (wd != 0.0f) {
-#pragma omp parallel for simd schedule(static) if (parallel : n > OPTIM_PAR_MIN)
-		for (size_t i = 0; i < n; i++)
-			adadelta_elem(i, p, g, sq, acc, wd, rho, one_rho, eps, neg_lr, true);
-	} else {
-#pragma omp parallel for simd schedule(static) if (parallel : n > OPTIM_PAR_MIN)
-		for (size_t i = 0; i < n; i++)
-			adadelta_elem(i, p, g, sq, acc, wd, rho, one_rho, eps, neg_lr, false);
-	}
-}
+/* The step loops, once per instruction set (optim_steps.h): the same float operations
+ * per element whatever the vector width, so every ISA gives the same bits. */
+#define OPT_FN(name) name##_base
+#define OPT_TARGET
+#include "optim_steps.h"
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define OPT_FN(name) name##_avx2
+#define OPT_TARGET __attribute__((target("avx2")))
+#include "optim_steps.h"
+#define OPT_FN(name) name##_avx512
+#define OPT_TARGET __attribute__((target("avx512f")))
+#include "optim_steps.h"
+#define OPT_HAVE_ISA_STEPS 1
+#endif
 
 /*
  * One step over n elements (see optim.h). t < 1 counts as 1. A NULL buffer, a missing
@@ -429,16 +354,25 @@ void optim_step(const optim_config *c, float lr, long t, size_t n, float *params
 	}
 	if (t < 1)
 		t = 1;
+#ifdef OPT_HAVE_ISA_STEPS
+	const kern_isa isa = kern_current();
+#define OPT_CALL(name, ...)                                                                        \
+	(isa == KERN_ISA_AVX512 ? name##_avx512(__VA_ARGS__)                                       \
+	 : isa == KERN_ISA_AVX2 ? name##_avx2(__VA_ARGS__)                                         \
+				: name##_base(__VA_ARGS__))
+#else
+#define OPT_CALL(name, ...) name##_base(__VA_ARGS__)
+#endif
 	switch (c->kind) {
 	case OPT_SGD:
-		sgd_step(c, lr, n, params, grads, ns ? states[0] : NULL);
+		OPT_CALL(sgd_step, c, lr, n, params, grads, ns ? states[0] : NULL);
 		return;
 	case OPT_ADAM:
 	case OPT_ADAMW:
-		adam_step(c, lr, t, n, params, grads, states[0], states[1]);
+		OPT_CALL(adam_step, c, lr, t, n, params, grads, states[0], states[1]);
 		return;
 	case OPT_ADADELTA:
-		adadelta_step(c, lr, n, params, grads, states[0], states[1]);
+		OPT_CALL(adadelta_step, c, lr, n, params, grads, states[0], states[1]);
 		return;
 	}
 	log_error("optim_step: unknown optimizer kind %d (a bug in the caller); parameters left unchanged",

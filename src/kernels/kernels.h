@@ -76,5 +76,10 @@ double kern_peak_gflops(kern_isa isa, int threads, double seconds_each, int trie
 /* exp(x) and log(x) in double, from +, *, / only: the same bits on every CPU (relative error < 1e-15). */
 double kern_exp(double x);
 double kern_log(double x);
+/* x^n by squaring (the schedules' gamma^k, Adam's beta^t; relative error below n * 4e-16) and
+ * cos(x) for |x| <= 1e6 (NaN beyond; absolute error < 1e-15 on [-10, 10]): the same bits on
+ * every CPU, unlike a libm that picks an FMA variant on some CPUs. */
+double kern_powi(double x, long n);
+double kern_cos(double x);
 
 #endif

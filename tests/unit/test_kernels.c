@@ -498,6 +498,31 @@ static void test_exp_and_log_are_accurate(void **state)
 	assert_true(kern_log(0) == -INFINITY && isnan(kern_log(-1)));
 }
 
+static void test_powi_and_cos_are_accurate(void **state)
+{
+	(void)state;
+	const double bases[] = {0.9, 0.999, 0.95, 0.1, 0.5, 1.0, 2.0, 0.9999};
+	for (size_t i = 0; i < sizeof bases / sizeof bases[0]; i++)
+		for (long n = 0; n < 200000; n = n < 64 ? n + 1 : n * 3 / 2) {
+			double want = pow(bases[i], (double)n), got = kern_powi(bases[i], n);
+			if (fabs(got - want) > (double)(n + 1) * 4e-16 * want + 1e-300) /* squarings: ~n ulps */
+				fail_msg("kern_powi(%.17g, %ld) = %.17g, libm %.17g", bases[i], n, got, want);
+		}
+	assert_true(kern_powi(0.5, -2) == 4.0 && kern_powi(3.0, 0) == 1.0 && kern_powi(0.0, 3) == 0.0);
+	for (double x = -10; x < 10; x += 0.000731) {
+		double want = cos(x), got = kern_cos(x);
+		if (fabs(got - want) > 1e-15)
+			fail_msg("kern_cos(%.17g) = %.17g, libm %.17g", x, got, want);
+	}
+	const double pi = 3.14159265358979323846;
+	for (long e = 0; e <= 1000; e++) { /* a cosine schedule's points */
+		double x = pi * (double)e / 1000.0;
+		if (fabs(kern_cos(x) - cos(x)) > 1e-15)
+			fail_msg("kern_cos(pi * %ld / 1000) = %.17g, libm %.17g", e, kern_cos(x), cos(x));
+	}
+	assert_true(kern_cos(0) == 1.0 && isnan(kern_cos(NAN)) && isnan(kern_cos(INFINITY)));
+}
+
 static void test_isa_choice_refuses_unknown_and_missing(void **state)
 {
 	(void)state;
@@ -541,6 +566,7 @@ int main(void)
 		cmocka_unit_test(test_dense_identity_and_reference),
 		cmocka_unit_test(test_network_forward_and_backward_identical_on_every_isa),
 		cmocka_unit_test(test_exp_and_log_are_accurate),
+		cmocka_unit_test(test_powi_and_cos_are_accurate),
 		cmocka_unit_test(test_isa_choice_refuses_unknown_and_missing),
 		cmocka_unit_test(test_peak_loop_reports_a_rate),
 	};
