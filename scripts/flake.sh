@@ -47,7 +47,11 @@ for run in $(seq 1 "$k"); do
   done
   passes=$((passes + p)) fails=$((fails + f))
   names=$(printf '%s' "$f_list" | tr '\n' ' ')
-  echo "run $run/$k: $p passed, $f failed${names:+ (${names% })}"
+  if [ "$f" -gt 0 ]; then # keep the failed run's full output: a flake must be diagnosable
+    mkdir -p "$build/flake-logs"
+    cp "$build/Testing/Temporary/LastTest.log" "$build/flake-logs/run$run.log" 2>/dev/null || true
+  fi
+  echo "run $run/$k: $p passed, $f failed${names:+ (${names% })}${names:+; log: $build/flake-logs/run$run.log}"
 done
 echo "tests that failed at least once in $k runs of labels ${labels[*]}:"
 if [ "${#failed[@]}" -eq 0 ]; then
