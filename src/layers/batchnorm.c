@@ -189,6 +189,43 @@ static void bn_backward(const layer_pass *p)
 
 /* ---- CPU kernels ---- */
 
+/*
+ * The statistics' sums over a channel run in BN_LANES double accumulators, element j of a
+ * plane into lane j % BN_LANES, each lane in order over the samples and the plane, then the
+ * lanes added 0, 1, ..., BN_LANES - 1: one order written in the code (no -ffast-math, so no
+ * compiler may change it), the same on every ISA, and independent chains that vectorise
+ * instead of one chain with an add's latency per element.
+ */
+#define BN_LANES 8
+
+static double bn_lanes_total(const double *acc)
+{
+	double t = 0.0;
+	for (int l = 0; l < BN_LANES; l++)
+		t += acc[l];
+	return t;
+}
+
+/* sum of x - shift over the channel's planes (shift 0: the plain sum). */
+static double bn_sum(const float *in, int n, size_t stride, size_t hw, double shift, int sq)
+{
+	double acc[BN_LANES] = {0};
+	for (int i = 0; i < n; i++) {
+		const float *x = in + (size_t)i * stride;
+		size_t j = 0;
+		for (; j + BN_LANES <= hw; j += BN_LANES)
+			for (int l = 0; l < BN_LANES; l++) {
+				const double d = (double)x[j + l] - shift;
+				acc[l] += sq ? d * d : d;
+			}
+		for (int l = 0; j < hw; j++, l++) {
+			const double d = (double)x[j] - shift;
+			acc[l] += sq ? d * d : d;
+		}
+	}
+	return bn_lanes_total(acc);
+}
+
 /* Channel ch's mean and 1/sqrt(var + eps): the batch's (training, statistics written) or the
  * running ones (evaluation; without buffers the initial 0 and 1). */
 static void cpu_bn_stats(const layer_call *c, int ch, int C, size_t hw, float *mean_out, float *invstd_out)
@@ -201,21 +238,10 @@ static void cpu_bn_stats(const layer_call *c, int ch, int C, size_t hw, float *m
 		return;
 	}
 	const double count = (double)c->n * (double)hw;
-	double s = 0;
-	for (int i = 0; i < c->n; i++) {
-		const float *x = c->in + ((size_t)i * C + (size_t)ch) * hw;
-		for (size_t j = 0; j < hw; j++)
-			s += x[j];
-	}
-	const double mu = s / count;
-	double v = 0;
-	for (int i = 0; i < c->n; i++) {
-		const float *x = c->in + ((size_t)i * C + (size_t)ch) * hw;
-		for (size_t j = 0; j < hw; j++) {
-			double d = x[j] - mu;
-			v += d * d;
-		}
-	}
+	const float *x0 = c->in + (size_t)ch * hw;
+	const size_t stride = (size_t)C * hw;
+	const double mu = bn_sum(x0, c->n, stride, hw, 0.0, 0) / count;
+	const double v = bn_sum(x0, c->n, stride, hw, mu, 1); /* two passes: no cancellation */
 	const double var = v / count;
 	*mean_out = (float)mu;
 	*invstd_out = (float)(1.0 / sqrt(var + eps));
@@ -267,15 +293,24 @@ static void cpu_bn_backward(const backend *be, const layer_call *c)
 #pragma omp parallel for schedule(static) num_threads(backend_cpu_threads()) if (total >= PAR_MIN_ELEMS)
 	for (int ch = 0; ch < C; ch++) {
 		const float mu = saved[ch], is = saved[C + ch];
-		double sdy = 0, sdyx = 0;
+		double ady[BN_LANES] = {0}, adyx[BN_LANES] = {0}; /* lanes as in bn_sum */
 		for (int i = 0; i < c->n; i++) {
-			size_t o = ((size_t)i * C + (size_t)ch) * hw;
-			for (size_t j = 0; j < hw; j++) {
-				float xh = (c->in[o + j] - mu) * is;
-				sdy += c->dout[o + j];
-				sdyx += (double)c->dout[o + j] * xh;
+			const size_t o = ((size_t)i * C + (size_t)ch) * hw;
+			const float *x = c->in + o, *dy = c->dout + o;
+			size_t j = 0;
+			for (; j + BN_LANES <= hw; j += BN_LANES)
+				for (int l = 0; l < BN_LANES; l++) {
+					const float xh = (x[j + l] - mu) * is;
+					ady[l] += dy[j + l];
+					adyx[l] += (double)dy[j + l] * xh;
+				}
+			for (int l = 0; j < hw; j++, l++) {
+				const float xh = (x[j] - mu) * is;
+				ady[l] += dy[j];
+				adyx[l] += (double)dy[j] * xh;
 			}
 		}
+		const double sdy = bn_lanes_total(ady), sdyx = bn_lanes_total(adyx);
 		if (affine) {
 			c->dw[0][ch] += (float)sdyx;
 			c->dw[1][ch] += (float)sdy;
@@ -285,14 +320,17 @@ static void cpu_bn_backward(const backend *be, const layer_call *c)
 		const float g = affine ? c->w[0][ch] : 1.0f;
 		const float k = g * is, mdy = (float)(sdy / count), mdyx = (float)(sdyx / count);
 		for (int i = 0; i < c->n; i++) {
-			size_t o = ((size_t)i * C + (size_t)ch) * hw;
+			const size_t o = ((size_t)i * C + (size_t)ch) * hw;
+			const float *x = c->in + o, *dy = c->dout + o;
+			float *dx = c->din + o;
+			if (!c->training) {
+				for (size_t j = 0; j < hw; j++)
+					dx[j] = dy[j] * k;
+				continue;
+			}
 			for (size_t j = 0; j < hw; j++) {
-				if (!c->training) {
-					c->din[o + j] = c->dout[o + j] * k;
-					continue;
-				}
-				float xh = (c->in[o + j] - mu) * is;
-				c->din[o + j] = k * (c->dout[o + j] - mdy - xh * mdyx);
+				const float xh = (x[j] - mu) * is;
+				dx[j] = k * (dy[j] - mdy - xh * mdyx);
 			}
 		}
 	}
