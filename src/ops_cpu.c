@@ -153,6 +153,128 @@ static void conv_valid_cols(const conv_desc *d, int kj, int *lo, int *hi)
 }
 
 /*
+ * Stride 1 and out_w == in_w (3x3 'same' convs, 1xN...): a row of col is the input plane
+ * shifted by one offset, so it is one contiguous copy (or add) of the plane, then the few
+ * elements a row wrapped into from its neighbour (and the rows outside the image) are set
+ * to zero (or, for the add, put back). The same values and, for col2im, the same adds in
+ * the same order as the row-by-row loops below: only faster.
+ */
+static bool conv_plane_shift(const conv_desc *d)
+{
+	return d->stride_h == 1 && d->stride_w == 1 && d->out_w == d->in_w;
+}
+
+/* Row r = (ki, kj) of the plane-shift path: the shift, the valid output rows and columns. */
+typedef struct shift_row {
+	ptrdiff_t shift;    /* x index = p + shift */
+	size_t p0, p1;      /* [p0, p1): the valid output rows' positions */
+	int lo, hi;         /* valid output columns [lo, hi) */
+} shift_row;
+
+static shift_row conv_shift_row(const conv_desc *d, int ki, int kj)
+{
+	const int W = d->in_w;
+	int oh0 = d->pad_top - ki, oh1 = d->in_h + d->pad_top - ki;
+	oh0 = oh0 < 0 ? 0 : (oh0 > d->out_h ? d->out_h : oh0);
+	oh1 = oh1 > d->out_h ? d->out_h : (oh1 < oh0 ? oh0 : oh1);
+	shift_row r = {(ptrdiff_t)(ki - d->pad_top) * W + (kj - d->pad_left), (size_t)oh0 * W, (size_t)oh1 * W, 0, 0};
+	conv_valid_cols(d, kj, &r.lo, &r.hi);
+	return r;
+}
+
+static void im2col_shift(const conv_desc *d, const float *x, float *col)
+{
+	const size_t plane = (size_t)d->in_h * d->in_w, opl = conv_out_plane(d);
+	const int W = d->out_w;
+	for (int c = 0; c < d->in_c; c++) {
+		const float *xc = x + (size_t)c * plane;
+		for (int ki = 0; ki < d->k_h; ki++)
+			for (int kj = 0; kj < d->k_w; kj++) {
+				float *row = col + ((size_t)(c * d->k_h + ki) * d->k_w + kj) * opl;
+				const shift_row r = conv_shift_row(d, ki, kj);
+				memset(row, 0, sizeof(float) * r.p0);
+				memset(row + r.p1, 0, sizeof(float) * (opl - r.p1));
+				if (r.p1 <= r.p0)
+					continue;
+				/* copy [a, b): the valid rows, less the ends that would read outside x */
+				size_t a = r.p0, b = r.p1;
+				if ((ptrdiff_t)a + r.shift < 0)
+					a = (size_t)(-r.shift);
+				if ((ptrdiff_t)b + r.shift > (ptrdiff_t)plane)
+					b = (size_t)((ptrdiff_t)plane - r.shift);
+				memset(row + r.p0, 0, sizeof(float) * (a - r.p0));
+				memset(row + b, 0, sizeof(float) * (r.p1 - b));
+				memcpy(row + a, xc + (ptrdiff_t)a + r.shift, sizeof(float) * (b - a));
+				if (r.lo == 0 && r.hi == W)
+					continue;
+				for (size_t p = r.p0; p < r.p1; p += (size_t)W) { /* the wrapped columns */
+					for (int ow = 0; ow < r.lo; ow++)
+						row[p + ow] = 0.0f;
+					for (int ow = r.hi; ow < W; ow++)
+						row[p + ow] = 0.0f;
+				}
+			}
+	}
+}
+
+/* The adjoint of im2col_shift: dx += the in-image taps of col, in im2col's order. */
+static void col2im_shift(const conv_desc *d, const float *col, float *dx)
+{
+	const size_t plane = (size_t)d->in_h * d->in_w, opl = conv_out_plane(d);
+	const int W = d->out_w;
+	float keep[2 * 64];
+	for (int c = 0; c < d->in_c; c++) {
+		float *xc = dx + (size_t)c * plane;
+		for (int ki = 0; ki < d->k_h; ki++)
+			for (int kj = 0; kj < d->k_w; kj++) {
+				const float *row = col + ((size_t)(c * d->k_h + ki) * d->k_w + kj) * opl;
+				const shift_row r = conv_shift_row(d, ki, kj);
+				if (r.p1 <= r.p0 || r.hi <= r.lo)
+					continue;
+				const int wrapped = r.lo + (W - r.hi);
+				const bool save = wrapped > 0 && (size_t)wrapped * (r.p1 - r.p0) / (size_t)W <= 2 * 64;
+				if (wrapped > 0 && !save) { /* many wrapped taps: row by row */
+					for (size_t p = r.p0; p < r.p1; p += (size_t)W) {
+						float *xo = xc + (ptrdiff_t)p + r.shift;
+#pragma omp simd
+						for (int ow = r.lo; ow < r.hi; ow++)
+							xo[ow] += row[p + ow];
+					}
+					continue;
+				}
+				/* the wrapped targets are read before and put back after the plane's add */
+				size_t a = r.p0, b = r.p1;
+				if ((ptrdiff_t)a + r.shift < 0)
+					a = (size_t)(-r.shift);
+				if ((ptrdiff_t)b + r.shift > (ptrdiff_t)plane)
+					b = (size_t)((ptrdiff_t)plane - r.shift);
+				int nk = 0;
+				for (size_t p = r.p0; save && p < r.p1; p += (size_t)W) {
+					for (int ow = 0; ow < r.lo; ow++)
+						if (p + ow >= a && p + ow < b)
+							keep[nk++] = xc[(ptrdiff_t)(p + ow) + r.shift];
+					for (int ow = r.hi; ow < W; ow++)
+						if (p + ow >= a && p + ow < b)
+							keep[nk++] = xc[(ptrdiff_t)(p + ow) + r.shift];
+				}
+				float *xo = xc + r.shift;
+#pragma omp simd
+				for (size_t p = a; p < b; p++)
+					xo[p] += row[p];
+				nk = 0;
+				for (size_t p = r.p0; save && p < r.p1; p += (size_t)W) {
+					for (int ow = 0; ow < r.lo; ow++)
+						if (p + ow >= a && p + ow < b)
+							xc[(ptrdiff_t)(p + ow) + r.shift] = keep[nk++];
+					for (int ow = r.hi; ow < W; ow++)
+						if (p + ow >= a && p + ow < b)
+							xc[(ptrdiff_t)(p + ow) + r.shift] = keep[nk++];
+				}
+			}
+	}
+}
+
+/*
  * col[(c*kh + ki)*kw + kj][oh*out_w + ow] = x[c][oh*sh - pad_top + ki][ow*sw - pad_left + kj],
  * zero outside the image. Reads only inside x, whatever the descriptor says.
  */
@@ -160,6 +282,10 @@ static void im2col(const conv_desc *d, const float *x, float *col)
 {
 	const int ow_n = d->out_w, sw = d->stride_w;
 	const size_t plane = (size_t)d->in_h * d->in_w, opl = conv_out_plane(d);
+	if (conv_plane_shift(d)) {
+		im2col_shift(d, x, col);
+		return;
+	}
 	for (int c = 0; c < d->in_c; c++) {
 		const float *xc = x + (size_t)c * plane;
 		for (int ki = 0; ki < d->k_h; ki++) {
@@ -201,6 +327,10 @@ static void col2im(const conv_desc *d, const float *col, float *dx)
 	const int ow_n = d->out_w, sw = d->stride_w;
 	const size_t plane = (size_t)d->in_h * d->in_w, opl = conv_out_plane(d);
 	memset(dx, 0, sizeof(float) * conv_in_numel(d));
+	if (conv_plane_shift(d)) {
+		col2im_shift(d, col, dx);
+		return;
+	}
 	for (int c = 0; c < d->in_c; c++) {
 		float *xc = dx + (size_t)c * plane;
 		for (int ki = 0; ki < d->k_h; ki++) {

@@ -346,6 +346,108 @@ static void test_conv_reference_and_identity_across_isas(void **state)
 	backend_cpu_set_threads(0);
 }
 
+/* x[s][c][ih][iw], or 0.0f outside the image: what im2col puts in a patch. */
+static float conv_tap(const conv_desc *d, const float *x, int s, int c, int oh, int ow, int ki, int kj)
+{
+	const int ih = oh * d->stride_h - d->pad_top + ki, iw = ow * d->stride_w - d->pad_left + kj;
+	if (ih < 0 || iw < 0 || ih >= d->in_h || iw >= d->in_w)
+		return 0.0f;
+	return x[((size_t)(s * d->in_c + c) * d->in_h + ih) * d->in_w + iw];
+}
+
+/* Stride-1 convs take the plane-shift im2col/col2im (ops_cpu.c); these shapes cover its edges:
+ * 'same' 3x3 and 5x5, asymmetric padding, 1x3 and 3x1, and wraps too many to put back. */
+static const conv_desc shift_convs[] = {
+	{3, 7, 9, 4, 7, 9, 3, 3, 1, 1, 1, 1},   {2, 6, 6, 3, 6, 6, 5, 5, 1, 1, 2, 2},
+	{2, 8, 5, 3, 6, 5, 3, 3, 1, 1, 0, 1},   {2, 5, 7, 2, 5, 7, 1, 3, 1, 1, 0, 1},
+	{2, 7, 4, 2, 7, 4, 3, 1, 1, 1, 1, 0},   {1, 40, 4, 2, 40, 4, 7, 7, 1, 1, 3, 3},
+	{16, 8, 8, 5, 8, 8, 3, 3, 1, 1, 1, 1},
+};
+
+/*
+ * Every conv path (plane shift, row loops, pointwise, strided) is exactly the rule's arithmetic:
+ * y = fma chain over (c, ki, kj) from the bias; dx = the fma chain over output channels for each
+ * patch entry, added into dx in (c, ki, kj, oh, ow) order; dw = the fma chain over samples and
+ * positions from dw's value; db = the rounded sums in sample and position order. Bit for bit.
+ */
+static void test_conv_paths_are_the_plain_loops_bit_for_bit(void **state)
+{
+	(void)state;
+	const int n = 2;
+	for (size_t ci = 0; ci < sizeof shift_convs / sizeof shift_convs[0] + sizeof convs / sizeof convs[0]; ci++) {
+		const size_t ns = sizeof shift_convs / sizeof shift_convs[0];
+		const conv_desc *d = ci < ns ? &shift_convs[ci] : &convs[ci - ns];
+		const int K = d->in_c * d->k_h * d->k_w, P = d->out_h * d->out_w;
+		const size_t in = (size_t)n * d->in_c * d->in_h * d->in_w, out = (size_t)n * d->out_c * P;
+		const size_t wn = (size_t)d->out_c * K;
+		float *x = rnd_buf(in), *w = rnd_buf(wn), *b = rnd_buf(d->out_c), *dy = rnd_buf(out);
+		float *y = calloc(out, 4), *dx = calloc(in, 4), *dw = calloc(wn, 4), *db = calloc(d->out_c, 4);
+		float *ry = calloc(out, 4), *rdx = calloc(in, 4), *rdw = calloc(wn, 4), *rdb = calloc(d->out_c, 4);
+		float *dcol = calloc((size_t)K * P, 4);
+		for (size_t e = 0; e < wn; e++)
+			dw[e] = rdw[e] = (float)e * 0.01f;
+		for (int o = 0; o < d->out_c; o++)
+			db[o] = rdb[o] = 0.25f;
+		backend_cpu_set_threads(1);
+		const backend *be = backend_cpu();
+		float *ws = be->alloc(be->conv2d_workspace(d, n));
+		be->conv2d_forward(d, n, x, w, b, y, ws);
+		be->conv2d_backward(d, n, x, w, dy, dx, dw, db, ws);
+		be->release(ws);
+		for (int sm = 0; sm < n; sm++) {
+			const float *dys = dy + (size_t)sm * d->out_c * P;
+			for (int o = 0; o < d->out_c; o++)
+				for (int p = 0; p < P; p++) {
+					float acc = b[o];
+					for (int k = 0; k < K; k++) {
+						const int c = k / (d->k_h * d->k_w), ki = k / d->k_w % d->k_h, kj = k % d->k_w;
+						acc = fmaf(w[(size_t)o * K + k], conv_tap(d, x, sm, c, p / d->out_w, p % d->out_w, ki, kj),
+							   acc);
+					}
+					ry[((size_t)sm * d->out_c + o) * P + p] = acc;
+				}
+			for (int k = 0; k < K; k++)
+				for (int p = 0; p < P; p++) {
+					float acc = 0.0f;
+					for (int o = 0; o < d->out_c; o++)
+						acc = fmaf(w[(size_t)o * K + k], dys[(size_t)o * P + p], acc);
+					dcol[(size_t)k * P + p] = acc;
+				}
+			float *dxs = rdx + (size_t)sm * d->in_c * d->in_h * d->in_w;
+			for (int k = 0; k < K; k++) {
+				const int c = k / (d->k_h * d->k_w), ki = k / d->k_w % d->k_h, kj = k % d->k_w;
+				for (int p = 0; p < P; p++) {
+					const int ih = p / d->out_w * d->stride_h - d->pad_top + ki;
+					const int iw = p % d->out_w * d->stride_w - d->pad_left + kj;
+					if (ih >= 0 && iw >= 0 && ih < d->in_h && iw < d->in_w)
+						dxs[((size_t)c * d->in_h + ih) * d->in_w + iw] += dcol[(size_t)k * P + p];
+				}
+			}
+			for (int o = 0; o < d->out_c; o++) {
+				for (int k = 0; k < K; k++) {
+					const int c = k / (d->k_h * d->k_w), ki = k / d->k_w % d->k_h, kj = k % d->k_w;
+					float acc = rdw[(size_t)o * K + k];
+					for (int p = 0; p < P; p++)
+						acc = fmaf(conv_tap(d, x, sm, c, p / d->out_w, p % d->out_w, ki, kj),
+							   dys[(size_t)o * P + p], acc);
+					rdw[(size_t)o * K + k] = acc;
+				}
+				for (int p = 0; p < P; p++)
+					rdb[o] += dys[(size_t)o * P + p];
+			}
+		}
+		if (memcmp(y, ry, out * 4) || memcmp(dx, rdx, in * 4) || memcmp(dw, rdw, wn * 4) ||
+		    memcmp(db, rdb, d->out_c * 4u))
+			fail_msg("conv %zu (%dx%d k %dx%d stride %dx%d pad %d,%d): y %d dx %d dw %d db %d differ from the rule",
+				 ci, d->in_h, d->in_w, d->k_h, d->k_w, d->stride_h, d->stride_w, d->pad_top, d->pad_left,
+				 memcmp(y, ry, out * 4) != 0, memcmp(dx, rdx, in * 4) != 0, memcmp(dw, rdw, wn * 4) != 0,
+				 memcmp(db, rdb, d->out_c * 4u) != 0);
+		free(x), free(w), free(b), free(dy), free(y), free(dx), free(dw), free(db);
+		free(ry), free(rdx), free(rdw), free(rdb), free(dcol);
+	}
+	backend_cpu_set_threads(0);
+}
+
 static const char net_text[] =
 	"[model]\ninput = 3x13x11\n"
 	"[layer.c1]\ntype = conv2d\nfilters = 6\nkernel = 3\nstride = 2\npadding = same\nactivation = relu\n"
@@ -563,6 +665,7 @@ int main(void)
 		cmocka_unit_test(test_fixed_point_is_the_same_on_every_isa),
 		cmocka_unit_test(test_gemm_matches_a_double_reference),
 		cmocka_unit_test(test_conv_reference_and_identity_across_isas),
+		cmocka_unit_test(test_conv_paths_are_the_plain_loops_bit_for_bit),
 		cmocka_unit_test(test_dense_identity_and_reference),
 		cmocka_unit_test(test_network_forward_and_backward_identical_on_every_isa),
 		cmocka_unit_test(test_exp_and_log_are_accurate),
