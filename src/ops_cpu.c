@@ -257,10 +257,7 @@ static void col2im_shift(const conv_desc *d, const float *col, float *dx)
 						if (p + ow >= a && p + ow < b)
 							keep[nk++] = xc[(ptrdiff_t)(p + ow) + r.shift];
 				}
-				float *xo = xc + r.shift;
-#pragma omp simd
-				for (size_t p = a; p < b; p++)
-					xo[p] += row[p];
+				kern_vadd(b - a, row + a, xc + (ptrdiff_t)a + r.shift);
 				nk = 0;
 				for (size_t p = r.p0; save && p < r.p1; p += (size_t)W) {
 					for (int ow = 0; ow < r.lo; ow++)

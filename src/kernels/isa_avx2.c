@@ -15,6 +15,7 @@
 #define VSTOREU(p, v) _mm256_storeu_ps((p), (v))
 #define VBCAST(x) _mm256_broadcast_ss(&(x))
 #define VSET1(x) _mm256_set1_ps(x)
+#define VADD(a, b) _mm256_add_ps((a), (b))
 #define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 
 #define UKR_MR 4
@@ -23,9 +24,19 @@
 #define PEAK_FN peak_avx2
 #include "ukr_body.h"
 
+/* y += x, VW lanes at a time, the tail one by one: one add per element. */
+static void vadd_avx2(size_t n, const float *x, float *y)
+{
+	size_t i = 0;
+	for (; i + VW <= n; i += VW)
+		VSTOREU(y + i, VADD(VLOADU(y + i), VLOADU(x + i)));
+	for (; i < n; i++)
+		y[i] += x[i];
+}
+
 #define UKR_MR 6
 #define UKR_NV 2
 #define UKR_FN ukr_avx2_6x16
 #include "ukr_body.h"
 
-const kern_impl kern_impl_avx2 = {"avx2", {4, 24, ukr_avx2_4x24}, {6, 16, ukr_avx2_6x16}, peak_avx2};
+const kern_impl kern_impl_avx2 = {"avx2", {4, 24, ukr_avx2_4x24}, {6, 16, ukr_avx2_6x16}, peak_avx2, vadd_avx2};

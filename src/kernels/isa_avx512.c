@@ -15,6 +15,7 @@
 #define VSTOREU(p, v) _mm512_storeu_ps((p), (v))
 #define VBCAST(x) _mm512_set1_ps(x)
 #define VSET1(x) _mm512_set1_ps(x)
+#define VADD(a, b) _mm512_add_ps((a), (b))
 #define VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 
 #define UKR_MR 8
@@ -23,9 +24,19 @@
 #define PEAK_FN peak_avx512
 #include "ukr_body.h"
 
+/* y += x, VW lanes at a time, the tail one by one: one add per element. */
+static void vadd_avx512(size_t n, const float *x, float *y)
+{
+	size_t i = 0;
+	for (; i + VW <= n; i += VW)
+		VSTOREU(y + i, VADD(VLOADU(y + i), VLOADU(x + i)));
+	for (; i < n; i++)
+		y[i] += x[i];
+}
+
 #define UKR_MR 12
 #define UKR_NV 1
 #define UKR_FN ukr_avx512_12x16
 #include "ukr_body.h"
 
-const kern_impl kern_impl_avx512 = {"avx512", {8, 32, ukr_avx512_8x32}, {12, 16, ukr_avx512_12x16}, peak_avx512};
+const kern_impl kern_impl_avx512 = {"avx512", {8, 32, ukr_avx512_8x32}, {12, 16, ukr_avx512_12x16}, peak_avx512, vadd_avx512};

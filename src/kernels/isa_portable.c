@@ -67,7 +67,15 @@ DEFINE_VEC(vec16, 16)
 #define UKR_FN ukr_portable_6x4
 #include "ukr_body.h"
 
-const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8}, {6, 4, ukr_portable_6x4}, peak_portable};
+/* y += x one element at a time (the compiler may use the baseline's SSE2: one add each either way). */
+static void vadd_portable(size_t n, const float *x, float *y)
+{
+	for (size_t i = 0; i < n; i++)
+		y[i] += x[i];
+}
+
+const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8}, {6, 4, ukr_portable_6x4}, peak_portable,
+				      vadd_portable};
 
 #undef VT
 #undef VW
@@ -98,4 +106,4 @@ const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8}, {6, 
 #include "ukr_body.h"
 
 const kern_impl kern_impl_avx512_shape = {"avx512-shape", {8, 32, ukr_shape_8x32}, {12, 16, ukr_shape_12x16},
-					  peak_shape};
+					  peak_shape, vadd_portable};

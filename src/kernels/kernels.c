@@ -150,6 +150,11 @@ void kern_test_use_impl(const kern_impl *im)
 	g_test_impl = im;
 }
 
+void kern_vadd(size_t n, const float *x, float *y)
+{
+	kern_impl_of(kern_current())->vadd(n, x, y);
+}
+
 void kern_gemm(const kern_gemm_args *g, int threads)
 {
 	kern_gemm_impl(g_test_impl ? g_test_impl : kern_impl_of(kern_current()), g, threads);

@@ -71,6 +71,10 @@ void kern_gemm_isa(kern_isa isa, const kern_gemm_args *g, int threads);
  * chains (each started from a different value, so no compiler can merge
  * them) on `threads` threads for about seconds_each per try, the best of tries.
  */
+/* y[i] = y[i] + x[i] for i < n (x and y must not overlap): one IEEE add per element, so the
+ * same bits whatever vector width runs it. */
+void kern_vadd(size_t n, const float *x, float *y);
+
 double kern_peak_gflops(kern_isa isa, int threads, double seconds_each, int tries);
 
 /* exp(x) and log(x) in double, from +, *, / only: the same bits on every CPU (relative error < 1e-15). */

@@ -43,6 +43,7 @@ typedef struct kern_impl {
 	const char *name;
 	kern_tile wide, narrow;
 	kern_peak_fn peak;
+	void (*vadd)(size_t n, const float *x, float *y); /* y[i] += x[i] (one IEEE add each) */
 } kern_impl;
 
 extern const kern_impl kern_impl_portable;
