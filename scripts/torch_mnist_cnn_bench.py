@@ -97,6 +97,7 @@ def bench(mode, batch, steps, warmup, sync_loss, device):
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "threads": torch.get_num_threads(),
+        "cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")(),
     }
 
 

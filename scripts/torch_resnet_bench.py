@@ -15,12 +15,24 @@ threads, prints one JSON line per epoch (and at the end) with the test accuracy,
 training images/s (wall clock of the training steps only, evaluation excluded):
   {"impl": "torch-eager", "step": 469, "epoch": 1, "test_accuracy": 0.87, "images_per_s": ...}
 A benchmark, never a test (scripts/resnet_bench.sh runs it beside spottrain).
+
+Throughput mode, `--synthetic CxHxW` (scripts/bench_cpu.sh runs it beside `spottrain bench
+--set model.input=CxHxW`): the same network built for C input channels and HxW images, the
+same recipe, one fixed batch of random uint8 images scaled as spottrain's input (x * (1/255)
+in float32, made inside each step like spottrain's gather) and random labels; --warmup steps,
+then --steps timed steps (forward, backward, optimizer step and loss.item() each step, as
+spottrain returns each step's loss), wall clock. Prints one JSON line:
+  {"impl": "torch-eager", "input": "3x32x32", "batch": 128, "images_per_s": ..., "params": ...}
+`--compare-inspect FILE` checks the network against a spottrain checkpoint instead: FILE is
+`spottrain inspect` of one written with the same model.input; the same parameter names and
+shapes, or exit 1 with the differences.
 """
 import argparse
 import gzip
 import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -122,6 +134,76 @@ def evaluate(model, x, y, batch=1000):
     return correct / len(x)
 
 
+def parse_input(text):
+    """'CxHxW' as (C, H, W), positive integers."""
+    try:
+        c, h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not CxHxW (e.g. 3x32x32)")
+    if min(c, h, w) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}': every dimension must be at least 1")
+    return c, h, w
+
+
+def synthetic(args):
+    """Images/s of the training step on one fixed random batch (the throughput mode)."""
+    c, h, w = args.synthetic
+    model = ResNet20(in_c=c)
+    model.train()  # BatchNorm on batch statistics, as spottrain's training step
+    opt = torch.optim.SGD(param_groups(model, 5e-4), lr=args.lr, momentum=0.9)
+    g = torch.Generator().manual_seed(args.seed)
+    pixels = torch.randint(0, 256, (args.batch, c, h, w), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (args.batch,), generator=g)
+    total = args.warmup + args.steps
+
+    def step(s):
+        for grp in opt.param_groups:
+            grp["lr"] = lr_at(s, total, args.lr, args.warmup_steps)
+        x = pixels.to(torch.float32) * (1.0 / 255.0)
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), labels)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    for s in range(args.warmup):
+        step(s)
+    t0 = time.perf_counter()
+    for s in range(args.warmup, total):
+        last = step(s)
+    dt = time.perf_counter() - t0
+    cap = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")()
+    print(json.dumps({"impl": "torch-eager", "input": "x".join(map(str, args.synthetic)), "batch": args.batch,
+                      "steps": args.steps, "warmup": args.warmup, "images_per_s": args.steps * args.batch / dt,
+                      "step_ms": dt * 1e3 / args.steps, "loss": last,
+                      "params": sum(p.numel() for p in model.parameters()),
+                      "param_tensors": len(list(model.parameters())), "threads": torch.get_num_threads(),
+                      "cpu_capability": cap, "torch": torch.__version__}), flush=True)
+    return 0
+
+
+def compare_inspect(args):
+    """The network's parameter names and shapes against `spottrain inspect` output (/params)."""
+    c = args.synthetic[0] if args.synthetic else 1
+    ours = {n: list(p.shape) for n, p in ResNet20(in_c=c).named_parameters()}
+    theirs, inside = {}, False
+    with open(args.compare_inspect) as f:
+        for line in f:
+            if line.startswith("/"):
+                inside = line.startswith("/params:")
+                continue
+            m = re.match(r"\s+(\S+)\s+\[([0-9,]*)\]", line) if inside else None
+            if m:
+                theirs[m.group(1)] = [int(v) for v in m.group(2).split(",") if v]
+    diff = sorted(f"{n}: spottrain {theirs.get(n, 'absent')}, PyTorch {ours.get(n, 'absent')}"
+                  for n in set(ours) | set(theirs) if ours.get(n) != theirs.get(n))
+    count = sum(math.prod(s) for s in ours.values())
+    print(json.dumps({"same_parameters": not diff, "tensors": len(ours), "params": count,
+                      "spottrain_tensors": len(theirs),
+                      "spottrain_params": sum(math.prod(s) for s in theirs.values()), "differences": diff[:20]}))
+    return 0 if theirs and not diff else 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
@@ -132,9 +214,21 @@ def main():
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--warmup-steps", type=int, default=469)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--synthetic", type=parse_input, metavar="CxHxW",
+                    help="throughput mode: images/s on random CxHxW images (no data set)")
+    ap.add_argument("--steps", type=int, default=20, help="--synthetic: timed steps")
+    ap.add_argument("--warmup", type=int, default=3, help="--synthetic: untimed steps first")
+    ap.add_argument("--compare-inspect", metavar="FILE",
+                    help="compare the network (at --synthetic's channels) with `spottrain inspect` output")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if args.compare_inspect:
+        return compare_inspect(args)
+    if args.synthetic:
+        if args.steps < 1 or args.warmup < 0 or args.batch < 1:
+            ap.error("--steps and --batch must be at least 1, --warmup at least 0")
+        return synthetic(args)
     xtr, ytr = load(args.data_dir, "train")
     xte, yte = load(args.data_dir, "t10k")
     model = ResNet20()
