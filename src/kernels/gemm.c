@@ -17,9 +17,14 @@
 #include "kernels_internal.h"
 
 /* panel[k][j] = B[k0 + k, j0 + j] for j < cols, 0 for cols <= j < nr. */
-static void pack_b(const kern_gemm_args *g, int k0, int kc, int j0, int cols, int nr, float *panel)
+static void pack_b(const kern_impl *im, const kern_gemm_args *g, int k0, int kc, int j0, int cols, int nr,
+		   float *panel)
 {
 	const float *b = g->b + (ptrdiff_t)k0 * g->rsb + (ptrdiff_t)j0 * g->csb;
+	if (g->rsb == 1 && g->csb != 1 && im->pack_t) { /* B^T stored: blocks transposed in registers */
+		im->pack_t(kc, cols, nr, b, g->csb, panel);
+		return;
+	}
 	if (g->csb == 1) {
 		for (int k = 0; k < kc; k++) {
 			float *p = panel + (ptrdiff_t)k * nr;
@@ -80,7 +85,7 @@ static int k_block(int k)
  * go in groups whose B fits GROUP_FLOATS; inside a group the rows of C run
  * outermost, so C streams row after row even when k is short.
  */
-static void gemm_panels(const kern_tile *tl, const kern_gemm_args *g, int p0, int p1)
+static void gemm_panels(const kern_impl *im, const kern_tile *tl, const kern_gemm_args *g, int p0, int p1)
 {
 	_Alignas(64) float panel[GROUP_FLOATS > KERN_KC_MAX * KERN_NR_MAX ? GROUP_FLOATS : KERN_KC_MAX * KERN_NR_MAX];
 	const int nr = tl->nr, kb = k_block(g->k);
@@ -100,7 +105,7 @@ static void gemm_panels(const kern_tile *tl, const kern_gemm_args *g, int p0, in
 					ldb[q - q0] = g->rsb;
 				} else {
 					float *pp = panel + (ptrdiff_t)(q - q0) * kc * nr;
-					pack_b(g, k0, kc, j0, cols, nr, pp);
+					pack_b(im, g, k0, kc, j0, cols, nr, pp);
 					b[q - q0] = pp;
 					ldb[q - q0] = nr;
 				}
@@ -151,12 +156,12 @@ void kern_gemm_impl(const kern_impl *im, const kern_gemm_args *g0, int threads)
 	if (threads > panels)
 		threads = panels;
 	if (threads <= 1) {
-		gemm_panels(tl, g, 0, panels);
+		gemm_panels(im, tl, g, 0, panels);
 		return;
 	}
 #pragma omp parallel num_threads(threads)
 	{
 		const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-		gemm_panels(tl, g, (int)((long)panels * t / nt), (int)((long)panels * (t + 1) / nt));
+		gemm_panels(im, tl, g, (int)((long)panels * t / nt), (int)((long)panels * (t + 1) / nt));
 	}
 }

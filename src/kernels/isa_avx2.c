@@ -9,6 +9,9 @@
 
 #include "kernels_internal.h"
 
+#define PACK_T_FN pack_t_avx2
+#include "pack_t_avx2.h"
+
 #define VT __m256
 #define VW 8
 #define VLOADU(p) _mm256_loadu_ps(p)
@@ -39,4 +42,5 @@ static void vadd_avx2(size_t n, const float *x, float *y)
 #define UKR_FN ukr_avx2_6x16
 #include "ukr_body.h"
 
-const kern_impl kern_impl_avx2 = {"avx2", {4, 24, ukr_avx2_4x24}, {6, 16, ukr_avx2_6x16}, peak_avx2, vadd_avx2};
+const kern_impl kern_impl_avx2 = {"avx2", {4, 24, ukr_avx2_4x24}, {6, 16, ukr_avx2_6x16}, peak_avx2, vadd_avx2,
+				    pack_t_avx2};

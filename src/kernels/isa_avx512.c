@@ -9,6 +9,9 @@
 
 #include "kernels_internal.h"
 
+#define PACK_T_FN pack_t_avx512
+#include "pack_t_avx2.h"
+
 #define VT __m512
 #define VW 16
 #define VLOADU(p) _mm512_loadu_ps(p)
@@ -39,4 +42,5 @@ static void vadd_avx512(size_t n, const float *x, float *y)
 #define UKR_FN ukr_avx512_12x16
 #include "ukr_body.h"
 
-const kern_impl kern_impl_avx512 = {"avx512", {8, 32, ukr_avx512_8x32}, {12, 16, ukr_avx512_12x16}, peak_avx512, vadd_avx512};
+const kern_impl kern_impl_avx512 = {"avx512", {8, 32, ukr_avx512_8x32}, {12, 16, ukr_avx512_12x16}, peak_avx512, vadd_avx512,
+				    pack_t_avx512};

@@ -75,7 +75,7 @@ static void vadd_portable(size_t n, const float *x, float *y)
 }
 
 const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8}, {6, 4, ukr_portable_6x4}, peak_portable,
-				      vadd_portable};
+				      vadd_portable, NULL};
 
 #undef VT
 #undef VW
@@ -106,4 +106,4 @@ const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8}, {6, 
 #include "ukr_body.h"
 
 const kern_impl kern_impl_avx512_shape = {"avx512-shape", {8, 32, ukr_shape_8x32}, {12, 16, ukr_shape_12x16},
-					  peak_shape, vadd_portable};
+					  peak_shape, vadd_portable, NULL};

@@ -44,6 +44,8 @@ typedef struct kern_impl {
 	kern_tile wide, narrow;
 	kern_peak_fn peak;
 	void (*vadd)(size_t n, const float *x, float *y); /* y[i] += x[i] (one IEEE add each) */
+	/* panel[k * nr + j] = b[j * csb + k] for k < kc, j < cols; 0 for cols <= j < nr (NULL: gemm.c's loop) */
+	void (*pack_t)(int kc, int cols, int nr, const float *b, ptrdiff_t csb, float *panel);
 } kern_impl;
 
 extern const kern_impl kern_impl_portable;
