@@ -28,6 +28,8 @@
  */
 #include "layer.h"
 
+#include "kernels/kernels.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -206,29 +208,53 @@ static double bn_lanes_total(const double *acc)
 	return t;
 }
 
-/* sum of x - shift over the channel's planes (shift 0: the plain sum). */
-static double bn_sum(const float *in, int n, size_t stride, size_t hw, double shift, int sq)
+/* The per-channel loops, once per instruction set (batchnorm_cpu.h): the same float and
+ * double operations in the same order in every copy, so every ISA gives the same bits. */
+typedef struct bn_loops {
+	double (*sum)(const float *in, int n, size_t stride, size_t hw, double shift, int sq);
+	void (*apply)(const float *in, float *y, int n, size_t stride, size_t hw, float mu, float is, float g,
+		      float b);
+	void (*grad_sums)(const float *in, const float *dy, int n, size_t stride, size_t hw, float mu, float is,
+			  double *sdy, double *sdyx);
+	void (*grad_apply)(const float *in, const float *dy, float *dx, int n, size_t stride, size_t hw, float mu,
+			   float is, float k, float mdy, float mdyx, int training);
+} bn_loops;
+
+#define BN_FN(name) name##_base
+#define BN_TARGET
+#include "batchnorm_cpu.h"
+static const bn_loops bn_loops_base = {bn_sum_base, bn_apply_base, bn_grad_sums_base, bn_grad_apply_base};
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BN_FN(name) name##_avx2
+#define BN_TARGET __attribute__((target("avx2")))
+#include "batchnorm_cpu.h"
+#define BN_FN(name) name##_avx512
+#define BN_TARGET __attribute__((target("avx512f")))
+#include "batchnorm_cpu.h"
+static const bn_loops bn_loops_avx2 = {bn_sum_avx2, bn_apply_avx2, bn_grad_sums_avx2, bn_grad_apply_avx2};
+static const bn_loops bn_loops_avx512 = {bn_sum_avx512, bn_apply_avx512, bn_grad_sums_avx512, bn_grad_apply_avx512};
+#endif
+
+/* The loops of the kernels' ISA (kern_current: forced ISAs force these too). */
+static const bn_loops *bn_loops_now(void)
 {
-	double acc[BN_LANES] = {0};
-	for (int i = 0; i < n; i++) {
-		const float *x = in + (size_t)i * stride;
-		size_t j = 0;
-		for (; j + BN_LANES <= hw; j += BN_LANES)
-			for (int l = 0; l < BN_LANES; l++) {
-				const double d = (double)x[j + l] - shift;
-				acc[l] += sq ? d * d : d;
-			}
-		for (int l = 0; j < hw; j++, l++) {
-			const double d = (double)x[j] - shift;
-			acc[l] += sq ? d * d : d;
-		}
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+	switch (kern_current()) {
+	case KERN_ISA_AVX512:
+		return &bn_loops_avx512;
+	case KERN_ISA_AVX2:
+		return &bn_loops_avx2;
+	default:
+		break;
 	}
-	return bn_lanes_total(acc);
+#endif
+	return &bn_loops_base;
 }
 
 /* Channel ch's mean and 1/sqrt(var + eps): the batch's (training, statistics written) or the
  * running ones (evaluation; without buffers the initial 0 and 1). */
-static void cpu_bn_stats(const layer_call *c, int ch, int C, size_t hw, float *mean_out, float *invstd_out)
+static void cpu_bn_stats(const bn_loops *L, const layer_call *c, int ch, int C, size_t hw, float *mean_out,
+			 float *invstd_out)
 {
 	const double eps = c->attr[0];
 	if (!c->training) {
@@ -240,8 +266,8 @@ static void cpu_bn_stats(const layer_call *c, int ch, int C, size_t hw, float *m
 	const double count = (double)c->n * (double)hw;
 	const float *x0 = c->in + (size_t)ch * hw;
 	const size_t stride = (size_t)C * hw;
-	const double mu = bn_sum(x0, c->n, stride, hw, 0.0, 0) / count;
-	const double v = bn_sum(x0, c->n, stride, hw, mu, 1); /* two passes: no cancellation */
+	const double mu = L->sum(x0, c->n, stride, hw, 0.0, 0) / count;
+	const double v = L->sum(x0, c->n, stride, hw, mu, 1); /* two passes: no cancellation */
 	const double var = v / count;
 	*mean_out = (float)mu;
 	*invstd_out = (float)(1.0 / sqrt(var + eps));
@@ -262,19 +288,16 @@ static void cpu_bn_forward(const backend *be, const layer_call *c)
 	const size_t hw = c->in_numel / (size_t)C;
 	const bool affine = c->attr[1] != 0.0f;
 	float *saved = c->saved;
-	const size_t total = (size_t)c->n * c->in_numel;
+	const size_t total = (size_t)c->n * c->in_numel, stride = (size_t)C * hw;
+	const bn_loops *L = bn_loops_now();
 #pragma omp parallel for schedule(static) num_threads(backend_cpu_threads()) if (total >= PAR_MIN_ELEMS)
 	for (int ch = 0; ch < C; ch++) {
 		float mu, is;
-		cpu_bn_stats(c, ch, C, hw, &mu, &is);
+		cpu_bn_stats(L, c, ch, C, hw, &mu, &is);
 		saved[ch] = mu;
 		saved[C + ch] = is;
 		const float g = affine ? c->w[0][ch] : 1.0f, b = affine ? c->w[1][ch] : 0.0f;
-		for (int i = 0; i < c->n; i++) {
-			size_t o = ((size_t)i * C + (size_t)ch) * hw;
-			for (size_t j = 0; j < hw; j++)
-				c->y[o + j] = (c->in[o + j] - mu) * is * g + b;
-		}
+		L->apply(c->in + (size_t)ch * hw, c->y + (size_t)ch * hw, c->n, stride, hw, mu, is, g, b);
 	}
 }
 
@@ -290,27 +313,14 @@ static void cpu_bn_backward(const backend *be, const layer_call *c)
 	const float *saved = c->saved;
 	const size_t total = (size_t)c->n * c->in_numel;
 	const double count = (double)c->n * (double)hw;
+	const size_t stride = (size_t)C * hw;
+	const bn_loops *L = bn_loops_now();
 #pragma omp parallel for schedule(static) num_threads(backend_cpu_threads()) if (total >= PAR_MIN_ELEMS)
 	for (int ch = 0; ch < C; ch++) {
 		const float mu = saved[ch], is = saved[C + ch];
-		double ady[BN_LANES] = {0}, adyx[BN_LANES] = {0}; /* lanes as in bn_sum */
-		for (int i = 0; i < c->n; i++) {
-			const size_t o = ((size_t)i * C + (size_t)ch) * hw;
-			const float *x = c->in + o, *dy = c->dout + o;
-			size_t j = 0;
-			for (; j + BN_LANES <= hw; j += BN_LANES)
-				for (int l = 0; l < BN_LANES; l++) {
-					const float xh = (x[j + l] - mu) * is;
-					ady[l] += dy[j + l];
-					adyx[l] += (double)dy[j + l] * xh;
-				}
-			for (int l = 0; j < hw; j++, l++) {
-				const float xh = (x[j] - mu) * is;
-				ady[l] += dy[j];
-				adyx[l] += (double)dy[j] * xh;
-			}
-		}
-		const double sdy = bn_lanes_total(ady), sdyx = bn_lanes_total(adyx);
+		const float *x = c->in + (size_t)ch * hw, *dy = c->dout + (size_t)ch * hw;
+		double sdy, sdyx;
+		L->grad_sums(x, dy, c->n, stride, hw, mu, is, &sdy, &sdyx);
 		if (affine) {
 			c->dw[0][ch] += (float)sdyx;
 			c->dw[1][ch] += (float)sdy;
@@ -319,20 +329,7 @@ static void cpu_bn_backward(const backend *be, const layer_call *c)
 			continue;
 		const float g = affine ? c->w[0][ch] : 1.0f;
 		const float k = g * is, mdy = (float)(sdy / count), mdyx = (float)(sdyx / count);
-		for (int i = 0; i < c->n; i++) {
-			const size_t o = ((size_t)i * C + (size_t)ch) * hw;
-			const float *x = c->in + o, *dy = c->dout + o;
-			float *dx = c->din + o;
-			if (!c->training) {
-				for (size_t j = 0; j < hw; j++)
-					dx[j] = dy[j] * k;
-				continue;
-			}
-			for (size_t j = 0; j < hw; j++) {
-				const float xh = (x[j] - mu) * is;
-				dx[j] = k * (dy[j] - mdy - xh * mdyx);
-			}
-		}
+		L->grad_apply(x, dy, c->din + (size_t)ch * hw, c->n, stride, hw, mu, is, k, mdy, mdyx, c->training);
 	}
 }
 
