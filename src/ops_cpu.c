@@ -152,6 +152,19 @@ static void conv_valid_cols(const conv_desc *d, int kj, int *lo, int *hi)
 	*hi = h;
 }
 
+/* Output rows [oh0, oh1) whose input row for kernel row ki lies inside the image; 0 if none. */
+static bool conv_valid_rows(const conv_desc *d, int ki, int *oh0, int *oh1)
+{
+	const int sh = d->stride_h, off = ki - d->pad_top; /* ih = oh*sh + off */
+	int l = off >= 0 ? 0 : (-off + sh - 1) / sh;
+	int h = d->in_h - off <= 0 ? 0 : (d->in_h - off - 1) / sh + 1;
+	if (h > d->out_h)
+		h = d->out_h;
+	*oh0 = l;
+	*oh1 = h;
+	return l < h;
+}
+
 /*
  * Stride 1 and out_w == in_w (3x3 'same' convs, 1xN...): a row of col is the input plane
  * shifted by one offset, so it is one contiguous copy (or add) of the plane, then the few
@@ -291,6 +304,23 @@ static void im2col(const conv_desc *d, const float *x, float *col)
 				int lo, hi;
 				conv_valid_cols(d, kj, &lo, &hi);
 				const int off = kj - d->pad_left;
+				int oh0, oh1;
+				if (sw == 1 && lo < hi && conv_valid_rows(d, ki, &oh0, &oh1)) {
+					/* the rows inside the image in one call of the ISA's row copy */
+					memset(row, 0, sizeof(float) * (size_t)oh0 * ow_n);
+					memset(row + (size_t)oh1 * ow_n, 0, sizeof(float) * (size_t)(d->out_h - oh1) * ow_n);
+					const int ih0 = oh0 * d->stride_h - d->pad_top + ki;
+					kern_copy_rows(oh1 - oh0, hi - lo, xc + (ptrdiff_t)ih0 * d->in_w + off + lo,
+						       (ptrdiff_t)d->stride_h * d->in_w, row + (size_t)oh0 * ow_n + lo, ow_n);
+					for (int oh = oh0; oh < oh1 && (lo > 0 || hi < ow_n); oh++) {
+						float *r = row + (size_t)oh * ow_n;
+						for (int ow = 0; ow < lo; ow++)
+							r[ow] = 0.0f;
+						for (int ow = hi; ow < ow_n; ow++)
+							r[ow] = 0.0f;
+					}
+					continue;
+				}
 				for (int oh = 0; oh < d->out_h; oh++) {
 					float *r = row + (size_t)oh * ow_n;
 					int ih = oh * d->stride_h - d->pad_top + ki;
@@ -336,6 +366,14 @@ static void col2im(const conv_desc *d, const float *col, float *dx)
 				int lo, hi;
 				conv_valid_cols(d, kj, &lo, &hi);
 				const int off = kj - d->pad_left;
+				int oh0, oh1;
+				if (sw == 1 && lo < hi && conv_valid_rows(d, ki, &oh0, &oh1)) {
+					/* one input row per output row: one call of the ISA's row add */
+					const int ih0 = oh0 * d->stride_h - d->pad_top + ki;
+					kern_add_rows(oh1 - oh0, hi - lo, row + (size_t)oh0 * ow_n + lo, ow_n,
+						      xc + (ptrdiff_t)ih0 * d->in_w + off + lo, (ptrdiff_t)d->stride_h * d->in_w);
+					continue;
+				}
 				for (int oh = 0; oh < d->out_h; oh++) {
 					int ih = oh * d->stride_h - d->pad_top + ki;
 					if (ih < 0 || ih >= d->in_h)

@@ -37,10 +37,14 @@ static void vadd_avx2(size_t n, const float *x, float *y)
 		y[i] += x[i];
 }
 
+#define ROWS_COPY_FN copy_rows_avx2
+#define ROWS_ADD_FN add_rows_avx2
+#include "rows_body.h"
+
 #define UKR_MR 6
 #define UKR_NV 2
 #define UKR_FN ukr_avx2_6x16
 #include "ukr_body.h"
 
 const kern_impl kern_impl_avx2 = {"avx2", {4, 24, ukr_avx2_4x24}, {6, 16, ukr_avx2_6x16}, peak_avx2, vadd_avx2,
-				    pack_t_avx2};
+				    pack_t_avx2, copy_rows_avx2, add_rows_avx2};

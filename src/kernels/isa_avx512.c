@@ -37,10 +37,15 @@ static void vadd_avx512(size_t n, const float *x, float *y)
 		y[i] += x[i];
 }
 
+#define ROWS_MASKED
+#define ROWS_COPY_FN copy_rows_avx512
+#define ROWS_ADD_FN add_rows_avx512
+#include "rows_body.h"
+
 #define UKR_MR 12
 #define UKR_NV 1
 #define UKR_FN ukr_avx512_12x16
 #include "ukr_body.h"
 
 const kern_impl kern_impl_avx512 = {"avx512", {8, 32, ukr_avx512_8x32}, {12, 16, ukr_avx512_12x16}, peak_avx512, vadd_avx512,
-				    pack_t_avx512};
+				    pack_t_avx512, copy_rows_avx512, add_rows_avx512};

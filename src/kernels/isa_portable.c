@@ -74,8 +74,23 @@ static void vadd_portable(size_t n, const float *x, float *y)
 		y[i] += x[i];
 }
 
+/* Rows one float at a time (copies, and one add each). */
+static void copy_rows_portable(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch)
+{
+	for (int r = 0; r < rows; r++)
+		for (int i = 0; i < len; i++)
+			dst[(ptrdiff_t)r * dpitch + i] = src[(ptrdiff_t)r * spitch + i];
+}
+
+static void add_rows_portable(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch)
+{
+	for (int r = 0; r < rows; r++)
+		for (int i = 0; i < len; i++)
+			dst[(ptrdiff_t)r * dpitch + i] += src[(ptrdiff_t)r * spitch + i];
+}
+
 const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8}, {6, 4, ukr_portable_6x4}, peak_portable,
-				      vadd_portable, NULL};
+				      vadd_portable, NULL, copy_rows_portable, add_rows_portable};
 
 #undef VT
 #undef VW
@@ -106,4 +121,4 @@ const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8}, {6, 
 #include "ukr_body.h"
 
 const kern_impl kern_impl_avx512_shape = {"avx512-shape", {8, 32, ukr_shape_8x32}, {12, 16, ukr_shape_12x16},
-					  peak_shape, vadd_portable, NULL};
+					  peak_shape, vadd_portable, NULL, copy_rows_portable, add_rows_portable};

@@ -155,6 +155,16 @@ void kern_vadd(size_t n, const float *x, float *y)
 	kern_impl_of(kern_current())->vadd(n, x, y);
 }
 
+void kern_copy_rows(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch)
+{
+	kern_impl_of(kern_current())->copy_rows(rows, len, src, spitch, dst, dpitch);
+}
+
+void kern_add_rows(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch)
+{
+	kern_impl_of(kern_current())->add_rows(rows, len, src, spitch, dst, dpitch);
+}
+
 void kern_gemm(const kern_gemm_args *g, int threads)
 {
 	kern_gemm_impl(g_test_impl ? g_test_impl : kern_impl_of(kern_current()), g, threads);

@@ -74,6 +74,10 @@ void kern_gemm_isa(kern_isa isa, const kern_gemm_args *g, int threads);
 /* y[i] = y[i] + x[i] for i < n (x and y must not overlap): one IEEE add per element, so the
  * same bits whatever vector width runs it. */
 void kern_vadd(size_t n, const float *x, float *y);
+/* For r < rows, i < len: dst[r * dpitch + i] = src[r * spitch + i] (copy_rows) or
+ * dst[...] += src[...] (add_rows, one IEEE add each); rows must not overlap. */
+void kern_copy_rows(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch);
+void kern_add_rows(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch);
 
 double kern_peak_gflops(kern_isa isa, int threads, double seconds_each, int tries);
 

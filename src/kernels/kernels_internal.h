@@ -46,6 +46,9 @@ typedef struct kern_impl {
 	void (*vadd)(size_t n, const float *x, float *y); /* y[i] += x[i] (one IEEE add each) */
 	/* panel[k * nr + j] = b[j * csb + k] for k < kc, j < cols; 0 for cols <= j < nr (NULL: gemm.c's loop) */
 	void (*pack_t)(int kc, int cols, int nr, const float *b, ptrdiff_t csb, float *panel);
+	/* rows of len floats: dst = src, dst += src (kernels.h's kern_copy_rows, kern_add_rows) */
+	void (*copy_rows)(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch);
+	void (*add_rows)(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch);
 } kern_impl;
 
 extern const kern_impl kern_impl_portable;

@@ -385,19 +385,9 @@ static void test_conv_paths_are_the_plain_loops_bit_for_bit(void **state)
 		float *ry = calloc(out, 4), *rdx = calloc(in, 4), *rdw = calloc(wn, 4), *rdb = calloc(d->out_c, 4);
 		float *dcol = calloc((size_t)K * P, 4);
 		for (size_t e = 0; e < wn; e++)
-			dw[e] = rdw[e] = (float)e * 0.01f;
+			rdw[e] = (float)e * 0.01f;
 		for (int o = 0; o < d->out_c; o++)
-			db[o] = rdb[o] = 0.25f;
-		backend_cpu_set_threads(1);
-		const backend *be = backend_cpu();
-		float *ws = be->alloc(be->conv2d_workspace(d, n));
-		const kern_isa saved = kern_current(), isa = (kern_isa)(ci % KERN_ISA_N);
-		if (kern_isa_supported(isa)) /* the shapes take turns on each ISA this CPU runs */
-			kern_force(isa);
-		be->conv2d_forward(d, n, x, w, b, y, ws);
-		be->conv2d_backward(d, n, x, w, dy, dx, dw, db, ws);
-		kern_force(saved);
-		be->release(ws);
+			rdb[o] = 0.25f;
 		for (int sm = 0; sm < n; sm++) {
 			const float *dys = dy + (size_t)sm * d->out_c * P;
 			for (int o = 0; o < d->out_c; o++)
@@ -440,12 +430,30 @@ static void test_conv_paths_are_the_plain_loops_bit_for_bit(void **state)
 					rdb[o] += dys[(size_t)o * P + p];
 			}
 		}
-		if (memcmp(y, ry, out * 4) || memcmp(dx, rdx, in * 4) || memcmp(dw, rdw, wn * 4) ||
-		    memcmp(db, rdb, d->out_c * 4u))
-			fail_msg("conv %zu (%dx%d k %dx%d stride %dx%d pad %d,%d): y %d dx %d dw %d db %d differ from the rule",
-				 ci, d->in_h, d->in_w, d->k_h, d->k_w, d->stride_h, d->stride_w, d->pad_top, d->pad_left,
-				 memcmp(y, ry, out * 4) != 0, memcmp(dx, rdx, in * 4) != 0, memcmp(dw, rdw, wn * 4) != 0,
-				 memcmp(db, rdb, d->out_c * 4u) != 0);
+		backend_cpu_set_threads(1);
+		const backend *be = backend_cpu();
+		float *ws = be->alloc(be->conv2d_workspace(d, n));
+		const kern_isa saved = kern_current();
+		for (int isa = 0; isa < KERN_ISA_N; isa++) { /* every ISA this CPU runs, for everything */
+			if (!kern_isa_supported((kern_isa)isa))
+				continue;
+			kern_force((kern_isa)isa);
+			for (size_t e = 0; e < wn; e++)
+				dw[e] = (float)e * 0.01f;
+			for (int o = 0; o < d->out_c; o++)
+				db[o] = 0.25f;
+			be->conv2d_forward(d, n, x, w, b, y, ws);
+			be->conv2d_backward(d, n, x, w, dy, dx, dw, db, ws);
+			if (memcmp(y, ry, out * 4) || memcmp(dx, rdx, in * 4) || memcmp(dw, rdw, wn * 4) ||
+			    memcmp(db, rdb, d->out_c * 4u))
+				fail_msg("conv %zu (%dx%d k %dx%d stride %dx%d pad %d,%d) on %s: y %d dx %d dw %d db %d differ "
+					 "from the rule",
+					 ci, d->in_h, d->in_w, d->k_h, d->k_w, d->stride_h, d->stride_w, d->pad_top, d->pad_left,
+					 kern_isa_name((kern_isa)isa), memcmp(y, ry, out * 4) != 0, memcmp(dx, rdx, in * 4) != 0,
+					 memcmp(dw, rdw, wn * 4) != 0, memcmp(db, rdb, d->out_c * 4u) != 0);
+		}
+		kern_force(saved);
+		be->release(ws);
 		free(x), free(w), free(b), free(dy), free(y), free(dx), free(dw), free(db);
 		free(ry), free(rdx), free(rdw), free(rdb), free(dcol);
 	}
