@@ -167,10 +167,10 @@ static bool conv_valid_rows(const conv_desc *d, int ki, int *oh0, int *oh1)
 
 /*
  * Stride 1 and out_w == in_w (3x3 'same' convs, 1xN...): a row of col is the input plane
- * shifted by one offset, so it is one contiguous copy (or add) of the plane, then the few
- * elements a row wrapped into from its neighbour (and the rows outside the image) are set
- * to zero (or, for the add, put back). The same values and, for col2im, the same adds in
- * the same order as the row-by-row loops below: only faster.
+ * shifted by one offset, so it is one contiguous copy of the plane, then the few elements a
+ * row wrapped into from its neighbour (and the rows outside the image) are set to zero: the
+ * same values as the row-by-row loops below, only faster. (col2im of any stride-1 conv is
+ * kern_col2im_s1, a gather.)
  */
 static bool conv_plane_shift(const conv_desc *d)
 {
@@ -225,60 +225,6 @@ static void im2col_shift(const conv_desc *d, const float *x, float *col)
 						row[p + ow] = 0.0f;
 					for (int ow = r.hi; ow < W; ow++)
 						row[p + ow] = 0.0f;
-				}
-			}
-	}
-}
-
-/* The adjoint of im2col_shift: dx += the in-image taps of col, in im2col's order. */
-static void col2im_shift(const conv_desc *d, const float *col, float *dx)
-{
-	const size_t plane = (size_t)d->in_h * d->in_w, opl = conv_out_plane(d);
-	const int W = d->out_w;
-	float keep[2 * 64];
-	for (int c = 0; c < d->in_c; c++) {
-		float *xc = dx + (size_t)c * plane;
-		for (int ki = 0; ki < d->k_h; ki++)
-			for (int kj = 0; kj < d->k_w; kj++) {
-				const float *row = col + ((size_t)(c * d->k_h + ki) * d->k_w + kj) * opl;
-				const shift_row r = conv_shift_row(d, ki, kj);
-				if (r.p1 <= r.p0 || r.hi <= r.lo)
-					continue;
-				const int wrapped = r.lo + (W - r.hi);
-				const bool save = wrapped > 0 && (size_t)wrapped * (r.p1 - r.p0) / (size_t)W <= 2 * 64;
-				if (wrapped > 0 && !save) { /* many wrapped taps: row by row */
-					for (size_t p = r.p0; p < r.p1; p += (size_t)W) {
-						float *xo = xc + (ptrdiff_t)p + r.shift;
-#pragma omp simd
-						for (int ow = r.lo; ow < r.hi; ow++)
-							xo[ow] += row[p + ow];
-					}
-					continue;
-				}
-				/* the wrapped targets are read before and put back after the plane's add */
-				size_t a = r.p0, b = r.p1;
-				if ((ptrdiff_t)a + r.shift < 0)
-					a = (size_t)(-r.shift);
-				if ((ptrdiff_t)b + r.shift > (ptrdiff_t)plane)
-					b = (size_t)((ptrdiff_t)plane - r.shift);
-				int nk = 0;
-				for (size_t p = r.p0; save && p < r.p1; p += (size_t)W) {
-					for (int ow = 0; ow < r.lo; ow++)
-						if (p + ow >= a && p + ow < b)
-							keep[nk++] = xc[(ptrdiff_t)(p + ow) + r.shift];
-					for (int ow = r.hi; ow < W; ow++)
-						if (p + ow >= a && p + ow < b)
-							keep[nk++] = xc[(ptrdiff_t)(p + ow) + r.shift];
-				}
-				kern_vadd(b - a, row + a, xc + (ptrdiff_t)a + r.shift);
-				nk = 0;
-				for (size_t p = r.p0; save && p < r.p1; p += (size_t)W) {
-					for (int ow = 0; ow < r.lo; ow++)
-						if (p + ow >= a && p + ow < b)
-							xc[(ptrdiff_t)(p + ow) + r.shift] = keep[nk++];
-					for (int ow = r.hi; ow < W; ow++)
-						if (p + ow >= a && p + ow < b)
-							xc[(ptrdiff_t)(p + ow) + r.shift] = keep[nk++];
 				}
 			}
 	}
@@ -353,11 +299,12 @@ static void col2im(const conv_desc *d, const float *col, float *dx)
 {
 	const int ow_n = d->out_w, sw = d->stride_w;
 	const size_t plane = (size_t)d->in_h * d->in_w, opl = conv_out_plane(d);
-	memset(dx, 0, sizeof(float) * conv_in_numel(d));
-	if (conv_plane_shift(d)) {
-		col2im_shift(d, col, dx);
+	if (d->stride_h == 1 && d->stride_w == 1) { /* a gather: each dx element summed and written once */
+		kern_col2im_s1(&(kern_col2im_args){d->in_c, d->in_h, d->in_w, d->out_h, d->out_w, d->k_h, d->k_w,
+						   d->pad_top, d->pad_left, col, dx});
 		return;
 	}
+	memset(dx, 0, sizeof(float) * conv_in_numel(d));
 	for (int c = 0; c < d->in_c; c++) {
 		float *xc = dx + (size_t)c * plane;
 		for (int ki = 0; ki < d->k_h; ki++) {

@@ -37,6 +37,15 @@ static void vadd_avx2(size_t n, const float *x, float *y)
 		y[i] += x[i];
 }
 
+/* lanes [lo, hi) of p through vmaskmov (the others read as +0.0; masked-off lanes never fault) */
+static inline __m256i lane_mask(int lo, int hi)
+{
+	const __m256i l = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	return _mm256_and_si256(_mm256_cmpgt_epi32(l, _mm256_set1_epi32(lo - 1)), _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), l));
+}
+#define VMASKLOAD(p, lo, hi) _mm256_maskload_ps((p), lane_mask((lo), (hi)))
+#define VMASKSTORE(p, n, v) _mm256_maskstore_ps((p), lane_mask(0, (n)), (v))
+#define COL2IM_FN col2im_s1_avx2
 #define ROWS_COPY_FN copy_rows_avx2
 #define ROWS_ADD_FN add_rows_avx2
 #include "rows_body.h"
@@ -47,4 +56,5 @@ static void vadd_avx2(size_t n, const float *x, float *y)
 #include "ukr_body.h"
 
 const kern_impl kern_impl_avx2 = {"avx2", {4, 24, ukr_avx2_4x24}, {6, 16, ukr_avx2_6x16}, peak_avx2, vadd_avx2,
-				    pack_t_avx2, copy_rows_avx2, add_rows_avx2};
+				    pack_t_avx2, copy_rows_avx2, add_rows_avx2,
+				    col2im_s1_avx2};

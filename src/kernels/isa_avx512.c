@@ -38,6 +38,10 @@ static void vadd_avx512(size_t n, const float *x, float *y)
 }
 
 #define ROWS_MASKED
+/* lanes [lo, hi) of p (the others read as +0.0 and are not touched: no fault past the ends) */
+#define VMASKLOAD(p, lo, hi) _mm512_maskz_loadu_ps((__mmask16)(((1u << (hi)) - 1u) & ~((1u << (lo)) - 1u)), (p))
+#define VMASKSTORE(p, n, v) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (v))
+#define COL2IM_FN col2im_s1_avx512
 #define ROWS_COPY_FN copy_rows_avx512
 #define ROWS_ADD_FN add_rows_avx512
 #include "rows_body.h"
@@ -48,4 +52,5 @@ static void vadd_avx512(size_t n, const float *x, float *y)
 #include "ukr_body.h"
 
 const kern_impl kern_impl_avx512 = {"avx512", {8, 32, ukr_avx512_8x32}, {12, 16, ukr_avx512_12x16}, peak_avx512, vadd_avx512,
-				    pack_t_avx512, copy_rows_avx512, add_rows_avx512};
+				    pack_t_avx512, copy_rows_avx512, add_rows_avx512,
+				    col2im_s1_avx512};

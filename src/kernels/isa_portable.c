@@ -89,8 +89,32 @@ static void add_rows_portable(int rows, int len, const float *src, ptrdiff_t spi
 			dst[(ptrdiff_t)r * dpitch + i] += src[(ptrdiff_t)r * spitch + i];
 }
 
+/* kern_col2im_s1 one float at a time: each element summed over its in-image taps in order from +0.0. */
+static void col2im_s1_portable(const kern_col2im_args *a)
+{
+	const ptrdiff_t P = (ptrdiff_t)a->out_h * a->out_w, plane = (ptrdiff_t)a->in_h * a->in_w;
+	for (int c = 0; c < a->in_c; c++)
+		for (int ih = 0; ih < a->in_h; ih++)
+			for (int iw = 0; iw < a->in_w; iw++) {
+				float acc = 0.0f;
+				for (int ki = 0; ki < a->k_h; ki++) {
+					const int oh = ih + a->pad_top - ki;
+					if (oh < 0 || oh >= a->out_h)
+						continue;
+					for (int kj = 0; kj < a->k_w; kj++) {
+						const int ow = iw + a->pad_left - kj;
+						if (ow >= 0 && ow < a->out_w)
+							acc += a->col[((ptrdiff_t)(c * a->k_h + ki) * a->k_w + kj) * P +
+								      (ptrdiff_t)oh * a->out_w + ow];
+					}
+				}
+				a->dx[c * plane + (ptrdiff_t)ih * a->in_w + iw] = acc;
+			}
+}
+
 const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8}, {6, 4, ukr_portable_6x4}, peak_portable,
-				      vadd_portable, NULL, copy_rows_portable, add_rows_portable};
+				      vadd_portable, NULL, copy_rows_portable, add_rows_portable,
+				      col2im_s1_portable};
 
 #undef VT
 #undef VW
@@ -121,4 +145,5 @@ const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8}, {6, 
 #include "ukr_body.h"
 
 const kern_impl kern_impl_avx512_shape = {"avx512-shape", {8, 32, ukr_shape_8x32}, {12, 16, ukr_shape_12x16},
-					  peak_shape, vadd_portable, NULL, copy_rows_portable, add_rows_portable};
+					  peak_shape, vadd_portable, NULL, copy_rows_portable, add_rows_portable,
+				      col2im_s1_portable};

@@ -155,6 +155,11 @@ void kern_vadd(size_t n, const float *x, float *y)
 	kern_impl_of(kern_current())->vadd(n, x, y);
 }
 
+void kern_col2im_s1(const kern_col2im_args *a)
+{
+	kern_impl_of(kern_current())->col2im_s1(a);
+}
+
 void kern_copy_rows(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch)
 {
 	kern_impl_of(kern_current())->copy_rows(rows, len, src, spitch, dst, dpitch);

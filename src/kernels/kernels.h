@@ -76,6 +76,15 @@ void kern_gemm_isa(kern_isa isa, const kern_gemm_args *g, int threads);
 void kern_vadd(size_t n, const float *x, float *y);
 /* For r < rows, i < len: dst[r * dpitch + i] = src[r * spitch + i] (copy_rows) or
  * dst[...] += src[...] (add_rows, one IEEE add each); rows must not overlap. */
+/* A stride-1 conv's col2im (ops_cpu.c): dx[c][ih][iw] = the sum over in-image taps (ki, kj),
+ * in increasing order from +0.0, of col[(c*k_h + ki)*k_w + kj][oh][ow] (oh = ih + pad_top - ki,
+ * ow = iw + pad_left - kj): the same bits as zeroing dx and adding row after row. */
+typedef struct kern_col2im_args {
+	int in_c, in_h, in_w, out_h, out_w, k_h, k_w, pad_top, pad_left;
+	const float *col;
+	float *dx;
+} kern_col2im_args;
+void kern_col2im_s1(const kern_col2im_args *a);
 void kern_copy_rows(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch);
 void kern_add_rows(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch);
 

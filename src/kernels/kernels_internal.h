@@ -9,6 +9,8 @@
 
 #include <stddef.h>
 
+#include "kernels.h"
+
 /* Rows of the largest register tile (the array of A row pointers is this long). */
 #define KERN_MR_MAX 12
 /* Reduction terms per k block: at most KERN_KC_MAX, as equal as possible, of about KERN_KC. */
@@ -49,6 +51,7 @@ typedef struct kern_impl {
 	/* rows of len floats: dst = src, dst += src (kernels.h's kern_copy_rows, kern_add_rows) */
 	void (*copy_rows)(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch);
 	void (*add_rows)(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch);
+	void (*col2im_s1)(const struct kern_col2im_args *a); /* kernels.h's kern_col2im_s1 */
 } kern_impl;
 
 extern const kern_impl kern_impl_portable;

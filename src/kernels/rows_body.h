@@ -48,5 +48,47 @@ static void ROWS_ADD_FN(int rows, int len, const float *src, ptrdiff_t spitch, f
 	}
 }
 
+#ifdef COL2IM_FN
+/*
+ * col2im of a stride-1 conv as a gather (kernels.h's kern_col2im_s1): each VW-wide piece of a
+ * dx row is summed in a register over the taps (ki, kj) in increasing order, from +0.0, and
+ * stored once. A tap's lanes outside the image are loaded as +0.0 (masked), and adding +0.0
+ * to a sum that started from +0.0 changes no bit, so this is exactly zeroing dx and adding the
+ * in-image taps in (c, ki, kj) order. Each dx element is written once: no store is read back.
+ */
+static void COL2IM_FN(const kern_col2im_args *a)
+{
+	const ptrdiff_t P = (ptrdiff_t)a->out_h * a->out_w, plane = (ptrdiff_t)a->in_h * a->in_w;
+	for (int c = 0; c < a->in_c; c++)
+		for (int ih = 0; ih < a->in_h; ih++) {
+			float *drow = a->dx + c * plane + (ptrdiff_t)ih * a->in_w;
+			for (int iw0 = 0; iw0 < a->in_w; iw0 += VW) {
+				const int nl = a->in_w - iw0 < VW ? a->in_w - iw0 : VW;
+				VT acc = VSET1(0.0f);
+				for (int ki = 0; ki < a->k_h; ki++) {
+					const int oh = ih + a->pad_top - ki;
+					if (oh < 0 || oh >= a->out_h)
+						continue;
+					for (int kj = 0; kj < a->k_w; kj++) {
+						const int ow0 = iw0 + a->pad_left - kj; /* lane l reads column ow0 + l */
+						const int lo = ow0 < 0 ? -ow0 : 0;
+						const int hi = a->out_w - ow0 < nl ? a->out_w - ow0 : nl;
+						if (lo >= hi)
+							continue;
+						const float *src = a->col + ((ptrdiff_t)(c * a->k_h + ki) * a->k_w + kj) * P +
+								   (ptrdiff_t)oh * a->out_w + ow0;
+						acc = VADD(acc, lo == 0 && hi == VW ? VLOADU(src) : VMASKLOAD(src, lo, hi));
+					}
+				}
+				if (nl == VW)
+					VSTOREU(drow + iw0, acc);
+				else
+					VMASKSTORE(drow + iw0, nl, acc);
+			}
+		}
+}
+#undef COL2IM_FN
+#endif
+
 #undef ROWS_COPY_FN
 #undef ROWS_ADD_FN
