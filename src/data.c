@@ -464,11 +464,34 @@ close_images:
 	return rc;
 }
 
+size_t dataset_image_bytes(const dataset *ds)
+{
+	return (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
+}
+
+int dataset_gather(const dataset *ds, const uint32_t *idx, int n, uint8_t *dst)
+{
+	if (ds->stream)
+		return h5stream_gather(ds->stream, idx, n, dst);
+	size_t px = dataset_image_bytes(ds);
+	for (int i = 0; i < n; i++) {
+		if (idx[i] >= ds->count) {
+			log_error("image %u asked for, the set has %zu", idx[i], ds->count);
+			return EXIT_SOFTWARE;
+		}
+		memcpy(dst + (size_t)i * px, ds->images + (size_t)idx[i] * px, px);
+	}
+	return 0;
+}
+
 void dataset_free(dataset *d)
 {
 	if (!d)
 		return;
-	if (d->map) {
+	if (d->stream) {
+		h5stream_close(d->stream);
+		free(d->labels);
+	} else if (d->map) {
 		munmap(d->map, d->map_bytes);
 	} else {
 		free(d->images);

@@ -4,7 +4,11 @@
  * step, their place in backend memory, the epoch order, and the shard fill
  * that every training step reads through: the plain gather, or the
  * per-sample augmentation on the host (data_augment.h), taken from the
- * prefetch thread when data.prefetch is on (data_prefetch.h).
+ * prefetch thread when data.prefetch is on (data_prefetch.h). Pixels come
+ * from the one sample source of data.h (dataset_gather): a set in memory or
+ * an HDF5 set streamed through its cache (data.cache_mb, data.stream); only
+ * the placement below looks at which, to keep an in-memory set in backend
+ * memory for the backend's own gather.
  *
  * Invariant 1 (DESIGN.md): epoch e visits the samples in the order of a
  * permutation drawn from (seed, e); global step s of an epoch takes the
@@ -108,6 +112,28 @@ static void share_name(run *r, data_split split, char *name, size_t size)
  * several ranks on a node, the node's first rank reads the files and shares the set
  * (data_shared.c); the others map it, or read the files themselves when that failed.
  */
+/*
+ * Collective: a split that data.cache_mb or data.stream has streamed (every rank
+ * reads the file through its own cache; nothing is shared).
+ */
+static int stream_split(run *r, data_split split, const data_stream_opts *so, dataset *ds)
+{
+	const config *c = &r->cfg;
+	int streamed = 0;
+	int rc = data_open(c->data_dir, (data_format)c->data_format, (data_label_kind)c->data_label, split, so, ds,
+			   &streamed);
+	rc = dist_agree(&r->d, rc);
+	if (!rc && ds->stream && r->d.rank == 0) {
+		data_stream_stats st;
+		h5stream_stats(ds->stream, &st);
+		log_info("%s: the %s set (%zu images, %.1f MB of pixels) streams from the file through a cache of "
+			 "%.2f MB (blocks of %zu images)", c->data_dir, split == DATA_TRAIN ? "training" : "test",
+			 ds->count, ds->count * (double)dataset_image_bytes(ds) / 1e6, st.cap_bytes / 1e6,
+			 st.block_images);
+	}
+	return rc ? rc : check_dataset(r, ds, split == DATA_TRAIN ? "training" : "test");
+}
+
 static int load_split(run *r, data_split split, dataset *ds, int rc)
 {
 	const config *c = &r->cfg;
@@ -115,7 +141,16 @@ static int load_split(run *r, data_split split, dataset *ds, int rc)
 	data_label_kind lk = (data_label_kind)c->data_label;
 	bool share = r->d.local_size > 1, leader = r->d.local_rank == 0;
 	char name[128] = "";
+	data_stream_opts so = {(size_t)(c->data_cache_mb * 1048576.0), c->data_stream};
+	int stream = 0;
+	if (!rc)
+		rc = data_will_stream(c->data_dir, fmt, split, &so, &stream);
 	rc = dist_agree(&r->d, rc);
+	if (!rc && stream)
+		return stream_split(r, split, &so, ds);
+	if (!rc && c->data_stream && r->d.rank == 0)
+		log_info("%s: data.stream applies to HDF5 sets; the %s set is loaded whole", c->data_dir,
+			 split == DATA_TRAIN ? "training" : "test");
 	if (share)
 		share_name(r, split, name, sizeof name);
 	if (!rc && (!share || leader)) {
@@ -157,6 +192,10 @@ int run_load_data(run *r, int rc)
 static int place_images(run *r, const dataset *ds, uint8_t **out)
 {
 	size_t bytes = ds->count * (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
+	if (!ds->images) { /* streamed: batches are gathered on the host and uploaded (run_gather) */
+		*out = NULL;
+		return 0;
+	}
 	if ((r->be->caps & BACKEND_CAP_HOST_MEMORY) || bytes == 0) {
 		*out = ds->images;
 		return 0;
@@ -170,14 +209,40 @@ static int place_images(run *r, const dataset *ds, uint8_t **out)
 	return 0;
 }
 
-/* prefetch_make_fn: one training sample's input, as gather_augmented makes it. */
-static void make_sample(void *ctx, uint32_t sample, uint32_t epoch, float *out)
+/*
+ * The pixels of n samples of ds (the sample source) into a new host buffer; a
+ * sample that cannot be read (a damaged chunk of a streamed set: 65, named)
+ * ends the world: this runs inside a step, with nothing to return to.
+ */
+static uint8_t *gather_pixels(run *r, const dataset *ds, const uint32_t *samples, int n)
 {
-	const run *r = ctx;
-	const dataset *ds = &r->train;
-	size_t pixels = (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
-	augment_image(&r->aug, ds->images + (size_t)sample * pixels, ds->rows, ds->cols, r->cfg.seed, epoch, sample,
-		      true, out);
+	uint8_t *px = malloc((size_t)(n > 0 ? n : 1) * dataset_image_bytes(ds));
+	int rc = px ? dataset_gather(ds, samples, n, px) : EXIT_OSERR;
+	if (rc) {
+		if (!px)
+			log_error("out of memory staging %d images", n);
+		dist_abort(&r->d, rc);
+	}
+	return px;
+}
+
+/* The inputs of n samples (augmented for training, epoch `epoch`) on the host at out. */
+static void augment_samples(run *r, const dataset *ds, bool train, uint32_t epoch, const uint32_t *samples, int n,
+			    float *out)
+{
+	size_t pixels = dataset_image_bytes(ds);
+	uint8_t *px = gather_pixels(r, ds, samples, n);
+	for (int i = 0; i < n; i++)
+		augment_image(&r->aug, px + (size_t)i * pixels, ds->rows, ds->cols, r->cfg.seed, epoch, samples[i],
+			      train, out + (size_t)i * pixels);
+	free(px);
+}
+
+/* prefetch_make_fn: the window's training inputs, as gather_augmented makes them. */
+static void make_samples(void *ctx, const uint32_t *samples, int n, uint32_t epoch, float *out)
+{
+	run *r = ctx;
+	augment_samples(r, &r->train, true, epoch, samples, n, out);
 }
 
 /*
@@ -201,7 +266,7 @@ static int start_prefetch(run *r)
 		return EXIT_OSERR;
 	}
 	size_t pixels = (size_t)r->m.in_c * r->m.in_h * r->m.in_w;
-	int rc = prefetch_init(r->pf, r->cfg.global_batch, pixels, make_sample, r);
+	int rc = prefetch_init(r->pf, r->cfg.global_batch, pixels, make_samples, r);
 	if (rc) {
 		free(r->pf);
 		r->pf = NULL;
@@ -221,8 +286,25 @@ void run_reset_data_time(run *r)
 	}
 }
 
+/* Rank 0: what a streamed split's cache did. */
+static void log_stream(const run *r, const dataset *ds, const char *split)
+{
+	if (!ds->stream || r->d.rank != 0)
+		return;
+	data_stream_stats st;
+	h5stream_stats(ds->stream, &st);
+	log_info("data stream (%s set): %llu blocks read (%.1f MB, %.1f MB/s while reading), %llu block hits, "
+		 "%llu evictions in %llu gathers; cache at most %.2f of %.2f MB", split,
+		 (unsigned long long)st.blocks_read, st.bytes_read / 1e6,
+		 st.read_s > 0 ? st.bytes_read / 1e6 / st.read_s : 0.0, (unsigned long long)st.hits,
+		 (unsigned long long)st.evictions, (unsigned long long)st.gathers, st.max_held_bytes / 1e6,
+		 st.cap_bytes / 1e6);
+}
+
 void run_free_data(run *r)
 {
+	log_stream(r, &r->train, "training");
+	log_stream(r, &r->test, "test");
 	if (r->pf) {
 		if (r->d.rank == 0)
 			log_info("data.prefetch: %ld shard fills served from the prefetch, %ld made in the step",
@@ -274,20 +356,46 @@ void run_order_epoch(run *r, long epoch)
  */
 static void gather_augmented(run *r, const dataset *ds, bool train, const uint32_t *samples, int n, float *input)
 {
-	size_t pixels = (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
+	size_t pixels = dataset_image_bytes(ds);
 	bool host = r->be->caps & BACKEND_CAP_HOST_MEMORY;
 	float *out = host ? input : malloc((size_t)n * pixels * sizeof *out);
 	if (!out) {
 		log_error("out of memory staging %d augmented images", n);
 		exit(EXIT_OSERR); /* inside a step: nothing to return to */
 	}
-	for (int i = 0; i < n; i++)
-		augment_image(&r->aug, ds->images + (size_t)samples[i] * pixels, ds->rows, ds->cols, r->cfg.seed,
-			      (uint32_t)r->epoch, samples[i], train, out + (size_t)i * pixels);
+	augment_samples(r, ds, train, (uint32_t)r->epoch, samples, n, out);
 	if (!host) {
 		r->be->upload(input, out, (size_t)n * pixels * sizeof *out);
 		free(out);
 	}
+}
+
+/*
+ * The plain gather of a set not in backend memory (streamed): its pixels on the
+ * host, uploaded as they are (device backends), then the backend's own gather over
+ * them in order, so x/255 has the bits of the in-memory gather.
+ */
+static void gather_staged(run *r, const dataset *ds, const uint32_t *samples, int n, float *input)
+{
+	size_t bytes = (size_t)n * dataset_image_bytes(ds);
+	uint8_t *px = gather_pixels(r, ds, samples, n), *dev = px;
+	uint32_t *order = malloc((size_t)(n > 0 ? n : 1) * sizeof *order);
+	bool host = r->be->caps & BACKEND_CAP_HOST_MEMORY;
+	if (!host && bytes)
+		dev = r->be->alloc(bytes);
+	if (!order || !dev) {
+		log_error("out of memory staging %d images for %s", n, r->be->name);
+		exit(EXIT_OSERR); /* inside a step: nothing to return to */
+	}
+	for (int i = 0; i < n; i++)
+		order[i] = (uint32_t)i;
+	if (!host && bytes)
+		r->be->upload(dev, px, bytes);
+	r->be->gather_images(dev, order, n, dataset_image_bytes(ds), 1.0f / 255.0f, input);
+	if (!host && bytes)
+		r->be->release(dev);
+	free(order);
+	free(px);
 }
 
 void run_gather(run *r, bool train, const uint32_t *samples, int n, float *input)
@@ -298,7 +406,12 @@ void run_gather(run *r, bool train, const uint32_t *samples, int n, float *input
 		return;
 	}
 	size_t pixels = (size_t)r->m.in_c * r->m.in_h * r->m.in_w;
-	r->be->gather_images(train ? r->train_images : r->test_images, samples, n, pixels, 1.0f / 255.0f, input);
+	const uint8_t *placed = train ? r->train_images : r->test_images;
+	if (placed) {
+		r->be->gather_images(placed, samples, n, pixels, 1.0f / 255.0f, input);
+		return;
+	}
+	gather_staged(r, ds, samples, n, input);
 }
 
 /* This rank's step positions [*p0, *p1) of a step of bsz samples (grad.h's shards, or the float path's part). */
