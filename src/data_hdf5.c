@@ -10,9 +10,10 @@
  * Chunked and compressed files are fine: images are read by hyperslabs of
  * H5SET_BLOCK images (a bounded staging buffer), transposed to NCHW on the
  * way. Type, rank, sizes and every label are checked before the data is
- * kept; errors name the file, the dataset and the position. This file and
- * ckpt_h5.c are the data and checkpoint sides of HDF5; the library lock of
- * ckpt_h5.h is held around every HDF5 call.
+ * kept; errors name the file, the dataset and the position. The opening and
+ * checks are shared with data_stream.c (data_h5set.h), which reads a split on
+ * demand instead. These and ckpt_h5.c are the data and checkpoint sides of
+ * HDF5; the library lock of ckpt_h5.h is held around every HDF5 call.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L

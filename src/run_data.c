@@ -16,6 +16,7 @@
  */
 #include "run.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -216,11 +217,14 @@ static int place_images(run *r, const dataset *ds, uint8_t **out)
  */
 static uint8_t *gather_pixels(run *r, const dataset *ds, const uint32_t *samples, int n)
 {
+	static atomic_flag aborting = ATOMIC_FLAG_INIT;
 	uint8_t *px = malloc((size_t)(n > 0 ? n : 1) * dataset_image_bytes(ds));
 	int rc = px ? dataset_gather(ds, samples, n, px) : EXIT_OSERR;
 	if (rc) {
 		if (!px)
 			log_error("out of memory staging %d images", n);
+		while (atomic_flag_test_and_set(&aborting)) /* a shard thread and the prefetch thread: one aborts */
+			pause();
 		dist_abort(&r->d, rc);
 	}
 	return px;
