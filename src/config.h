@@ -173,6 +173,7 @@ typedef struct run_args {
 	long seed;                   /* --seed (-1: config) */
 	int steps;                   /* bench --steps */
 	int warmup;                  /* bench --warmup */
+	bool bench_data;             /* bench --data: steps over data.dir's training set, not synthetic pixels */
 	device_kind device;          /* --device */
 	bool device_given;
 	bool verbose;

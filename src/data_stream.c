@@ -9,8 +9,10 @@
  *   block   the images of one row of HDF5 chunks (the chunk's first
  *           dimension, K images; a chunk that also splits H, W or C reads
  *           the chunks of the row together) or, for a contiguous dataset, a
- *           fixed number of images (about a quarter of the cache, at most
- *           1 MiB); the last block may be partial. A block is kept in the
+ *           fixed number of images (at most 4 KiB and a quarter of the cache,
+ *           at least one image: reading any part of a contiguous dataset
+ *           costs the same, so a small block wastes nothing on a random
+ *           batch); the last block may be partial. A block is kept in the
  *           stored layout (NHWC transposes on the way out, per image).
  *   cache   at most cache_bytes / block_bytes blocks (whole blocks: the
  *           bound is never exceeded), least recently used evicted first.
@@ -41,7 +43,7 @@
 #include "data_h5set.h"
 #include "log.h"
 
-#define STREAM_CONTIG_BLOCK_BYTES (1u << 20) /* largest block of a contiguous dataset */
+#define STREAM_CONTIG_BLOCK_BYTES 4096u /* largest block of a contiguous dataset (a random read costs one image) */
 
 /* One cached block. */
 typedef struct stream_entry {

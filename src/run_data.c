@@ -180,10 +180,16 @@ int run_load_data(run *r, int rc)
 				   c->data_mean, c->data_std, r->m.in_c, r->m.in_h, r->m.in_w);
 	if (r->kind == RUN_TRAIN)
 		rc = fetch_data(r, rc); /* every rank: it contains the agreement */
-	if (!rc && r->kind == RUN_BENCH)
+	bool bench_data = r->kind == RUN_BENCH && r->args->bench_data;
+	if (!rc && r->kind == RUN_BENCH && !bench_data)
 		rc = synthesize(r);
-	if (r->kind == RUN_TRAIN)
+	if (r->kind == RUN_TRAIN || bench_data)
 		rc = load_split(r, DATA_TRAIN, &r->train, rc);
+	if (!rc && bench_data && r->train.count < (size_t)c->global_batch) {
+		log_error("bench --data: the training set of %s has %zu images, fewer than one global batch (%d)",
+			  c->data_dir, r->train.count, c->global_batch);
+		rc = EXIT_USAGE;
+	}
 	if (r->kind != RUN_BENCH)
 		rc = load_split(r, DATA_TEST, &r->test, rc);
 	return dist_agree(&r->d, rc);
@@ -326,7 +332,9 @@ int run_place_data(run *r)
 		rc = place_images(r, &r->test, &r->test_images);
 	if (!rc)
 		rc = start_prefetch(r);
-	if (!rc && r->kind == RUN_BENCH)
+	if (!rc && r->kind == RUN_BENCH && r->args->bench_data)
+		run_order_epoch(r, 0); /* bench --data: the steps walk the epochs' orders */
+	else if (!rc && r->kind == RUN_BENCH)
 		for (size_t i = 0; i < r->train.count; i++)
 			r->perm[i] = (uint32_t)i; /* every step takes the same synthetic batch */
 	return rc;
@@ -442,7 +450,10 @@ static void prefetch_next(run *r)
 {
 	long N = (long)r->train.count, B = r->cfg.global_batch;
 	long bsz = N - r->pos < B ? N - r->pos : B;
-	long next = r->kind == RUN_BENCH ? r->pos : r->pos + bsz;
+	bool synthetic = r->kind == RUN_BENCH && !r->args->bench_data;
+	long next = synthetic ? r->pos : r->pos + bsz;
+	if (r->kind == RUN_BENCH && !synthetic && next + B > N)
+		next = N; /* bench --data starts a new epoch there: its order is not drawn yet */
 	long p0 = 0, p1 = 0;
 	if (next < N) {
 		int nb = (int)(N - next < B ? N - next : B);
