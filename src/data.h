@@ -122,13 +122,20 @@ int h5set_load(const char *path, data_split split, dataset *out);
 
 /*
  * data_shared.c: one copy per node. publish (the node's first rank) moves ds into the
- * POSIX shared-memory object `name` (read-only from then on); attach (the others) maps it
+ * POSIX shared-memory object `name` ("/spottrain-p<PID of the publisher>-...", so that
+ * data_share_sweep can tell a crashed one; read-only from then on); attach (the others) maps it
  * into ds; unlink removes the name once all have it. publish and attach return 0, or -1
  * when the copy cannot be shared (logged; the caller keeps or loads its own copy).
  */
 int data_share_publish(dataset *ds, const char *name);
 int data_share_attach(dataset *ds, const char *name);
 void data_share_unlink(const char *name);
+/*
+ * Remove the objects "/spottrain-p<PID>-..." of this user in shm_dir (NULL: /dev/shm, where
+ * Linux keeps POSIX shared memory) whose creator PID no longer exists: what a rank that died
+ * between publish and unlink left. Returns how many it removed.
+ */
+int data_share_sweep(const char *shm_dir);
 
 /*
  * The sample source: the pixels of n images idx[0..n) of ds, NCHW, into dst

@@ -100,12 +100,19 @@ static int synthesize(run *r)
 	return 0;
 }
 
-/* The name of split's node-shared copy: a token of rank 0 (the same on every rank), the node, the split. */
+/*
+ * The name of split's node-shared copy: the pid of the node's first rank (its creator, so a
+ * crashed one can be told: data_share_sweep), a token of rank 0 (the same on every rank), the
+ * node, the split.
+ */
 static void share_name(run *r, data_split split, char *name, size_t size)
 {
 	unsigned long long tok = ((unsigned long long)getpid() << 32) ^ (unsigned long long)(now_wall() * 1e6);
+	long creator = (long)getpid();
 	dist_bcast(&r->d, &tok, sizeof tok, 0);
-	snprintf(name, size, "/spottrain-%llx-n%d-%s", tok, r->d.node_index, split == DATA_TRAIN ? "train" : "test");
+	dist_node_bcast(&r->d, &creator, (int)sizeof creator);
+	snprintf(name, size, "/spottrain-p%ld-%llx-n%d-%s", creator, tok, r->d.node_index,
+		 split == DATA_TRAIN ? "train" : "test");
 }
 
 /*
@@ -154,6 +161,8 @@ static int load_split(run *r, data_split split, dataset *ds, int rc)
 			 split == DATA_TRAIN ? "training" : "test");
 	if (share)
 		share_name(r, split, name, sizeof name);
+	if (!rc && share && leader)
+		data_share_sweep(NULL); /* what a crashed start-up on this node left in /dev/shm */
 	if (!rc && (!share || leader)) {
 		rc = data_load(c->data_dir, fmt, lk, split, ds);
 		if (!rc && share)

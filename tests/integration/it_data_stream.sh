@@ -9,6 +9,7 @@
 #    (no data.stream), plain gather, W = 2: bit-identical too;
 #  - the log shows the cache stayed within its bound and evicted;
 #  - eval on the streamed test split prints the same JSON as in memory;
+#  - start-up removes a node-shared copy left in /dev/shm by a crashed one;
 #  - a damaged chunk met mid-run ends the run with 65 naming file, dataset and
 #    image (W = 2 with prefetch: no hang); a cache too small for one chunk is 64.
 . "$(dirname "$0")/common.sh"
@@ -48,8 +49,15 @@ same mem st1 || fail "streamed W=1 differs from the set in memory"
 same mem st2 || fail "streamed W=2 with prefetch differs from the set in memory at W=1"
 
 run plain 1 h5nhwc
-run plainst 2 h5nhwc --set data.cache_mb=0.2
+# a node-shared copy left in /dev/shm by a start-up that crashed (its creator is gone)
+true & dead=$!; wait "$dead"
+stale="/dev/shm/spottrain-p$dead-it$$-n0-test"
+: >"$stale"
+run plainst 2 h5nhwc --set data.cache_mb=0.2 # the test split (0.18 MB) is loaded and shared
 streamed plainst
+[ ! -e "$stale" ] || { rm -f "$stale"; fail "the stale shared-memory object of a gone process was left"; }
+grep -q "spottrain-p$dead-it$$-n0-test: removed the shared data copy left by process $dead" "$WORK/plainst.err" \
+  || fail "the stale object's removal is not logged"
 same plain plainst || fail "the contiguous set streamed by data.cache_mb differs from it in memory"
 if same mem plain >/dev/null 2>&1; then fail "augmented and plain runs agree: the comparison sees nothing"; fi
 
