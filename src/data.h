@@ -146,6 +146,13 @@ int data_share_sweep(const char *shm_dir);
 int dataset_gather(const dataset *ds, const uint32_t *idx, int n, uint8_t *dst);
 /* The bytes of one image. */
 size_t dataset_image_bytes(const dataset *ds);
+/*
+ * Per-channel mean and (population) standard deviation of all pixels of ds, in units of
+ * x/255, for data.mean = auto and data.std = auto: exact integer sums over the whole set
+ * (through dataset_gather, in order), so the same bits on every rank and world size.
+ * channels <= max. Returns 0 or the gather's exit code.
+ */
+int dataset_channel_stats(const dataset *ds, double *mean, double *std, int max);
 
 /*
  * Like data_load, but an HDF5 split is streamed (h5stream_open) when o asks for it

@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "contract.h"
@@ -181,12 +182,101 @@ static int load_split(run *r, data_split split, dataset *ds, int rc)
 	return rc ? rc : check_dataset(r, ds, split == DATA_TRAIN ? "training" : "test");
 }
 
+static bool is_auto(const char *v)
+{
+	return strcmp(v, "auto") == 0;
+}
+
+/* eval --config with data.mean/std = auto: the values the checkpoint's training resolved. */
+static int norm_from_checkpoint(run *r)
+{
+	ckpt_meta meta = {0};
+	config *stored = malloc(sizeof *stored);
+	int rc = stored ? ckpt_read_meta(r->args->ckpt, &meta) : EXIT_OSERR;
+	if (!rc) {
+		config_defaults(stored);
+		rc = config_load_string(stored, meta.config_text ? meta.config_text : "", r->args->ckpt) ? EXIT_DATAERR : 0;
+	}
+	if (!rc && (is_auto(stored->data_mean) || !stored->data_mean[0] || !stored->data_std[0])) {
+		log_error("%s: data.mean/std = auto, but the checkpoint's config has no values for them: give numbers",
+			  r->args->ckpt);
+		rc = EXIT_USAGE;
+	}
+	if (!rc) {
+		if (is_auto(r->cfg.data_mean))
+			snprintf(r->cfg.data_mean, sizeof r->cfg.data_mean, "%s", stored->data_mean);
+		if (is_auto(r->cfg.data_std))
+			snprintf(r->cfg.data_std, sizeof r->cfg.data_std, "%s", stored->data_std);
+	}
+	ckpt_meta_free(&meta);
+	free(stored);
+	return rc;
+}
+
+/* "v0,v1,..." of C values into out (size); false when it does not fit. */
+static bool format_list(char *out, size_t size, const double *v, int C)
+{
+	size_t len = 0;
+	for (int c = 0; c < C; c++) {
+		int n = snprintf(out + len, size - len, "%s%.9g", c ? "," : "", v[c]);
+		if (n < 0 || (size_t)n >= size - len)
+			return false;
+		len += (size_t)n;
+	}
+	return true;
+}
+
+/*
+ * data.mean = auto, data.std = auto: the training split's per-channel figures
+ * (dataset_channel_stats: exact sums, the same bits on every rank), written into the
+ * config as text, so the checkpoints' config (and eval) carry them and training uses
+ * exactly the logged values. Every rank computes them from its own copy.
+ */
+static int resolve_norm(run *r)
+{
+	config *c = &r->cfg;
+	if (r->kind == RUN_EVAL)
+		return norm_from_checkpoint(r);
+	double mean[AUG_MAX_CHANNELS], sd[AUG_MAX_CHANNELS];
+	int C = r->train.channels;
+	double t0 = now_mono();
+	int rc = C > AUG_MAX_CHANNELS ? EXIT_DATAERR : dataset_channel_stats(&r->train, mean, sd, AUG_MAX_CHANNELS);
+	for (int k = 0; !rc && k < C && is_auto(c->data_std); k++)
+		if (!(sd[k] > 0)) {
+			log_error("data.std = auto: channel %d of the training set of %s is constant; give data.std", k,
+				  c->data_dir);
+			rc = EXIT_DATAERR;
+		}
+	char m[sizeof c->data_mean], s[sizeof c->data_std];
+	if (!rc && (!format_list(m, sizeof m, mean, C) || !format_list(s, sizeof s, sd, C))) {
+		log_error("data.mean/std = auto: %d channels do not fit the config's value; give them", C);
+		rc = EXIT_USAGE;
+	}
+	if (rc)
+		return rc;
+	if (is_auto(c->data_mean))
+		snprintf(c->data_mean, sizeof c->data_mean, "%s", m);
+	if (is_auto(c->data_std))
+		snprintf(c->data_std, sizeof c->data_std, "%s", s);
+	if (r->d.rank == 0)
+		log_info("data.mean = %s, data.std = %s (auto: the %zu training images of %s, %.1f s)", c->data_mean,
+			 c->data_std, r->train.count, c->data_dir, now_mono() - t0);
+	return 0;
+}
+
+static int setup_augment(run *r)
+{
+	const config *c = &r->cfg;
+	return augment_setup(&r->aug, c->aug_crop_pad, c->aug_pad_mode == 1, c->aug_flip, c->aug_cutout, c->data_mean,
+			     c->data_std, r->m.in_c, r->m.in_h, r->m.in_w);
+}
+
 int run_load_data(run *r, int rc)
 {
 	const config *c = &r->cfg;
-	if (!rc)
-		rc = augment_setup(&r->aug, c->aug_crop_pad, c->aug_pad_mode == 1, c->aug_flip, c->aug_cutout,
-				   c->data_mean, c->data_std, r->m.in_c, r->m.in_h, r->m.in_w);
+	bool autonorm = is_auto(c->data_mean) || is_auto(c->data_std);
+	if (!rc && !autonorm)
+		rc = setup_augment(r);
 	if (r->kind == RUN_TRAIN)
 		rc = fetch_data(r, rc); /* every rank: it contains the agreement */
 	bool bench_data = r->kind == RUN_BENCH && r->args->bench_data;
@@ -201,6 +291,10 @@ int run_load_data(run *r, int rc)
 	}
 	if (r->kind != RUN_BENCH)
 		rc = load_split(r, DATA_TEST, &r->test, rc);
+	if (!rc && autonorm)
+		rc = resolve_norm(r);
+	if (!rc && autonorm)
+		rc = setup_augment(r);
 	return dist_agree(&r->d, rc);
 }
 

@@ -61,16 +61,37 @@ grep -q "spottrain-p$dead-it$$-n0-test: removed the shared data copy left by pro
 same plain plainst || fail "the contiguous set streamed by data.cache_mb differs from it in memory"
 if same mem plain >/dev/null 2>&1; then fail "augmented and plain runs agree: the comparison sees nothing"; fi
 
-ev() { # name data-subdir [extra]
-  local name=$1 d=$2; shift 2
-  "$SPOTTRAIN" eval --ckpt "$WORK/mem/final.h5" --data-dir "$WORK/data/$d" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" \
+# data.mean = auto, data.std = auto: the training split's figures, the same bits in memory at
+# W = 1 and streamed at W = 2; training uses exactly the logged values, the checkpoint keeps them
+auto=(--set data.mean=auto --set data.std=auto --set data.flip=true)
+run auto1 1 h5nchw "${auto[@]}"
+run auto2 2 h5nchw "${auto[@]}" "${stream[@]}"
+same auto1 auto2 || fail "data.mean/std = auto: streamed W=2 differs from W=1 in memory"
+line=$(grep -o "data.mean = [0-9.,]*, data.std = [0-9.,]* (auto" "$WORK/auto1.err") || fail "auto values not logged"
+m=$(echo "$line" | sed -E 's/data.mean = ([0-9.,]*), .*/\1/'); s=$(echo "$line" | sed -E 's/.*data.std = ([0-9.,]*) .*/\1/')
+run given 1 h5nchw --set data.mean="$m" --set data.std="$s" --set data.flip=true
+same auto1 given || fail "the run with the logged auto values differs from the auto run"
+"$PYTHON" - "$WORK/auto1/final.h5" "$m" "$s" <<'PY' || fail "the checkpoint's config lacks the resolved data.mean/std"
+import sys, h5py
+text = h5py.File(sys.argv[1], "r").attrs["config"]
+text = text.decode() if isinstance(text, bytes) else text
+assert "mean = %s\n" % sys.argv[2] in text and "std = %s\n" % sys.argv[3] in text, text
+PY
+
+ev() { # name run data-subdir [extra]
+  local name=$1 from=$2 d=$3; shift 3
+  "$SPOTTRAIN" eval --ckpt "$WORK/$from/final.h5" --data-dir "$WORK/data/$d" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" \
     || { cat "$WORK/$name.err"; fail "eval $name failed"; }
   tail -n 1 "$WORK/$name.out" | "$PYTHON" -c "import json,sys; d=json.load(sys.stdin); d.pop('ckpt', None); print(json.dumps(d, sort_keys=True))" >"$WORK/$name.json"
 }
-ev evmem h5nchw
-ev evst h5nchw --set data.stream=true --set data.cache_mb=0.1
+ev evmem mem h5nchw
+ev evst mem h5nchw --set data.stream=true --set data.cache_mb=0.1
 grep -q "the test set (60 images.*streams from the file" "$WORK/evst.err" || fail "eval did not stream the test set"
 cmp -s "$WORK/evmem.json" "$WORK/evst.json" || { cat "$WORK/evmem.json" "$WORK/evst.json"; fail "eval of the streamed test set differs"; }
+# eval --config with data.mean/std = auto takes the values the checkpoint's training resolved
+ev evauto auto1 h5nchw
+ev evautocfg auto1 h5nchw --config "$cfg" --set data.mean=auto --set data.std=auto
+cmp -s "$WORK/evauto.json" "$WORK/evautocfg.json" || { cat "$WORK/evauto.json" "$WORK/evautocfg.json"; fail "eval --config with auto differs"; }
 
 # a damaged chunk (images 160..175 of the training set): found mid-run, 65, named
 cp "$WORK/data/h5nchw/set.h5" "$WORK/damaged.h5"

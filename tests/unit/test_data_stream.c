@@ -6,8 +6,9 @@
  * every image equals what the in-memory reader gives, the cache never holds
  * more than its bound, blocks leave least recently used first, one gather
  * reads each block once whatever its order, a damaged chunk fails the gather
- * with 65 naming file, dataset and image, and data_open streams exactly when
- * the settings say so.
+ * with 65 naming file, dataset and image, data_open streams exactly when
+ * the settings say so, and data.mean/std = auto's figures are the same bits
+ * streamed and in memory.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +17,7 @@
 #include <cmocka.h>
 
 #include <hdf5.h>
+#include <math.h>
 
 #include "contract.h"
 #include "data.h"
@@ -342,6 +344,39 @@ static void test_data_open_decides(void **state)
 	dataset_free(&d);
 }
 
+/* data.mean/std = auto's figures: the same bits streamed and in memory, and the textbook values. */
+static void test_channel_stats(void **state)
+{
+	dtu *f = *state;
+	spec s = {50, 0, 7, 0, 1};
+	char *path = write_set(f, &s);
+	dataset d, mem;
+	assert_int_equal(h5stream_open(path, DATA_TRAIN, 2 * 7 * PX, &d), 0);
+	assert_int_equal(h5set_load(path, DATA_TRAIN, &mem), 0);
+	double m1[C], s1[C], m2[C], s2[C];
+	assert_int_equal(dataset_channel_stats(&d, m1, s1, C), 0);
+	assert_int_equal(dataset_channel_stats(&mem, m2, s2, C), 0);
+	assert_memory_equal(m1, m2, sizeof m1);
+	assert_memory_equal(s1, s2, sizeof s1);
+	for (int c = 0; c < C; c++) {
+		double sum = 0, sq = 0, n = (double)s.n * H * W;
+		for (int i = 0; i < s.n; i++)
+			for (int y = 0; y < H; y++)
+				for (int x = 0; x < W; x++) {
+					double v = pixel(i, c, y, x) / 255.0;
+					sum += v;
+					sq += v * v;
+				}
+		double mean = sum / n, sd = sqrt(sq / n - mean * mean);
+		assert_true(fabs(m1[c] - mean) < 1e-12);
+		assert_true(fabs(s1[c] - sd) < 1e-9);
+		assert_true(sd > 0.1);
+	}
+	dataset_free(&d);
+	dataset_free(&mem);
+	free(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -354,6 +389,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cache_too_small, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_chunk, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_data_open_decides, dtu_setup, dtu_teardown),
+		cmocka_unit_test_setup_teardown(test_channel_stats, dtu_setup, dtu_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
