@@ -4,7 +4,8 @@
 # the 19 gzip chunks of 16 images), so blocks are evicted and read again.
 #  - with augmentation, W = 1 and W = 2 (with data.prefetch), 30 steps across
 #    epoch ends: the final parameters and optimizer state are bit-identical to
-#    the same run with the set in memory;
+#    the same run with the set in memory, and so is a run stopped in memory
+#    at W = 2 and resumed streamed at W = 1;
 #  - the contiguous NHWC set streams when its pixels exceed data.cache_mb
 #    (no data.stream), plain gather, W = 2: bit-identical too;
 #  - the log shows the cache stayed within its bound and evicted;
@@ -47,6 +48,12 @@ grep -Eq "data.prefetch: [1-9][0-9]* shard fills served from the prefetch" "$WOR
   || { cat "$WORK/st2.err"; fail "data.prefetch served nothing from the stream"; }
 same mem st1 || fail "streamed W=1 differs from the set in memory"
 same mem st2 || fail "streamed W=2 with prefetch differs from the set in memory at W=1"
+# stopped in memory at W = 2 (step 12), resumed streamed at W = 1
+run_mpi 2 "$SPOTTRAIN" train --config "$cfg" --data-dir "$WORK/data/h5nchw" --run-dir "$WORK/resumed" --threads 1 \
+  --max-steps 12 "${aug[@]}" >"$WORK/resumed12.out" 2>"$WORK/resumed12.err" || { cat "$WORK/resumed12.err"; fail "resumed: first part failed"; }
+run resumed 1 h5nchw "${aug[@]}" "${stream[@]}"
+grep -q "resuming from .*ckpt-00000012.h5" "$WORK/resumed.err" || fail "the streamed run did not resume at step 12"
+same mem resumed || fail "a run stopped in memory at W=2 and resumed streamed at W=1 differs"
 
 run plain 1 h5nhwc
 # a node-shared copy left in /dev/shm by a start-up that crashed (its creator is gone)
