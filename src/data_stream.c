@@ -15,7 +15,10 @@
  *           batch); the last block may be partial. A block is kept in the
  *           stored layout (NHWC transposes on the way out, per image).
  *   cache   at most cache_bytes / block_bytes blocks (whole blocks: the
- *           bound is never exceeded), least recently used evicted first.
+ *           bound is never exceeded), least recently used evicted first:
+ *           a list in order of use and an index block -> entry (4 bytes per
+ *           block of the set, outside the bound) make a lookup and an
+ *           eviction O(1) whatever the cache's size.
  *           HDF5's own chunk cache is off for the dataset, so a block is
  *           decompressed once per read and held only here.
  *
@@ -48,7 +51,7 @@
 /* One cached block. */
 typedef struct stream_entry {
 	long long block; /* block index (-1: empty) */
-	uint64_t used;   /* tick of its last use (LRU) */
+	int prev, next;  /* the list in order of use: head most recent, tail least (-1: none) */
 	uint8_t *data;   /* block_images * px bytes, stored layout */
 } stream_entry;
 
@@ -61,7 +64,8 @@ struct h5stream {
 	int chunked;
 	int n_entries;            /* capacity in blocks */
 	stream_entry *entries;
-	uint64_t tick;
+	int head, tail;           /* most and least recently used entry */
+	int32_t *slot;            /* n_blocks: the entry holding each block, -1 none */
 	pthread_mutex_t mu;
 	data_stream_stats st;
 };
@@ -92,7 +96,7 @@ static int choose_block(h5stream *h, size_t cache_bytes)
 	}
 	h->n_blocks = ((size_t)h->s.dims[0] + h->block_images - 1) / h->block_images;
 	size_t n = cache_bytes / bb;
-	h->n_entries = n > (size_t)1 << 20 ? 1 << 20 : (int)n;
+	h->n_entries = n > (size_t)1 << 30 ? 1 << 30 : (int)n;
 	if ((size_t)h->n_entries > h->n_blocks)
 		h->n_entries = (int)h->n_blocks;
 	h->st.cap_bytes = cache_bytes;
@@ -119,12 +123,17 @@ static int open_locked(h5stream *h, data_split split, size_t cache_bytes, datase
 	size_t n = (size_t)h->s.dims[0];
 	out->labels = malloc(n);
 	h->entries = calloc((size_t)h->n_entries, sizeof *h->entries);
-	if (!out->labels || !h->entries) {
-		log_error("%s: out of memory for %zu labels", h->path, n);
+	h->slot = malloc(h->n_blocks * sizeof *h->slot);
+	if (!out->labels || !h->entries || !h->slot) {
+		log_error("%s: out of memory for %zu labels and the index of %zu blocks", h->path, n, h->n_blocks);
 		return EXIT_OSERR;
 	}
-	for (int i = 0; i < h->n_entries; i++)
-		h->entries[i].block = -1;
+	for (size_t b = 0; b < h->n_blocks; b++)
+		h->slot[b] = -1;
+	for (int i = 0; i < h->n_entries; i++) /* the list: empty entries, in order */
+		h->entries[i] = (stream_entry){-1, i - 1, i + 1 < h->n_entries ? i + 1 : -1, NULL};
+	h->head = 0;
+	h->tail = h->n_entries - 1;
 	if ((rc = h5set_read_labels(&h->s, out->labels)))
 		return rc;
 	out->count = n;
@@ -166,6 +175,7 @@ void h5stream_close(h5stream *h)
 	for (int i = 0; h->entries && i < h->n_entries; i++)
 		free(h->entries[i].data);
 	free(h->entries);
+	free(h->slot);
 	pthread_mutex_destroy(&h->mu);
 	free(h);
 }
@@ -192,6 +202,8 @@ static int read_block(h5stream *h, stream_entry *e, size_t b, uint32_t image)
 		if (h->st.held_bytes > h->st.max_held_bytes)
 			h->st.max_held_bytes = h->st.held_bytes;
 	}
+	if (e->block >= 0)
+		h->slot[e->block] = -1;
 	e->block = -1;
 	double t0 = now_mono();
 	hsize_t start[4] = {first, 0, 0, 0}, count[4] = {n, h->s.dims[1], h->s.dims[2], h->s.dims[3]};
@@ -211,30 +223,44 @@ static int read_block(h5stream *h, stream_entry *e, size_t b, uint32_t image)
 		return EXIT_DATAERR;
 	}
 	e->block = (long long)b;
+	h->slot[b] = (int32_t)(e - h->entries);
 	h->st.blocks_read++;
 	h->st.bytes_read += n * h->px;
 	h->st.read_s += now_mono() - t0;
 	return 0;
 }
 
+/* Entry i becomes the most recently used (mu held). */
+static void touch(h5stream *h, int i)
+{
+	stream_entry *e = &h->entries[i];
+	if (h->head == i)
+		return;
+	h->entries[e->prev].next = e->next; /* i is not the head: it has a prev */
+	if (e->next >= 0)
+		h->entries[e->next].prev = e->prev;
+	else
+		h->tail = e->prev;
+	e->prev = -1;
+	e->next = h->head;
+	h->entries[h->head].prev = i;
+	h->head = i;
+}
+
 /* The entry holding block b, read into the least recently used one when absent (mu held). */
 static int find_block(h5stream *h, size_t b, uint32_t image, stream_entry **out)
 {
-	stream_entry *victim = NULL;
-	for (int i = 0; i < h->n_entries; i++) {
-		stream_entry *e = &h->entries[i];
-		if (e->block == (long long)b) {
-			h->st.hits++;
-			*out = e;
-			return 0;
-		}
-		if (!victim || e->used < victim->used)
-			victim = e;
+	int i = h->slot[b];
+	if (i >= 0) {
+		h->st.hits++;
+	} else {
+		i = h->tail;
+		if (h->entries[i].block >= 0)
+			h->st.evictions++;
 	}
-	if (victim->block >= 0)
-		h->st.evictions++;
-	*out = victim;
-	return read_block(h, victim, b, image);
+	touch(h, i);
+	*out = &h->entries[i];
+	return h->entries[i].block == (long long)b ? 0 : read_block(h, *out, b, image);
 }
 
 /* A sample's place in a gather: its block and where it goes. */
@@ -276,7 +302,6 @@ int h5stream_gather(h5stream *h, const uint32_t *idx, int n, uint8_t *dst)
 		rc = find_block(h, (size_t)it[i].block, idx[it[i].pos], &e);
 		if (rc)
 			break;
-		e->used = ++h->tick;
 		size_t first = (size_t)it[i].block * h->block_images;
 		for (; i < n && it[i].block == (uint64_t)e->block; i++) {
 			const uint8_t *src = e->data + (idx[it[i].pos] - first) * h->px;
