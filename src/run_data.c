@@ -128,9 +128,11 @@ static void share_name(run *r, data_split split, char *name, size_t size)
 static int stream_split(run *r, data_split split, const data_stream_opts *so, dataset *ds)
 {
 	const config *c = &r->cfg;
+	data_stream_opts force = *so;
+	force.force = 1; /* every rank streams when one would (the same files give the same answer) */
 	int streamed = 0;
-	int rc = data_open(c->data_dir, (data_format)c->data_format, (data_label_kind)c->data_label, split, so, ds,
-			   &streamed);
+	int rc = data_open(c->data_dir, (data_format)c->data_format, (data_label_kind)c->data_label, split, &force,
+			   ds, &streamed);
 	rc = dist_agree(&r->d, rc);
 	if (!rc && ds->stream && r->d.rank == 0) {
 		data_stream_stats st;
@@ -155,6 +157,8 @@ static int load_split(run *r, data_split split, dataset *ds, int rc)
 	if (!rc)
 		rc = data_will_stream(c->data_dir, fmt, split, &so, &stream);
 	rc = dist_agree(&r->d, rc);
+	if (!rc)
+		stream = dist_agree(&r->d, stream); /* one decision for all (the collectives below differ) */
 	if (!rc && stream)
 		return stream_split(r, split, &so, ds);
 	if (!rc && c->data_stream && r->d.rank == 0)
