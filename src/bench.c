@@ -1,6 +1,7 @@
 /*
  * bench.c - `spottrain bench`: times the training step (step.h, the one
- * `train` runs) on a synthetic batch (run.h: no data loading, no I/O) after
+ * `train` runs) on a synthetic batch (run.h: no data loading, no I/O), or with
+ * --data on the training set in its epochs' orders (whole batches), after
  * a warm-up, per phase, and measures the backend's peak in the same run
  * (CPU: the peak-FMA loop of the chosen kernels' ISA, src/kernels/) so that
  * the achieved GFLOP/s reads as a fraction of what the hardware can do. Then
@@ -41,8 +42,15 @@ static void bench_step(run *r, step_times *tm)
 	int64_t req[TAIL_N] = {0}, tail[TAIL_N];
 	r->optim_step++;
 	r->last_lr = optim_lr_at(&r->cfg.optim, r->optim_step, r->total_steps);
-	step_input in = {r->cfg.global_batch, r->cfg.seed, 0, run_fill_shard, r};
+	step_input in = {r->cfg.global_batch, r->cfg.seed, (uint32_t)r->epoch, run_fill_shard, r};
 	step_run(&r->se, &in, &r->cfg.optim, r->last_lr, r->optim_step, req, tail, tm);
+	if (!r->args->bench_data)
+		return;
+	r->pos += r->cfg.global_batch; /* --data: whole batches through the epochs' orders */
+	if (r->pos + r->cfg.global_batch > (long)r->train.count) {
+		r->pos = 0;
+		run_order_epoch(r, ++r->epoch);
+	}
 }
 
 /* Collective: the slowest rank's p50/p90/p99 of the timed steps (sorts step_s), in seconds. */

@@ -64,6 +64,8 @@ static const key_desc keys[] = {
 	{"data", "mean", K_STR, STR(data_mean), 0, 0, NULL},
 	{"data", "std", K_STR, STR(data_std), 0, 0, NULL},
 	{"data", "prefetch", K_BOOL, OFF(data_prefetch), 0, 0, 0, NULL},
+	{"data", "cache_mb", K_DOUBLE, OFF(data_cache_mb), 0, 0, 1 << 30, NULL},
+	{"data", "stream", K_BOOL, OFF(data_stream), 0, 0, 0, NULL},
 	{"train", "epochs", K_INT, OFF(epochs), 0, 0, 1e6, NULL},
 	{"train", "global_batch", K_INT, OFF(global_batch), 0, 1, 1 << 20, NULL},
 	{"train", "optimizer", K_ENUM, OFF(optim.kind), 0, 0, 0, optim_names},

@@ -87,6 +87,8 @@ typedef struct config {
 	int aug_cutout;                     /* side of a random zeroed square (0: none) */
 	char data_mean[96], data_std[96];   /* per-channel normalisation "m0,m1,m2" ("": none) */
 	bool data_prefetch;                 /* decode the next step's shards in the background */
+	double data_cache_mb;               /* > 0: stream an HDF5 split larger than this through a cache this size */
+	bool data_stream;                   /* stream HDF5 splits whatever their size (cache: data_cache_mb or 256) */
 	/* [train] */
 	int epochs;                         /* default 12 */
 	int global_batch;                   /* B, default 128 */
@@ -171,6 +173,7 @@ typedef struct run_args {
 	long seed;                   /* --seed (-1: config) */
 	int steps;                   /* bench --steps */
 	int warmup;                  /* bench --warmup */
+	bool bench_data;             /* bench --data: steps over data.dir's training set, not synthetic pixels */
 	device_kind device;          /* --device */
 	bool device_given;
 	bool verbose;

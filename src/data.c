@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -464,11 +465,78 @@ close_images:
 	return rc;
 }
 
+size_t dataset_image_bytes(const dataset *ds)
+{
+	return (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
+}
+
+int dataset_gather(const dataset *ds, const uint32_t *idx, int n, uint8_t *dst)
+{
+	if (ds->stream)
+		return h5stream_gather(ds->stream, idx, n, dst);
+	size_t px = dataset_image_bytes(ds);
+	for (int i = 0; i < n; i++) {
+		if (idx[i] >= ds->count) {
+			log_error("image %u asked for, the set has %zu", idx[i], ds->count);
+			return EXIT_SOFTWARE;
+		}
+		memcpy(dst + (size_t)i * px, ds->images + (size_t)idx[i] * px, px);
+	}
+	return 0;
+}
+
+int dataset_channel_stats(const dataset *ds, double *mean, double *std, int max)
+{
+	enum { STATS_BLOCK = 256 };
+	size_t px = dataset_image_bytes(ds), hw = (size_t)ds->rows * (size_t)ds->cols;
+	int C = ds->channels < max ? ds->channels : max;
+	uint64_t sum[64] = {0}, sq[64] = {0};
+	uint8_t *buf = malloc(STATS_BLOCK * px);
+	uint32_t idx[STATS_BLOCK];
+	if (!buf || C > 64) {
+		free(buf);
+		log_error("out of memory for the data statistics");
+		return EXIT_OSERR;
+	}
+	for (size_t i = 0; i < ds->count; i += STATS_BLOCK) {
+		int n = (int)(ds->count - i < STATS_BLOCK ? ds->count - i : STATS_BLOCK);
+		for (int k = 0; k < n; k++)
+			idx[k] = (uint32_t)(i + (size_t)k);
+		int rc = dataset_gather(ds, idx, n, buf);
+		if (rc) {
+			free(buf);
+			return rc;
+		}
+		for (int k = 0; k < n; k++)
+			for (int c = 0; c < C; c++) {
+				const uint8_t *p = buf + (size_t)k * px + (size_t)c * hw;
+				uint64_t s = 0, q = 0;
+				for (size_t j = 0; j < hw; j++) {
+					s += p[j];
+					q += (uint64_t)p[j] * p[j];
+				}
+				sum[c] += s;
+				sq[c] += q;
+			}
+	}
+	free(buf);
+	double n = (double)ds->count * (double)hw;
+	for (int c = 0; c < C; c++) {
+		double m = (double)sum[c] / n, var = (double)sq[c] / n - m * m;
+		mean[c] = m / 255.0;
+		std[c] = sqrt(var > 0 ? var : 0) / 255.0;
+	}
+	return 0;
+}
+
 void dataset_free(dataset *d)
 {
 	if (!d)
 		return;
-	if (d->map) {
+	if (d->stream) {
+		h5stream_close(d->stream);
+		free(d->labels);
+	} else if (d->map) {
 		munmap(d->map, d->map_bytes);
 	} else {
 		free(d->images);

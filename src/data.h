@@ -14,6 +14,12 @@
  *   hdf5      an HDF5 image set: train/images, train/labels, test/images,
  *             test/labels (data_hdf5.c, the format in README's data section)
  *
+ * A split of an HDF5 set may instead be streamed (data_stream.c): the labels
+ * are in memory, the pixels read on demand through a bounded cache. Either
+ * way every consumer (the gather, augmentation, prefetch, eval, the upload to
+ * a device) reads pixels through one sample source, dataset_gather, and never
+ * needs to know which kind of set it has.
+ *
  * data_detect.c chooses the format when data.format is auto and dispatches.
  * Every reader checks every header and size before allocating, and refuses a
  * damaged file with EXIT_DATAERR (65) naming the file, the dataset and the
@@ -25,16 +31,38 @@
 #include <stddef.h>
 #include <stdint.h>
 
+typedef struct h5stream h5stream;
+
 typedef struct dataset {
 	size_t count;    /* number of samples */
 	int channels;    /* C: 1 for IDX, 3 for CIFAR, what the HDF5 file says */
 	int rows, cols;  /* H and W of every image */
-	uint8_t *images; /* count * channels * rows * cols pixels, NCHW */
+	uint8_t *images; /* count * channels * rows * cols pixels, NCHW (NULL when streamed) */
 	uint8_t *labels; /* count labels */
 	int max_label;   /* largest label value present */
 	void *map;       /* data_shared.c: images and labels live in this mapping (NULL: malloc'ed) */
 	size_t map_bytes;
+	h5stream *stream; /* data_stream.c: the pixels are read on demand (images is NULL) */
 } dataset;
+
+/* How a split may be streamed instead of loaded (data.cache_mb, data.stream). */
+typedef struct data_stream_opts {
+	size_t cache_bytes; /* > 0: stream an HDF5 split whose pixels exceed this, through a cache this size */
+	int force;          /* stream an HDF5 split whatever its size (cache_bytes, or 256 MiB when 0) */
+} data_stream_opts;
+
+#define DATA_STREAM_DEFAULT_CACHE ((size_t)256 << 20)
+
+/* What a stream did (h5stream_stats). */
+typedef struct data_stream_stats {
+	size_t cap_bytes;       /* the bound (data.cache_mb) */
+	size_t block_images;    /* images per cached block (an HDF5 chunk row, or a fixed block) */
+	size_t held_bytes;      /* cache memory now, and the most it ever held (<= cap_bytes) */
+	size_t max_held_bytes;
+	uint64_t gathers, hits, blocks_read, evictions;
+	uint64_t bytes_read;    /* pixel bytes delivered by the reads (decompressed) */
+	double read_s;          /* seconds spent in the reads */
+} data_stream_stats;
 
 /* data.format: the values of the config key, in its order. */
 typedef enum { DATA_AUTO, DATA_IDX, DATA_CIFAR10, DATA_CIFAR100, DATA_HDF5 } data_format;
@@ -94,13 +122,57 @@ int h5set_load(const char *path, data_split split, dataset *out);
 
 /*
  * data_shared.c: one copy per node. publish (the node's first rank) moves ds into the
- * POSIX shared-memory object `name` (read-only from then on); attach (the others) maps it
+ * POSIX shared-memory object `name` ("/spottrain-p<PID of the publisher>-...", so that
+ * data_share_sweep can tell a crashed one; read-only from then on); attach (the others) maps it
  * into ds; unlink removes the name once all have it. publish and attach return 0, or -1
  * when the copy cannot be shared (logged; the caller keeps or loads its own copy).
  */
 int data_share_publish(dataset *ds, const char *name);
 int data_share_attach(dataset *ds, const char *name);
 void data_share_unlink(const char *name);
+/*
+ * Remove the objects "/spottrain-p<PID>-..." of this user in shm_dir (NULL: /dev/shm, where
+ * Linux keeps POSIX shared memory) whose creator PID no longer exists: what a rank that died
+ * between publish and unlink left. Returns how many it removed.
+ */
+int data_share_sweep(const char *shm_dir);
+
+/*
+ * The sample source: the pixels of n images idx[0..n) of ds, NCHW, into dst
+ * (n * C*H*W bytes), from memory or from the stream. Thread-safe. Returns 0,
+ * or an exit code with a message naming file, dataset and image (a damaged
+ * chunk met mid-run: EXIT_DATAERR).
+ */
+int dataset_gather(const dataset *ds, const uint32_t *idx, int n, uint8_t *dst);
+/* The bytes of one image. */
+size_t dataset_image_bytes(const dataset *ds);
+/*
+ * Per-channel mean and (population) standard deviation of all pixels of ds, in units of
+ * x/255, for data.mean = auto and data.std = auto: exact integer sums over the whole set
+ * (through dataset_gather, in order), so the same bits on every rank and world size.
+ * channels <= max. Returns 0 or the gather's exit code.
+ */
+int dataset_channel_stats(const dataset *ds, double *mean, double *std, int max);
+
+/*
+ * Like data_load, but an HDF5 split is streamed (h5stream_open) when o asks for it
+ * (o->force, or its pixels exceed o->cache_bytes > 0); *streamed says which.
+ */
+int data_open(const char *path, data_format fmt, data_label_kind label, data_split split,
+	      const data_stream_opts *o, dataset *out, int *streamed);
+/* Whether data_open would stream this split (reads the HDF5 header only). Same return codes. */
+int data_will_stream(const char *path, data_format fmt, data_split split, const data_stream_opts *o, int *yes);
+
+/*
+ * data_stream.c: group "train" or "test" of the HDF5 image set at path, checked as
+ * h5set_load does, labels in memory, pixels read on demand through a cache of at
+ * most cache_bytes (whole HDF5 chunk rows, or fixed blocks of a contiguous dataset;
+ * LRU). EXIT_USAGE when cache_bytes cannot hold one block.
+ */
+int h5stream_open(const char *path, data_split split, size_t cache_bytes, dataset *out);
+int h5stream_gather(h5stream *h, const uint32_t *idx, int n, uint8_t *dst);
+void h5stream_stats(h5stream *h, data_stream_stats *out);
+void h5stream_close(h5stream *h);
 
 /* The largest of n labels (0 when n is 0). */
 int data_max_label(const uint8_t *labels, size_t n);

@@ -7,6 +7,7 @@
 #endif
 
 #include "data.h"
+#include "data_h5set.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -136,4 +137,33 @@ int data_load(const char *path, data_format fmt, data_label_kind label, data_spl
 		log_error("%s: unknown data format %d", path, (int)fmt);
 		return EXIT_SOFTWARE;
 	}
+}
+
+int data_will_stream(const char *path, data_format fmt, data_split split, const data_stream_opts *o, int *yes)
+{
+	*yes = 0;
+	if (!o || (!o->force && !o->cache_bytes))
+		return 0;
+	int rc = fmt == DATA_AUTO ? data_detect(path, &fmt) : 0;
+	if (rc || fmt != DATA_HDF5)
+		return rc; /* the other formats are small: loaded whole */
+	char h5[DETECT_PATH_MAX];
+	uint64_t bytes = 0;
+	rc = h5_file_of(path, h5, sizeof h5, true);
+	if (!rc)
+		rc = h5set_probe(h5, split, &bytes);
+	*yes = !rc && (o->force || bytes > o->cache_bytes);
+	return rc;
+}
+
+int data_open(const char *path, data_format fmt, data_label_kind label, data_split split,
+	      const data_stream_opts *o, dataset *out, int *streamed)
+{
+	memset(out, 0, sizeof *out);
+	int rc = data_will_stream(path, fmt, split, o, streamed);
+	if (rc || !*streamed)
+		return rc ? rc : data_load(path, fmt, label, split, out);
+	char h5[DETECT_PATH_MAX];
+	rc = h5_file_of(path, h5, sizeof h5, true);
+	return rc ? rc : h5stream_open(h5, split, o->cache_bytes ? o->cache_bytes : DATA_STREAM_DEFAULT_CACHE, out);
 }

@@ -10,9 +10,10 @@
  * Chunked and compressed files are fine: images are read by hyperslabs of
  * H5SET_BLOCK images (a bounded staging buffer), transposed to NCHW on the
  * way. Type, rank, sizes and every label are checked before the data is
- * kept; errors name the file, the dataset and the position. This file and
- * ckpt_h5.c are the data and checkpoint sides of HDF5; the library lock of
- * ckpt_h5.h is held around every HDF5 call.
+ * kept; errors name the file, the dataset and the position. The opening and
+ * checks are shared with data_stream.c (data_h5set.h), which reads a split on
+ * demand instead. These and ckpt_h5.c are the data and checkpoint sides of
+ * HDF5; the library lock of ckpt_h5.h is held around every HDF5 call.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -29,25 +30,15 @@
 #include <sys/stat.h>
 
 #include "ckpt_h5.h"
+#include "data_h5set.h"
 #include "contract.h"
 #include "log.h"
 
 #define H5SET_BLOCK 1024                   /* images per hyperslab read */
 #define H5SET_MAX_SIDE 4096                /* largest H or W */
 #define H5SET_MAX_CHANNELS 64
-#define H5SET_MAX_BYTES (UINT64_C(1) << 33) /* largest pixel payload held in memory */
 
-/* What one split's reading needs to know. */
-typedef struct h5set {
-	const char *path;
-	char img_name[32], lbl_name[32]; /* "/train/images" */
-	hid_t file, images, labels;
-	hsize_t dims[4];                 /* as stored */
-	int nchw;                        /* 1: stored N x C x H x W */
-} h5set;
-
-/* A regular file that starts with the HDF5 signature. 0, or an exit code with a message. */
-static int check_signature(const char *path)
+int h5set_check_signature(const char *path)
 {
 	static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
 	struct stat st;
@@ -116,7 +107,7 @@ static hid_t open_checked(const h5set *s, const char *name, int rank, H5T_class_
 		log_error("%s: dataset %s is missing", s->path, name);
 		return -1;
 	}
-	hid_t d = H5Dopen2(s->file, name, H5P_DEFAULT);
+	hid_t d = H5Dopen2(s->file, name, rank == 4 ? s->images_dapl : H5P_DEFAULT);
 	if (d < 0) {
 		log_error("%s: %s is not a dataset", s->path, name);
 		return -1;
@@ -141,7 +132,7 @@ static hid_t open_checked(const h5set *s, const char *name, int rank, H5T_class_
 }
 
 /* Open both datasets and check their shapes. 0 or EXIT_DATAERR with a message. */
-static int open_split(h5set *s, data_split split)
+static int open_split(h5set *s, data_split split, uint64_t max_bytes, int stream_hint)
 {
 	const char *g = split == DATA_TRAIN ? "train" : "test";
 	snprintf(s->img_name, sizeof s->img_name, "/%s/images", g);
@@ -168,18 +159,25 @@ static int open_split(h5set *s, data_split split)
 		return EXIT_DATAERR;
 	}
 	if (c < 1 || c > H5SET_MAX_CHANNELS || h < 1 || h > H5SET_MAX_SIDE || w < 1 || w > H5SET_MAX_SIDE ||
-	    (uint64_t)s->dims[0] * c * h * w > H5SET_MAX_BYTES) {
+	    s->dims[0] > UINT32_MAX || (uint64_t)s->dims[0] * c * h * w > max_bytes) {
 		log_error("%s: dataset %s: %llu images of %llux%llux%llu (CxHxW) are outside the limits "
-			  "(C <= %d, H, W <= %d, %" PRIu64 " bytes in all)", s->path, s->img_name,
+			  "(C <= %d, H, W <= %d, %" PRIu64 " bytes in all%s)", s->path, s->img_name,
 			  (unsigned long long)s->dims[0], (unsigned long long)c, (unsigned long long)h,
-			  (unsigned long long)w, H5SET_MAX_CHANNELS, H5SET_MAX_SIDE, H5SET_MAX_BYTES);
+			  (unsigned long long)w, H5SET_MAX_CHANNELS, H5SET_MAX_SIDE, max_bytes,
+			  stream_hint ? "; set data.cache_mb to stream a larger set" : "");
 		return EXIT_DATAERR;
 	}
 	return 0;
 }
 
-/* Copy n images from the staging block (stored layout) into out (NCHW). */
-static void to_nchw(const h5set *s, const uint8_t *blk, size_t n, uint8_t *out)
+void h5set_shape(const h5set *s, int *c, int *h, int *w)
+{
+	*c = (int)(s->nchw ? s->dims[1] : s->dims[3]);
+	*h = (int)(s->nchw ? s->dims[2] : s->dims[1]);
+	*w = (int)(s->nchw ? s->dims[3] : s->dims[2]);
+}
+
+void h5set_to_nchw(const h5set *s, const uint8_t *blk, size_t n, uint8_t *out)
 {
 	size_t px = (size_t)(s->dims[1] * s->dims[2] * s->dims[3]);
 	if (s->nchw) {
@@ -213,7 +211,7 @@ static int read_images(const h5set *s, uint8_t *out)
 				  s->path, s->img_name, (unsigned long long)i, (unsigned long long)(i + n - 1));
 			rc = EXIT_DATAERR;
 		} else {
-			to_nchw(s, blk, (size_t)n, out + (size_t)i * px);
+			h5set_to_nchw(s, blk, (size_t)n, out + (size_t)i * px);
 		}
 		if (msp >= 0)
 			H5Sclose(msp);
@@ -226,8 +224,7 @@ static int read_images(const h5set *s, uint8_t *out)
 	return rc;
 }
 
-/* All labels into out, each checked to be 0..255. 0 or an exit code naming the index. */
-static int read_labels(const h5set *s, uint8_t *out)
+int h5set_read_labels(const h5set *s, uint8_t *out)
 {
 	size_t n = (size_t)s->dims[0];
 	int64_t *v = malloc(n * sizeof *v);
@@ -252,8 +249,7 @@ static int read_labels(const h5set *s, uint8_t *out)
 	return rc;
 }
 
-/* Open, check and read one split; the lock is held by the caller. */
-static int load_locked(h5set *s, data_split split, dataset *out)
+int h5set_open(h5set *s, data_split split, uint64_t max_bytes, int stream_hint)
 {
 	hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
 	if (fapl >= 0)
@@ -265,7 +261,24 @@ static int load_locked(h5set *s, data_split split, dataset *out)
 		log_error("%s: not a readable HDF5 file (damaged or truncated?)", s->path);
 		return EXIT_DATAERR;
 	}
-	int rc = open_split(s, split);
+	return open_split(s, split, max_bytes, stream_hint);
+}
+
+void h5set_close(h5set *s)
+{
+	if (s->labels >= 0)
+		H5Dclose(s->labels);
+	if (s->images >= 0)
+		H5Dclose(s->images);
+	if (s->file >= 0)
+		H5Fclose(s->file);
+	s->labels = s->images = s->file = -1;
+}
+
+/* Open, check and read one split; the lock is held by the caller. */
+static int load_locked(h5set *s, data_split split, dataset *out)
+{
+	int rc = h5set_open(s, split, H5SET_MAX_BYTES, 1);
 	if (rc)
 		return rc;
 	size_t n = (size_t)s->dims[0], px = (size_t)(s->dims[1] * s->dims[2] * s->dims[3]);
@@ -275,7 +288,7 @@ static int load_locked(h5set *s, data_split split, dataset *out)
 		rc = EXIT_OSERR;
 	}
 	if (!rc)
-		rc = read_labels(s, labels);
+		rc = h5set_read_labels(s, labels);
 	if (!rc)
 		rc = read_images(s, images);
 	if (rc) {
@@ -284,9 +297,7 @@ static int load_locked(h5set *s, data_split split, dataset *out)
 		return rc;
 	}
 	out->count = n;
-	out->channels = (int)(s->nchw ? s->dims[1] : s->dims[3]);
-	out->rows = (int)(s->nchw ? s->dims[2] : s->dims[1]);
-	out->cols = (int)(s->nchw ? s->dims[3] : s->dims[2]);
+	h5set_shape(s, &out->channels, &out->rows, &out->cols);
 	out->images = images;
 	out->labels = labels;
 	out->max_label = data_max_label(labels, n);
@@ -300,18 +311,29 @@ int h5set_load(const char *path, data_split split, dataset *out)
 		return EXIT_SOFTWARE;
 	}
 	memset(out, 0, sizeof *out);
-	int rc = check_signature(path);
+	int rc = h5set_check_signature(path);
 	if (rc)
 		return rc;
-	h5set s = {.path = path, .file = -1, .images = -1, .labels = -1};
+	h5set s = {.path = path, .file = -1, .images = -1, .labels = -1, .images_dapl = H5P_DEFAULT};
 	ckpt_h5_enter();
 	rc = load_locked(&s, split, out);
-	if (s.labels >= 0)
-		H5Dclose(s.labels);
-	if (s.images >= 0)
-		H5Dclose(s.images);
-	if (s.file >= 0)
-		H5Fclose(s.file);
+	h5set_close(&s);
+	ckpt_h5_leave();
+	return rc;
+}
+
+int h5set_probe(const char *path, data_split split, uint64_t *bytes)
+{
+	*bytes = 0;
+	int rc = h5set_check_signature(path);
+	if (rc)
+		return rc;
+	h5set s = {.path = path, .file = -1, .images = -1, .labels = -1, .images_dapl = H5P_DEFAULT};
+	ckpt_h5_enter();
+	rc = h5set_open(&s, split, H5SET_MAX_STREAM, 0);
+	if (!rc)
+		*bytes = (uint64_t)s.dims[0] * s.dims[1] * s.dims[2] * s.dims[3];
+	h5set_close(&s);
 	ckpt_h5_leave();
 	return rc;
 }

@@ -23,8 +23,7 @@ static void *worker(void *arg)
 		prefetch_slot *s = &p->slot[p->job];
 		pthread_mutex_unlock(&p->mu);
 		double t0 = now_mono();
-		for (int i = 0; i < s->n; i++)
-			p->make(p->ctx, s->samples[i], s->epoch, s->data + (size_t)i * p->pixels);
+		p->make(p->ctx, s->samples, s->n, s->epoch, s->data);
 		double dt = now_mono() - t0;
 		pthread_mutex_lock(&p->mu);
 		p->worker_s += dt;

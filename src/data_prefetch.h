@@ -19,8 +19,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Make the input of one sample (pixels floats at out), as the shard fill would. */
-typedef void (*prefetch_make_fn)(void *ctx, uint32_t sample, uint32_t epoch, float *out);
+/* Make the inputs of n samples (n * pixels floats at out), as the shard fill would: the
+ * whole window of a step in one call, so a streamed set reads each chunk of it once. */
+typedef void (*prefetch_make_fn)(void *ctx, const uint32_t *samples, int n, uint32_t epoch, float *out);
 
 typedef struct prefetch_slot {
 	long key;            /* the step it was made for (-1: none) */

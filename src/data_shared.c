@@ -6,6 +6,12 @@
  * long as a mapping does). Space is reserved with posix_fallocate before any
  * byte is written, so a full /dev/shm is an error here, never a SIGBUS later.
  *
+ * Names carry the creating process's pid, "/spottrain-p<PID>-...": an object
+ * left by a crash between publish and unlink (a rank died in start-up) is
+ * found by the next publisher on the node, whose sweep removes every
+ * spottrain object of this user whose creator is gone. A pid reused since
+ * keeps its object (never a live one removed; at worst one left over).
+ *
  * Object layout: a 64-byte header (magic, count, channels, rows, cols,
  * max_label, total size), the labels, then the images at offset 64 + count
  * rounded up to 64 bytes.
@@ -16,8 +22,11 @@
 
 #include "data.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -109,4 +118,43 @@ int data_share_attach(dataset *ds, const char *name)
 void data_share_unlink(const char *name)
 {
 	shm_unlink(name);
+}
+
+/* The creator's pid in a name "spottrain-p<PID>-..." (no leading slash); 0 when it is not one. */
+static long creator_of(const char *name)
+{
+	static const char prefix[] = "spottrain-p";
+	if (strncmp(name, prefix, sizeof prefix - 1) != 0)
+		return 0;
+	char *end;
+	errno = 0;
+	long pid = strtol(name + sizeof prefix - 1, &end, 10);
+	return errno == 0 && end != name + sizeof prefix - 1 && *end == '-' && pid > 0 ? pid : 0;
+}
+
+int data_share_sweep(const char *shm_dir)
+{
+	DIR *d = opendir(shm_dir ? shm_dir : "/dev/shm");
+	if (!d)
+		return 0;
+	int removed = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		long pid = creator_of(e->d_name);
+		struct stat st;
+		char name[300];
+		if (!pid || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue; /* not ours, or its creator lives (or cannot be asked: EPERM) */
+		snprintf(name, sizeof name, "/%s", e->d_name);
+		int fd = shm_open(name, O_RDONLY, 0);
+		int mine = fd >= 0 && fstat(fd, &st) == 0 && st.st_uid == getuid();
+		if (fd >= 0)
+			close(fd);
+		if (mine && shm_unlink(name) == 0) {
+			log_info("%s: removed the shared data copy left by process %ld, which is gone", name, pid);
+			removed++;
+		}
+	}
+	closedir(d);
+	return removed;
 }

@@ -326,6 +326,13 @@ void dist_bcast(dist *d, void *buf, size_t bytes, int root)
 	}
 }
 
+void dist_node_bcast(dist *d, void *buf, int bytes)
+{
+	MPI_Request req;
+	MPI_Ibcast(buf, bytes, MPI_BYTE, 0, d->node_comm, &req);
+	wait_bounded(d, &req, "node broadcast");
+}
+
 void dist_barrier(dist *d)
 {
 	MPI_Request req;

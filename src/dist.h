@@ -88,6 +88,8 @@ void dist_allreduce_max_l(dist *d, long *buf, int n);
 void dist_allreduce_min_d(dist *d, double *buf, int n);
 void dist_bcast(dist *d, void *buf, size_t bytes, int root);
 void dist_barrier(dist *d);
+/* Collective over the ranks of this node: the node's first rank's bytes to the others (small). */
+void dist_node_bcast(dist *d, void *buf, int bytes);
 /* Agree on a status: every rank returns the largest rc any rank passed (0 if all 0). */
 int dist_agree(dist *d, int rc);
 

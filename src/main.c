@@ -28,8 +28,10 @@ static const char usage_text[] =
 	"  inspect FILE\n"
 	"          print a checkpoint's attributes and tensors and validate it\n"
 	"  bench   --config FILE [--steps N] [--warmup N] [--threads N] [--device ...] [--set ...]\n"
+	"          [--data [--data-dir DIR]]\n"
 	"          time training steps on synthetic data: per-phase times, images/s, GFLOP/s\n"
-	"          next to this machine's sgemm rate\n"
+	"          next to this machine's sgemm rate; --data: on the training set's epoch order\n"
+	"          instead (the data's read and input time in data_ms)\n"
 	"\n"
 	"options:\n"
 	"  -h, --help       this text\n"
@@ -59,7 +61,7 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
 }
 
 enum { OPT_SET = 256, OPT_DATA_DIR, OPT_RUN_DIR, OPT_EPOCHS, OPT_MAX_STEPS, OPT_THREADS, OPT_SEED,
-       OPT_DEVICE, OPT_INIT_FROM, OPT_CKPT, OPT_STEPS, OPT_WARMUP };
+       OPT_DEVICE, OPT_INIT_FROM, OPT_CKPT, OPT_STEPS, OPT_WARMUP, OPT_DATA };
 
 static const struct option long_opts[] = {
 	{"config", required_argument, NULL, 'c'},
@@ -75,6 +77,7 @@ static const struct option long_opts[] = {
 	{"ckpt", required_argument, NULL, OPT_CKPT},
 	{"steps", required_argument, NULL, OPT_STEPS},
 	{"warmup", required_argument, NULL, OPT_WARMUP},
+	{"data", no_argument, NULL, OPT_DATA},
 	{"verbose", no_argument, NULL, 'v'},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
@@ -137,6 +140,7 @@ static int parse_options(int argc, char **argv, run_args *a)
 			else
 				return usage_error("--device must be auto, cpu or cuda, not '%s'", optarg);
 			break;
+		case OPT_DATA: a->bench_data = true; break;
 		case 'v': a->verbose = true; break;
 		case 'h': return -1;
 		case ':': return usage_error("option %s needs a value", argv[optind - 1]);

@@ -4,7 +4,11 @@
  * step, their place in backend memory, the epoch order, and the shard fill
  * that every training step reads through: the plain gather, or the
  * per-sample augmentation on the host (data_augment.h), taken from the
- * prefetch thread when data.prefetch is on (data_prefetch.h).
+ * prefetch thread when data.prefetch is on (data_prefetch.h). Pixels come
+ * from the one sample source of data.h (dataset_gather): a set in memory or
+ * an HDF5 set streamed through its cache (data.cache_mb, data.stream); only
+ * the placement below looks at which, to keep an in-memory set in backend
+ * memory for the backend's own gather.
  *
  * Invariant 1 (DESIGN.md): epoch e visits the samples in the order of a
  * permutation drawn from (seed, e); global step s of an epoch takes the
@@ -12,8 +16,10 @@
  */
 #include "run.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "contract.h"
@@ -95,12 +101,19 @@ static int synthesize(run *r)
 	return 0;
 }
 
-/* The name of split's node-shared copy: a token of rank 0 (the same on every rank), the node, the split. */
+/*
+ * The name of split's node-shared copy: the pid of the node's first rank (its creator, so a
+ * crashed one can be told: data_share_sweep), a token of rank 0 (the same on every rank), the
+ * node, the split.
+ */
 static void share_name(run *r, data_split split, char *name, size_t size)
 {
 	unsigned long long tok = ((unsigned long long)getpid() << 32) ^ (unsigned long long)(now_wall() * 1e6);
+	long creator = (long)getpid();
 	dist_bcast(&r->d, &tok, sizeof tok, 0);
-	snprintf(name, size, "/spottrain-%llx-n%d-%s", tok, r->d.node_index, split == DATA_TRAIN ? "train" : "test");
+	dist_node_bcast(&r->d, &creator, (int)sizeof creator);
+	snprintf(name, size, "/spottrain-p%ld-%llx-n%d-%s", creator, tok, r->d.node_index,
+		 split == DATA_TRAIN ? "train" : "test");
 }
 
 /*
@@ -108,6 +121,30 @@ static void share_name(run *r, data_split split, char *name, size_t size)
  * several ranks on a node, the node's first rank reads the files and shares the set
  * (data_shared.c); the others map it, or read the files themselves when that failed.
  */
+/*
+ * Collective: a split that data.cache_mb or data.stream has streamed (every rank
+ * reads the file through its own cache; nothing is shared).
+ */
+static int stream_split(run *r, data_split split, const data_stream_opts *so, dataset *ds)
+{
+	const config *c = &r->cfg;
+	data_stream_opts force = *so;
+	force.force = 1; /* every rank streams when one would (the same files give the same answer) */
+	int streamed = 0;
+	int rc = data_open(c->data_dir, (data_format)c->data_format, (data_label_kind)c->data_label, split, &force,
+			   ds, &streamed);
+	rc = dist_agree(&r->d, rc);
+	if (!rc && ds->stream && r->d.rank == 0) {
+		data_stream_stats st;
+		h5stream_stats(ds->stream, &st);
+		log_info("%s: the %s set (%zu images, %.1f MB of pixels) streams from the file through a cache of "
+			 "%.2f MB (blocks of %zu images)", c->data_dir, split == DATA_TRAIN ? "training" : "test",
+			 ds->count, ds->count * (double)dataset_image_bytes(ds) / 1e6, st.cap_bytes / 1e6,
+			 st.block_images);
+	}
+	return rc ? rc : check_dataset(r, ds, split == DATA_TRAIN ? "training" : "test");
+}
+
 static int load_split(run *r, data_split split, dataset *ds, int rc)
 {
 	const config *c = &r->cfg;
@@ -115,9 +152,22 @@ static int load_split(run *r, data_split split, dataset *ds, int rc)
 	data_label_kind lk = (data_label_kind)c->data_label;
 	bool share = r->d.local_size > 1, leader = r->d.local_rank == 0;
 	char name[128] = "";
+	data_stream_opts so = {(size_t)(c->data_cache_mb * 1048576.0), c->data_stream};
+	int stream = 0;
+	if (!rc)
+		rc = data_will_stream(c->data_dir, fmt, split, &so, &stream);
 	rc = dist_agree(&r->d, rc);
+	if (!rc)
+		stream = dist_agree(&r->d, stream); /* one decision for all (the collectives below differ) */
+	if (!rc && stream)
+		return stream_split(r, split, &so, ds);
+	if (!rc && c->data_stream && r->d.rank == 0)
+		log_info("%s: data.stream applies to HDF5 sets; the %s set is loaded whole", c->data_dir,
+			 split == DATA_TRAIN ? "training" : "test");
 	if (share)
 		share_name(r, split, name, sizeof name);
+	if (!rc && share && leader)
+		data_share_sweep(NULL); /* what a crashed start-up on this node left in /dev/shm */
 	if (!rc && (!share || leader)) {
 		rc = data_load(c->data_dir, fmt, lk, split, ds);
 		if (!rc && share)
@@ -136,20 +186,119 @@ static int load_split(run *r, data_split split, dataset *ds, int rc)
 	return rc ? rc : check_dataset(r, ds, split == DATA_TRAIN ? "training" : "test");
 }
 
+static bool is_auto(const char *v)
+{
+	return strcmp(v, "auto") == 0;
+}
+
+/* eval --config with data.mean/std = auto: the values the checkpoint's training resolved. */
+static int norm_from_checkpoint(run *r)
+{
+	ckpt_meta meta = {0};
+	config *stored = malloc(sizeof *stored);
+	int rc = stored ? ckpt_read_meta(r->args->ckpt, &meta) : EXIT_OSERR;
+	if (!rc) {
+		config_defaults(stored);
+		rc = config_load_string(stored, meta.config_text ? meta.config_text : "", r->args->ckpt) ? EXIT_DATAERR : 0;
+	}
+	if (!rc && (is_auto(stored->data_mean) || !stored->data_mean[0] || !stored->data_std[0])) {
+		log_error("%s: data.mean/std = auto, but the checkpoint's config has no values for them: give numbers",
+			  r->args->ckpt);
+		rc = EXIT_USAGE;
+	}
+	if (!rc) {
+		if (is_auto(r->cfg.data_mean))
+			snprintf(r->cfg.data_mean, sizeof r->cfg.data_mean, "%s", stored->data_mean);
+		if (is_auto(r->cfg.data_std))
+			snprintf(r->cfg.data_std, sizeof r->cfg.data_std, "%s", stored->data_std);
+	}
+	ckpt_meta_free(&meta);
+	free(stored);
+	return rc;
+}
+
+/* "v0,v1,..." of C values into out (size); false when it does not fit. */
+static bool format_list(char *out, size_t size, const double *v, int C)
+{
+	size_t len = 0;
+	for (int c = 0; c < C; c++) {
+		int n = snprintf(out + len, size - len, "%s%.9g", c ? "," : "", v[c]);
+		if (n < 0 || (size_t)n >= size - len)
+			return false;
+		len += (size_t)n;
+	}
+	return true;
+}
+
+/*
+ * data.mean = auto, data.std = auto: the training split's per-channel figures
+ * (dataset_channel_stats: exact sums, the same bits on every rank), written into the
+ * config as text, so the checkpoints' config (and eval) carry them and training uses
+ * exactly the logged values. Every rank computes them from its own copy.
+ */
+static int resolve_norm(run *r)
+{
+	config *c = &r->cfg;
+	if (r->kind == RUN_EVAL)
+		return norm_from_checkpoint(r);
+	double mean[AUG_MAX_CHANNELS], sd[AUG_MAX_CHANNELS];
+	int C = r->train.channels;
+	double t0 = now_mono();
+	int rc = C > AUG_MAX_CHANNELS ? EXIT_DATAERR : dataset_channel_stats(&r->train, mean, sd, AUG_MAX_CHANNELS);
+	for (int k = 0; !rc && k < C && is_auto(c->data_std); k++)
+		if (!(sd[k] > 0)) {
+			log_error("data.std = auto: channel %d of the training set of %s is constant; give data.std", k,
+				  c->data_dir);
+			rc = EXIT_DATAERR;
+		}
+	char m[sizeof c->data_mean], s[sizeof c->data_std];
+	if (!rc && (!format_list(m, sizeof m, mean, C) || !format_list(s, sizeof s, sd, C))) {
+		log_error("data.mean/std = auto: %d channels do not fit the config's value; give them", C);
+		rc = EXIT_USAGE;
+	}
+	if (rc)
+		return rc;
+	if (is_auto(c->data_mean))
+		snprintf(c->data_mean, sizeof c->data_mean, "%s", m);
+	if (is_auto(c->data_std))
+		snprintf(c->data_std, sizeof c->data_std, "%s", s);
+	if (r->d.rank == 0)
+		log_info("data.mean = %s, data.std = %s (auto: the %zu training images of %s, %.1f s)", c->data_mean,
+			 c->data_std, r->train.count, c->data_dir, now_mono() - t0);
+	return 0;
+}
+
+static int setup_augment(run *r)
+{
+	const config *c = &r->cfg;
+	return augment_setup(&r->aug, c->aug_crop_pad, c->aug_pad_mode == 1, c->aug_flip, c->aug_cutout, c->data_mean,
+			     c->data_std, r->m.in_c, r->m.in_h, r->m.in_w);
+}
+
 int run_load_data(run *r, int rc)
 {
 	const config *c = &r->cfg;
-	if (!rc)
-		rc = augment_setup(&r->aug, c->aug_crop_pad, c->aug_pad_mode == 1, c->aug_flip, c->aug_cutout,
-				   c->data_mean, c->data_std, r->m.in_c, r->m.in_h, r->m.in_w);
+	bool autonorm = is_auto(c->data_mean) || is_auto(c->data_std);
+	if (!rc && !autonorm)
+		rc = setup_augment(r);
 	if (r->kind == RUN_TRAIN)
 		rc = fetch_data(r, rc); /* every rank: it contains the agreement */
-	if (!rc && r->kind == RUN_BENCH)
+	bool bench_data = r->kind == RUN_BENCH && r->args->bench_data;
+	if (!rc && r->kind == RUN_BENCH && !bench_data)
 		rc = synthesize(r);
-	if (r->kind == RUN_TRAIN)
+	if (r->kind == RUN_TRAIN || bench_data)
 		rc = load_split(r, DATA_TRAIN, &r->train, rc);
+	if (!rc && bench_data && r->train.count < (size_t)c->global_batch) {
+		log_error("bench --data: the training set of %s has %zu images, fewer than one global batch (%d)",
+			  c->data_dir, r->train.count, c->global_batch);
+		rc = EXIT_USAGE;
+	}
 	if (r->kind != RUN_BENCH)
 		rc = load_split(r, DATA_TEST, &r->test, rc);
+	if (!rc && autonorm)
+		rc = resolve_norm(r);
+	if (!rc && autonorm)
+		rc = setup_augment(r);
 	return dist_agree(&r->d, rc);
 }
 
@@ -157,6 +306,10 @@ int run_load_data(run *r, int rc)
 static int place_images(run *r, const dataset *ds, uint8_t **out)
 {
 	size_t bytes = ds->count * (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
+	if (!ds->images) { /* streamed: batches are gathered on the host and uploaded (run_gather) */
+		*out = NULL;
+		return 0;
+	}
 	if ((r->be->caps & BACKEND_CAP_HOST_MEMORY) || bytes == 0) {
 		*out = ds->images;
 		return 0;
@@ -170,14 +323,43 @@ static int place_images(run *r, const dataset *ds, uint8_t **out)
 	return 0;
 }
 
-/* prefetch_make_fn: one training sample's input, as gather_augmented makes it. */
-static void make_sample(void *ctx, uint32_t sample, uint32_t epoch, float *out)
+/*
+ * The pixels of n samples of ds (the sample source) into a new host buffer; a
+ * sample that cannot be read (a damaged chunk of a streamed set: 65, named)
+ * ends the world: this runs inside a step, with nothing to return to.
+ */
+static uint8_t *gather_pixels(run *r, const dataset *ds, const uint32_t *samples, int n)
 {
-	const run *r = ctx;
-	const dataset *ds = &r->train;
-	size_t pixels = (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
-	augment_image(&r->aug, ds->images + (size_t)sample * pixels, ds->rows, ds->cols, r->cfg.seed, epoch, sample,
-		      true, out);
+	static atomic_flag aborting = ATOMIC_FLAG_INIT;
+	uint8_t *px = malloc((size_t)(n > 0 ? n : 1) * dataset_image_bytes(ds));
+	int rc = px ? dataset_gather(ds, samples, n, px) : EXIT_OSERR;
+	if (rc) {
+		if (!px)
+			log_error("out of memory staging %d images", n);
+		while (atomic_flag_test_and_set(&aborting)) /* a shard thread and the prefetch thread: one aborts */
+			pause();
+		dist_abort(&r->d, rc);
+	}
+	return px;
+}
+
+/* The inputs of n samples (augmented for training, epoch `epoch`) on the host at out. */
+static void augment_samples(run *r, const dataset *ds, bool train, uint32_t epoch, const uint32_t *samples, int n,
+			    float *out)
+{
+	size_t pixels = dataset_image_bytes(ds);
+	uint8_t *px = gather_pixels(r, ds, samples, n);
+	for (int i = 0; i < n; i++)
+		augment_image(&r->aug, px + (size_t)i * pixels, ds->rows, ds->cols, r->cfg.seed, epoch, samples[i],
+			      train, out + (size_t)i * pixels);
+	free(px);
+}
+
+/* prefetch_make_fn: the window's training inputs, as gather_augmented makes them. */
+static void make_samples(void *ctx, const uint32_t *samples, int n, uint32_t epoch, float *out)
+{
+	run *r = ctx;
+	augment_samples(r, &r->train, true, epoch, samples, n, out);
 }
 
 /*
@@ -201,7 +383,7 @@ static int start_prefetch(run *r)
 		return EXIT_OSERR;
 	}
 	size_t pixels = (size_t)r->m.in_c * r->m.in_h * r->m.in_w;
-	int rc = prefetch_init(r->pf, r->cfg.global_batch, pixels, make_sample, r);
+	int rc = prefetch_init(r->pf, r->cfg.global_batch, pixels, make_samples, r);
 	if (rc) {
 		free(r->pf);
 		r->pf = NULL;
@@ -221,8 +403,25 @@ void run_reset_data_time(run *r)
 	}
 }
 
+/* Rank 0: what a streamed split's cache did. */
+static void log_stream(const run *r, const dataset *ds, const char *split)
+{
+	if (!ds->stream || r->d.rank != 0)
+		return;
+	data_stream_stats st;
+	h5stream_stats(ds->stream, &st);
+	log_info("data stream (%s set): %llu blocks read (%.1f MB, %.1f MB/s while reading), %llu block hits, "
+		 "%llu evictions in %llu gathers; cache at most %.2f of %.2f MB", split,
+		 (unsigned long long)st.blocks_read, st.bytes_read / 1e6,
+		 st.read_s > 0 ? st.bytes_read / 1e6 / st.read_s : 0.0, (unsigned long long)st.hits,
+		 (unsigned long long)st.evictions, (unsigned long long)st.gathers, st.max_held_bytes / 1e6,
+		 st.cap_bytes / 1e6);
+}
+
 void run_free_data(run *r)
 {
+	log_stream(r, &r->train, "training");
+	log_stream(r, &r->test, "test");
 	if (r->pf) {
 		if (r->d.rank == 0)
 			log_info("data.prefetch: %ld shard fills served from the prefetch, %ld made in the step",
@@ -240,7 +439,9 @@ int run_place_data(run *r)
 		rc = place_images(r, &r->test, &r->test_images);
 	if (!rc)
 		rc = start_prefetch(r);
-	if (!rc && r->kind == RUN_BENCH)
+	if (!rc && r->kind == RUN_BENCH && r->args->bench_data)
+		run_order_epoch(r, 0); /* bench --data: the steps walk the epochs' orders */
+	else if (!rc && r->kind == RUN_BENCH)
 		for (size_t i = 0; i < r->train.count; i++)
 			r->perm[i] = (uint32_t)i; /* every step takes the same synthetic batch */
 	return rc;
@@ -274,20 +475,46 @@ void run_order_epoch(run *r, long epoch)
  */
 static void gather_augmented(run *r, const dataset *ds, bool train, const uint32_t *samples, int n, float *input)
 {
-	size_t pixels = (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
+	size_t pixels = dataset_image_bytes(ds);
 	bool host = r->be->caps & BACKEND_CAP_HOST_MEMORY;
 	float *out = host ? input : malloc((size_t)n * pixels * sizeof *out);
 	if (!out) {
 		log_error("out of memory staging %d augmented images", n);
 		exit(EXIT_OSERR); /* inside a step: nothing to return to */
 	}
-	for (int i = 0; i < n; i++)
-		augment_image(&r->aug, ds->images + (size_t)samples[i] * pixels, ds->rows, ds->cols, r->cfg.seed,
-			      (uint32_t)r->epoch, samples[i], train, out + (size_t)i * pixels);
+	augment_samples(r, ds, train, (uint32_t)r->epoch, samples, n, out);
 	if (!host) {
 		r->be->upload(input, out, (size_t)n * pixels * sizeof *out);
 		free(out);
 	}
+}
+
+/*
+ * The plain gather of a set not in backend memory (streamed): its pixels on the
+ * host, uploaded as they are (device backends), then the backend's own gather over
+ * them in order, so x/255 has the bits of the in-memory gather.
+ */
+static void gather_staged(run *r, const dataset *ds, const uint32_t *samples, int n, float *input)
+{
+	size_t bytes = (size_t)n * dataset_image_bytes(ds);
+	uint8_t *px = gather_pixels(r, ds, samples, n), *dev = px;
+	uint32_t *order = malloc((size_t)(n > 0 ? n : 1) * sizeof *order);
+	bool host = r->be->caps & BACKEND_CAP_HOST_MEMORY;
+	if (!host && bytes)
+		dev = r->be->alloc(bytes);
+	if (!order || !dev) {
+		log_error("out of memory staging %d images for %s", n, r->be->name);
+		exit(EXIT_OSERR); /* inside a step: nothing to return to */
+	}
+	for (int i = 0; i < n; i++)
+		order[i] = (uint32_t)i;
+	if (!host && bytes)
+		r->be->upload(dev, px, bytes);
+	r->be->gather_images(dev, order, n, dataset_image_bytes(ds), 1.0f / 255.0f, input);
+	if (!host && bytes)
+		r->be->release(dev);
+	free(order);
+	free(px);
 }
 
 void run_gather(run *r, bool train, const uint32_t *samples, int n, float *input)
@@ -298,7 +525,12 @@ void run_gather(run *r, bool train, const uint32_t *samples, int n, float *input
 		return;
 	}
 	size_t pixels = (size_t)r->m.in_c * r->m.in_h * r->m.in_w;
-	r->be->gather_images(train ? r->train_images : r->test_images, samples, n, pixels, 1.0f / 255.0f, input);
+	const uint8_t *placed = train ? r->train_images : r->test_images;
+	if (placed) {
+		r->be->gather_images(placed, samples, n, pixels, 1.0f / 255.0f, input);
+		return;
+	}
+	gather_staged(r, ds, samples, n, input);
 }
 
 /* This rank's step positions [*p0, *p1) of a step of bsz samples (grad.h's shards, or the float path's part). */
@@ -325,7 +557,10 @@ static void prefetch_next(run *r)
 {
 	long N = (long)r->train.count, B = r->cfg.global_batch;
 	long bsz = N - r->pos < B ? N - r->pos : B;
-	long next = r->kind == RUN_BENCH ? r->pos : r->pos + bsz;
+	bool synthetic = r->kind == RUN_BENCH && !r->args->bench_data;
+	long next = synthetic ? r->pos : r->pos + bsz;
+	if (r->kind == RUN_BENCH && !synthetic && next + B > N)
+		next = N; /* bench --data starts a new epoch there: its order is not drawn yet */
 	long p0 = 0, p1 = 0;
 	if (next < N) {
 		int nb = (int)(N - next < B ? N - next : B);

@@ -19,7 +19,7 @@
 #define PIX 5
 
 /* A maker whose output names the sample and epoch; sleeps a little when ctx says so. */
-static void make(void *ctx, uint32_t sample, uint32_t epoch, float *out)
+static void make1(void *ctx, uint32_t sample, uint32_t epoch, float *out)
 {
 	if (ctx) {
 		struct timespec ts = {0, 200000};
@@ -27,6 +27,13 @@ static void make(void *ctx, uint32_t sample, uint32_t epoch, float *out)
 	}
 	for (int i = 0; i < PIX; i++)
 		out[i] = (float)sample * 10.0f + (float)epoch * 0.5f + (float)i * 0.01f;
+}
+
+/* prefetch_make_fn: the whole window at once, as the run's maker gets it. */
+static void make(void *ctx, const uint32_t *samples, int n, uint32_t epoch, float *out)
+{
+	for (int i = 0; i < n; i++)
+		make1(ctx, samples[i], epoch, out + (size_t)i * PIX);
 }
 
 static void test_serves_the_queued_step(void **state)
@@ -42,7 +49,7 @@ static void test_serves_the_queued_step(void **state)
 	prefetch_begin_step(&p, 2, 3, 0, 0, NULL, 0); /* idempotent: other threads of the step */
 	assert_true(prefetch_take(&p, 0, 5, 3, next + 1, got));
 	for (int i = 0; i < 3; i++)
-		make(NULL, next[1 + i], 0, want + i * PIX);
+		make1(NULL, next[1 + i], 0, want + i * PIX);
 	assert_memory_equal(got, want, sizeof got);
 	uint32_t other[2] = {3, 8};
 	assert_false(prefetch_take(&p, 0, 5, 2, other, got)); /* other samples */
@@ -75,7 +82,7 @@ static void test_many_steps(void **state)
 			continue;
 		assert_true(prefetch_take(&p, (uint32_t)(step / 10), 0, 6, s, got));
 		for (int i = 0; i < 6; i++)
-			make(NULL, s[i], (uint32_t)(step / 10), want + i * PIX);
+			make1(NULL, s[i], (uint32_t)(step / 10), want + i * PIX);
 		assert_memory_equal(got, want, sizeof got);
 	}
 	assert_true(p.hits == 39);

@@ -1,7 +1,8 @@
 /*
  * test_data_shared.c - one copy per node (data_shared.c): a published set is
  * read back whole by an attach, read-only; an attach to a missing or foreign
- * object fails (the caller then loads privately); unlink removes the name.
+ * object fails (the caller then loads privately); unlink removes the name;
+ * the sweep removes the objects whose creator process is gone, and only those.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "data.h"
@@ -92,11 +94,53 @@ static void test_foreign_object(void **state)
 	dataset_free(&a);
 }
 
+/* Create an empty shared object of this name; true when it now exists. */
+static int make_object(const char *name)
+{
+	int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+	if (fd >= 0)
+		close(fd);
+	return fd >= 0;
+}
+
+static int exists(const char *name)
+{
+	int fd = shm_open(name, O_RDONLY, 0);
+	if (fd >= 0)
+		close(fd);
+	return fd >= 0;
+}
+
+static void test_sweep_removes_only_dead_creators(void **state)
+{
+	(void)state;
+	pid_t child = fork(); /* a pid that is surely gone once reaped */
+	assert_true(child >= 0);
+	if (child == 0)
+		_exit(0);
+	assert_int_equal(waitpid(child, NULL, 0), child);
+	char dead[96], live[96], other[96];
+	snprintf(dead, sizeof dead, "/spottrain-p%ld-test%ld-n0-train", (long)child, (long)getpid());
+	snprintf(live, sizeof live, "/spottrain-p%ld-test-n0-train", (long)getpid());
+	snprintf(other, sizeof other, "/spottrain-test-%ld-noprefix", (long)getpid()); /* no creator in it */
+	assert_true(make_object(dead));
+	assert_true(make_object(live));
+	assert_true(make_object(other));
+	assert_true(data_share_sweep(NULL) >= 1);
+	assert_false(exists(dead));
+	assert_true(exists(live));
+	assert_true(exists(other));
+	assert_int_equal(data_share_sweep("/nonexistent-shm-dir"), 0);
+	data_share_unlink(live);
+	data_share_unlink(other);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_publish_attach),
 		cmocka_unit_test(test_foreign_object),
+		cmocka_unit_test(test_sweep_removes_only_dead_creators),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
