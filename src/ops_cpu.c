@@ -152,6 +152,17 @@ static void conv_valid_cols(const conv_desc *d, int kj, int *lo, int *hi)
 	*hi = h;
 }
 
+/* x[0, n) = 0: short runs inline (im2col has many of one or two floats), long ones by memset. */
+static inline void zero_floats(float *x, size_t n)
+{
+	if (n > 16) {
+		memset(x, 0, sizeof(float) * n);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		x[i] = 0.0f;
+}
+
 /* Output rows [oh0, oh1) whose input row for kernel row ki lies inside the image; 0 if none. */
 static bool conv_valid_rows(const conv_desc *d, int ki, int *oh0, int *oh1)
 {
@@ -205,18 +216,18 @@ static void im2col_shift(const conv_desc *d, const float *x, float *col)
 			for (int kj = 0; kj < d->k_w; kj++) {
 				float *row = col + ((size_t)(c * d->k_h + ki) * d->k_w + kj) * opl;
 				const shift_row r = conv_shift_row(d, ki, kj);
-				memset(row, 0, sizeof(float) * r.p0);
-				memset(row + r.p1, 0, sizeof(float) * (opl - r.p1));
-				if (r.p1 <= r.p0)
+				if (r.p1 <= r.p0) {
+					zero_floats(row, opl);
 					continue;
-				/* copy [a, b): the valid rows, less the ends that would read outside x */
+				}
+				/* copy [a, b): the valid rows, less the ends that would read outside x; zero the rest */
 				size_t a = r.p0, b = r.p1;
 				if ((ptrdiff_t)a + r.shift < 0)
 					a = (size_t)(-r.shift);
 				if ((ptrdiff_t)b + r.shift > (ptrdiff_t)plane)
 					b = (size_t)((ptrdiff_t)plane - r.shift);
-				memset(row + r.p0, 0, sizeof(float) * (a - r.p0));
-				memset(row + b, 0, sizeof(float) * (r.p1 - b));
+				zero_floats(row, a);
+				zero_floats(row + b, opl - b);
 				memcpy(row + a, xc + (ptrdiff_t)a + r.shift, sizeof(float) * (b - a));
 				if (r.lo == 0 && r.hi == W)
 					continue;
@@ -253,8 +264,8 @@ static void im2col(const conv_desc *d, const float *x, float *col)
 				int oh0, oh1;
 				if (sw == 1 && lo < hi && conv_valid_rows(d, ki, &oh0, &oh1)) {
 					/* the rows inside the image in one call of the ISA's row copy */
-					memset(row, 0, sizeof(float) * (size_t)oh0 * ow_n);
-					memset(row + (size_t)oh1 * ow_n, 0, sizeof(float) * (size_t)(d->out_h - oh1) * ow_n);
+					zero_floats(row, (size_t)oh0 * ow_n);
+					zero_floats(row + (size_t)oh1 * ow_n, (size_t)(d->out_h - oh1) * ow_n);
 					const int ih0 = oh0 * d->stride_h - d->pad_top + ki;
 					kern_copy_rows(oh1 - oh0, hi - lo, xc + (ptrdiff_t)ih0 * d->in_w + off + lo,
 						       (ptrdiff_t)d->stride_h * d->in_w, row + (size_t)oh0 * ow_n + lo, ow_n);
