@@ -20,6 +20,17 @@
 static void pack_b(const kern_impl *im, const kern_gemm_args *g, int k0, int kc, int j0, int cols, int nr,
 		   float *panel)
 {
+	if (g->brow) { /* rows from the table */
+		for (int k = 0; k < kc; k++) {
+			const float *src = g->b + g->brow[k0 + k] + (ptrdiff_t)j0 * g->csb;
+			float *p = panel + (ptrdiff_t)k * nr;
+			for (int j = 0; j < cols; j++)
+				p[j] = src[(ptrdiff_t)j * g->csb];
+			for (int j = cols; j < nr; j++)
+				p[j] = 0.0f;
+		}
+		return;
+	}
 	const float *b = g->b + (ptrdiff_t)k0 * g->rsb + (ptrdiff_t)j0 * g->csb;
 	if (g->rsb == 1 && g->csb != 1 && im->pack_t) { /* B^T stored: blocks transposed in registers */
 		im->pack_t(kc, cols, nr, b, g->csb, panel);
@@ -44,17 +55,23 @@ static void pack_b(const kern_impl *im, const kern_gemm_args *g, int k0, int kc,
 
 /* One tile of C (rows i0.., columns j0..) over the k block k0..k0+kc; B rows at b + k * ldb. */
 static void tile(const kern_tile *tl, const kern_gemm_args *g, int i0, int j0, int k0, int kc, int cols,
-		 const float *b, ptrdiff_t ldb)
+		 const float *b, ptrdiff_t ldb, const ptrdiff_t *boff)
 {
 	const int zero = g->c_zero && k0 == 0; /* the first k block of a c_zero product writes only */
 	const int mr = tl->mr, nr = tl->nr;
 	const int rows = g->m - i0 < mr ? g->m - i0 : mr;
 	const float *ap[KERN_MR_MAX];
 	for (int r = 0; r < mr; r++) /* rows past the edge repeat the last one; their results are dropped */
-		ap[r] = g->a + (ptrdiff_t)(i0 + (r < rows ? r : rows - 1)) * g->rsa + (ptrdiff_t)k0 * g->csa;
+	{
+		const int i = i0 + (r < rows ? r : rows - 1);
+		ap[r] = g->a + (g->arow ? g->arow[i] : (ptrdiff_t)i * g->rsa) + (ptrdiff_t)k0 * g->csa;
+	}
 	float *c = g->c + (ptrdiff_t)i0 * g->rsc + (ptrdiff_t)j0 * g->csc;
 	if (g->csc == 1 && rows == mr && cols == nr) {
-		tl->ukr(kc, ap, g->csa, b, ldb, c, g->rsc, zero);
+		if (boff)
+			tl->ukr_ix(kc, ap, g->csa, b, boff, c, g->rsc, zero);
+		else
+			tl->ukr(kc, ap, g->csa, b, ldb, c, g->rsc, zero);
 		return;
 	}
 	float t[KERN_MR_MAX * KERN_NR_MAX];
@@ -62,7 +79,10 @@ static void tile(const kern_tile *tl, const kern_gemm_args *g, int i0, int j0, i
 		for (int j = 0; j < nr; j++)
 			t[r * nr + j] = !zero && r < rows && j < cols ? c[(ptrdiff_t)r * g->rsc + (ptrdiff_t)j * g->csc]
 								: 0.0f;
-	tl->ukr(kc, ap, g->csa, b, ldb, t, nr, zero);
+	if (boff)
+		tl->ukr_ix(kc, ap, g->csa, b, boff, t, nr, zero);
+	else
+		tl->ukr(kc, ap, g->csa, b, ldb, t, nr, zero);
 	for (int r = 0; r < rows; r++)
 		for (int j = 0; j < cols; j++)
 			c[(ptrdiff_t)r * g->rsc + (ptrdiff_t)j * g->csc] = t[r * nr + j];
@@ -91,16 +111,22 @@ static void gemm_panels(const kern_impl *im, const kern_tile *tl, const kern_gem
 	const int nr = tl->nr, kb = k_block(g->k);
 	int group = GROUP_FLOATS / (kb * nr);
 	group = group < 1 ? 1 : (group > 64 ? 64 : group);
-	const bool direct = g->csb == 1 && g->rsb != 0;
+	const bool direct = g->csb == 1 && (g->rsb != 0 || g->brow);
 	for (int q0 = p0; q0 < p1; q0 += group) {
 		const int q1 = q0 + group < p1 ? q0 + group : p1;
 		for (int k0 = 0; k0 < g->k; k0 += kb) {
 			const int kc = g->k - k0 < kb ? g->k - k0 : kb;
 			const float *b[64];
 			ptrdiff_t ldb[64];
+			const ptrdiff_t *boff[64];
 			for (int q = q0; q < q1; q++) {
 				const int j0 = q * nr, cols = g->n - j0 < nr ? g->n - j0 : nr;
-				if (direct && cols == nr) {
+				boff[q - q0] = NULL;
+				if (direct && cols == nr && g->brow) { /* in place, rows from the table */
+					b[q - q0] = g->b + j0;
+					ldb[q - q0] = 0;
+					boff[q - q0] = g->brow + k0;
+				} else if (direct && cols == nr) {
 					b[q - q0] = g->b + (ptrdiff_t)k0 * g->rsb + j0;
 					ldb[q - q0] = g->rsb;
 				} else {
@@ -113,7 +139,7 @@ static void gemm_panels(const kern_impl *im, const kern_tile *tl, const kern_gem
 			for (int i0 = 0; i0 < g->m; i0 += tl->mr)
 				for (int q = q0; q < q1; q++) {
 					const int j0 = q * nr, cols = g->n - j0 < nr ? g->n - j0 : nr;
-					tile(tl, g, i0, j0, k0, kc, cols, b[q - q0], ldb[q - q0]);
+					tile(tl, g, i0, j0, k0, kc, cols, b[q - q0], ldb[q - q0], boff[q - q0]);
 				}
 		}
 	}
@@ -144,11 +170,11 @@ void kern_gemm_impl(const kern_impl *im, const kern_gemm_args *g0, int threads)
 		return;
 	/* C^T = B^T A^T has the same terms in the same order: take the cheaper way round. */
 	const kern_gemm_args gt = {g0->n, g0->m, g0->k, g0->b, g0->csb, g0->rsb, g0->a, g0->csa, g0->rsa,
-				   g0->c, g0->csc, g0->rsc, g0->c_zero};
+				   g0->c, g0->csc, g0->rsc, g0->c_zero, NULL, NULL};
 	const kern_tile *tl, *tlt;
 	const double c0 = plan_cost(im, g0, &tl), ct = plan_cost(im, &gt, &tlt);
 	const kern_gemm_args *g = g0;
-	if (ct < c0) {
+	if (ct < c0 && !g0->arow && !g0->brow) { /* row tables fix the orientation */
 		g = &gt;
 		tl = tlt;
 	}

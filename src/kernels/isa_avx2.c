@@ -55,6 +55,6 @@ static inline __m256i lane_mask(int lo, int hi)
 #define UKR_FN ukr_avx2_6x16
 #include "ukr_body.h"
 
-const kern_impl kern_impl_avx2 = {"avx2", {4, 24, ukr_avx2_4x24}, {6, 16, ukr_avx2_6x16}, peak_avx2, vadd_avx2,
+const kern_impl kern_impl_avx2 = {"avx2", {4, 24, ukr_avx2_4x24, ukr_avx2_4x24_ix}, {6, 16, ukr_avx2_6x16, ukr_avx2_6x16_ix}, peak_avx2, vadd_avx2,
 				    pack_t_avx2, copy_rows_avx2, add_rows_avx2,
 				    col2im_s1_avx2};

@@ -51,6 +51,6 @@ static void vadd_avx512(size_t n, const float *x, float *y)
 #define UKR_FN ukr_avx512_12x16
 #include "ukr_body.h"
 
-const kern_impl kern_impl_avx512 = {"avx512", {8, 32, ukr_avx512_8x32}, {12, 16, ukr_avx512_12x16}, peak_avx512, vadd_avx512,
+const kern_impl kern_impl_avx512 = {"avx512", {8, 32, ukr_avx512_8x32, ukr_avx512_8x32_ix}, {12, 16, ukr_avx512_12x16, ukr_avx512_12x16_ix}, peak_avx512, vadd_avx512,
 				    pack_t_avx512, copy_rows_avx512, add_rows_avx512,
 				    col2im_s1_avx512};

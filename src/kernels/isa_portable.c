@@ -112,7 +112,7 @@ static void col2im_s1_portable(const kern_col2im_args *a)
 			}
 }
 
-const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8}, {6, 4, ukr_portable_6x4}, peak_portable,
+const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8, ukr_portable_4x8_ix}, {6, 4, ukr_portable_6x4, ukr_portable_6x4_ix}, peak_portable,
 				      vadd_portable, NULL, copy_rows_portable, add_rows_portable,
 				      col2im_s1_portable};
 
@@ -144,6 +144,6 @@ const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8}, {6, 
 #define UKR_FN ukr_shape_12x16
 #include "ukr_body.h"
 
-const kern_impl kern_impl_avx512_shape = {"avx512-shape", {8, 32, ukr_shape_8x32}, {12, 16, ukr_shape_12x16},
+const kern_impl kern_impl_avx512_shape = {"avx512-shape", {8, 32, ukr_shape_8x32, ukr_shape_8x32_ix}, {12, 16, ukr_shape_12x16, ukr_shape_12x16_ix},
 					  peak_shape, vadd_portable, NULL, copy_rows_portable, add_rows_portable,
 				      col2im_s1_portable};

@@ -60,6 +60,10 @@ typedef struct kern_gemm_args {
 	float *c;
 	ptrdiff_t rsc, csc;
 	int c_zero;
+	/* Optional row tables (implicit-GEMM convolutions): when set, row i of A starts at
+	 * a + arow[i] (rsa unused) and row k of B at b + brow[k] (rsb unused). The product is
+	 * then never computed transposed. */
+	const ptrdiff_t *arow, *brow;
 } kern_gemm_args;
 
 void kern_gemm(const kern_gemm_args *g, int threads);

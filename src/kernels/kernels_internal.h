@@ -33,10 +33,15 @@ typedef void (*kern_ukr_fn)(int kc, const float *const *a, ptrdiff_t csa, const 
  * own value); returns a sum of the chains (so that nothing is dead code) and the flops in *flops. */
 typedef float (*kern_peak_fn)(long iters, double *flops);
 
+/* The same with row k of the panel at b + boff[k] (kern_gemm_args.brow). */
+typedef void (*kern_ukr_ix_fn)(int kc, const float *const *a, ptrdiff_t csa, const float *b, const ptrdiff_t *boff,
+			       float *c, ptrdiff_t ldc, int zero);
+
 /* A register tile: mr rows of nr columns. */
 typedef struct kern_tile {
 	int mr, nr;
 	kern_ukr_fn ukr;
+	kern_ukr_ix_fn ukr_ix;
 } kern_tile;
 
 /* An ISA's kernels: a wide tile and a narrow one (for products with few columns, such as a

@@ -14,6 +14,10 @@
 #ifndef UKR_UNROLL
 #define UKR_UNROLL _Pragma("GCC unroll 16")
 #endif
+#ifndef UKR_CAT
+#define UKR_CAT2(a, b) a##b
+#define UKR_CAT(a, b) UKR_CAT2(a, b)
+#endif
 #ifndef UKR_NR
 #define UKR_NR (UKR_NV * VW)
 #endif
@@ -35,6 +39,37 @@ static void UKR_FN(int kc, const float *const *a, ptrdiff_t csa, const float *b,
 		VT bv[UKR_NV];
 		UKR_UNROLL for (int v = 0; v < UKR_NV; v++)
 			bv[v] = VLOADU(b + (ptrdiff_t)k * ldb + v * VW);
+		const ptrdiff_t o = (ptrdiff_t)k * csa;
+		UKR_UNROLL for (int r = 0; r < UKR_MR; r++) {
+			VT ar = VBCAST(a[r][o]);
+			UKR_UNROLL for (int v = 0; v < UKR_NV; v++)
+				acc[r][v] = VFMA(ar, bv[v], acc[r][v]);
+		}
+	}
+	UKR_UNROLL for (int r = 0; r < UKR_MR; r++)
+		UKR_UNROLL for (int v = 0; v < UKR_NV; v++)
+			VSTOREU(c + r * ldc + v * VW, acc[r][v]);
+}
+
+/* The same with row k of B at b + boff[k] (implicit-GEMM convolutions: rows are shifted views
+ * of one input plane). */
+static void UKR_CAT(UKR_FN, _ix)(int kc, const float *const *a, ptrdiff_t csa, const float *b,
+				 const ptrdiff_t *boff, float *c, ptrdiff_t ldc, int zero)
+{
+	VT acc[UKR_MR][UKR_NV];
+	if (zero) {
+		UKR_UNROLL for (int r = 0; r < UKR_MR; r++)
+			UKR_UNROLL for (int v = 0; v < UKR_NV; v++)
+				acc[r][v] = VSET1(0.0f);
+	} else {
+		UKR_UNROLL for (int r = 0; r < UKR_MR; r++)
+			UKR_UNROLL for (int v = 0; v < UKR_NV; v++)
+				acc[r][v] = VLOADU(c + r * ldc + v * VW);
+	}
+	for (int k = 0; k < kc; k++) {
+		VT bv[UKR_NV];
+		UKR_UNROLL for (int v = 0; v < UKR_NV; v++)
+			bv[v] = VLOADU(b + boff[k] + v * VW);
 		const ptrdiff_t o = (ptrdiff_t)k * csa;
 		UKR_UNROLL for (int r = 0; r < UKR_MR; r++) {
 			VT ar = VBCAST(a[r][o]);

@@ -70,8 +70,11 @@ static void gemm_chain(const kern_gemm_args *g)
 		for (int j = 0; j < g->n; j++) {
 			float *c = &g->c[i * g->rsc + j * g->csc];
 			float acc = *c;
-			for (int k = 0; k < g->k; k++)
-				acc = fmaf(g->a[i * g->rsa + k * g->csa], g->b[k * g->rsb + j * g->csb], acc);
+			for (int k = 0; k < g->k; k++) {
+				const ptrdiff_t ai = (g->arow ? g->arow[i] : i * g->rsa) + k * g->csa;
+				const ptrdiff_t bi = (g->brow ? g->brow[k] : k * g->rsb) + j * g->csb;
+				acc = fmaf(g->a[ai], g->b[bi], acc);
+			}
 			*c = acc;
 		}
 }
@@ -95,7 +98,7 @@ static kern_gemm_args make_args(const shape *s, float **a, float **b, float **c)
 	*b = rnd_buf((size_t)(s->bt ? s->n : s->k) * ldb);
 	*c = rnd_buf((size_t)(s->ct ? s->n : s->m) * ldc);
 	kern_gemm_args g = {s->m, s->n, s->k, *a, s->at ? 1 : lda, s->at ? lda : 1, *b, s->bt ? 1 : ldb,
-			    s->bt ? ldb : 1, *c, s->ct ? 1 : ldc, s->ct ? ldc : 1, 0};
+			    s->bt ? ldb : 1, *c, s->ct ? 1 : ldc, s->ct ? ldc : 1, 0, NULL, NULL};
 	return g;
 }
 
@@ -215,6 +218,53 @@ static void test_fixed_point_is_the_same_on_every_isa(void **state)
 			fail_msg("%s: the fixed-point conversions differ from the scalar path", kern_isa_name((kern_isa)isa));
 	}
 	kern_force(saved);
+}
+
+/* Row tables (implicit-GEMM convolutions): rows of A and B at arbitrary, overlapping offsets of
+ * one buffer, B's columns unit-stride or not, with and without c_zero: the fma chain, bit for bit,
+ * on every ISA and thread count. */
+static void test_gemm_row_tables_are_the_fma_chain(void **state)
+{
+	(void)state;
+	const kern_impl *im[4];
+	const int ni = impls(im);
+	const int dims[][3] = {{16, 1086, 27}, {7, 100, 33}, {64, 622, 40}, {13, 31, 300}, {3, 17, 5}};
+	for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
+		for (int variant = 0; variant < 4; variant++) {
+			const int m = dims[di][0], n = dims[di][1], k = dims[di][2];
+			const int csb = variant & 1 ? 2 : 1, use_arow = variant >= 2;
+			const size_t span = (size_t)(n * csb + 4 * k + 64);
+			float *buf = rnd_buf(span), *a = rnd_buf((size_t)m * (k + 5) + 64);
+			ptrdiff_t *brow = malloc((size_t)k * sizeof *brow), *arow = malloc((size_t)m * sizeof *arow);
+			for (int r = 0; r < k; r++)
+				brow[r] = (ptrdiff_t)((r * 7 + (r % 3) * 13) % (4 * k + 1)); /* shifted, overlapping */
+			for (int r = 0; r < m; r++)
+				arow[r] = (ptrdiff_t)((r * 5 + 3) % (m + 4)) * (k + 5) / 2;
+			const size_t cn = (size_t)m * (n + 3);
+			float *c0 = rnd_buf(cn), *want = malloc(cn * 4), *got = malloc(cn * 4);
+			kern_gemm_args g = {m, n, k, a, k + 5, 1, buf, 0, csb, NULL, n + 3, 1, variant == 1, NULL, brow};
+			if (use_arow)
+				g.arow = arow;
+			memcpy(want, c0, cn * 4);
+			if (g.c_zero)
+				for (int i = 0; i < m; i++)
+					for (int j = 0; j < n; j++)
+						want[(size_t)i * (n + 3) + j] = 0.0f;
+			g.c = want;
+			g.c_zero = 0;
+			gemm_chain(&g);
+			g.c_zero = variant == 1;
+			for (int i = 0; i < ni; i++)
+				for (int threads = 1; threads <= 3; threads += 2) {
+					memcpy(got, c0, cn * 4);
+					g.c = got;
+					kern_gemm_impl(im[i], &g, threads);
+					if (memcmp(got, want, cn * 4))
+						fail_msg("%s, %d threads, %dx%dx%d variant %d: row tables are not the fma chain",
+							 im[i]->name, threads, m, n, k, variant);
+				}
+			free(buf), free(a), free(brow), free(arow), free(c0), free(want), free(got);
+		}
 }
 
 static void test_gemm_matches_a_double_reference(void **state)
@@ -362,6 +412,9 @@ static const conv_desc shift_convs[] = {
 	{2, 8, 5, 3, 6, 5, 3, 3, 1, 1, 0, 1},   {2, 5, 7, 2, 5, 7, 1, 3, 1, 1, 0, 1},
 	{2, 7, 4, 2, 7, 4, 3, 1, 1, 1, 1, 0},   {1, 40, 4, 2, 40, 4, 7, 7, 1, 1, 3, 3},
 	{16, 8, 8, 5, 8, 8, 3, 3, 1, 1, 1, 1},
+	/* large enough for the implicit GEMM (ops_cpu.c): 'same', asymmetric padding */
+	{3, 20, 24, 5, 20, 24, 3, 3, 1, 1, 1, 1}, {2, 17, 21, 4, 16, 21, 3, 3, 1, 1, 0, 1},
+	{3, 9, 34, 4, 9, 34, 3, 3, 1, 1, 1, 1},  {2, 6, 33, 3, 5, 32, 2, 2, 1, 1, 0, 0}, /* rows of 32+ */
 };
 
 /*
@@ -682,6 +735,7 @@ int main(void)
 		cmocka_unit_test(test_gemm_every_isa_is_the_fma_chain_bit_for_bit),
 		cmocka_unit_test(test_gemm_c_zero_is_zeroing_c_first),
 		cmocka_unit_test(test_fixed_point_is_the_same_on_every_isa),
+		cmocka_unit_test(test_gemm_row_tables_are_the_fma_chain),
 		cmocka_unit_test(test_gemm_matches_a_double_reference),
 		cmocka_unit_test(test_conv_reference_and_identity_across_isas),
 		cmocka_unit_test(test_conv_paths_are_the_plain_loops_bit_for_bit),
