@@ -450,8 +450,8 @@ static void test_repeated_block_errors(void **state)
 		"[repeat.r]\nblock = t\ncount = 0\nf = 2\n",
 		"[repeat.r]\nblock = t\ncount = 2\nf = 2\nf.x = 3\n",  /* bad instance */
 		"[layer.r.1.c]\ntype = relu\n[repeat.r]\nblock = t\ncount = 2\nf = 2\n", /* clash */
-		"[repeat.r]\nblock = t\ncount = 2\nf = 2\n[block.t.d]\ntype = relu\nwhen = maybe\n"
-		"[repeat.s]\nblock = t\ncount = 1\nf = 1\n",         /* when is not a boolean */
+		("[repeat.r]\nblock = t\ncount = 2\nf = 2\n[block.t.d]\ntype = relu\nwhen = maybe\n"
+		 "[repeat.s]\nblock = t\ncount = 1\nf = 1\n"),        /* when is not a boolean */
 	};
 	char text[1024];
 	snprintf(text, sizeof text, "%s[repeat.r]\nblock = t\ncount = 3\nf = 2\nf.2 = 5\n%s", tmpl, tail);
