@@ -24,8 +24,11 @@ static void pack_b(const kern_impl *im, const kern_gemm_args *g, int k0, int kc,
 		for (int k = 0; k < kc; k++) {
 			const float *src = g->b + g->brow[k0 + k] + (ptrdiff_t)j0 * g->csb;
 			float *p = panel + (ptrdiff_t)k * nr;
-			for (int j = 0; j < cols; j++)
-				p[j] = src[(ptrdiff_t)j * g->csb];
+			if (g->csb == 1)
+				memcpy(p, src, sizeof(float) * (size_t)cols);
+			else
+				for (int j = 0; j < cols; j++)
+					p[j] = src[(ptrdiff_t)j * g->csb];
 			for (int j = cols; j < nr; j++)
 				p[j] = 0.0f;
 		}
