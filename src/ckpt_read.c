@@ -324,6 +324,7 @@ static int scan_locked(const char *path, const ckpt_scan_visitor *vis, ckpt_meta
 	w->c = &c;
 	w->vis = vis;
 	w->model_free = true;
+	w->file_size = seal.size;
 	rc = ckpt_walk_group(w, file, CKPT_PARAMS_GROUP, CKPT_PARAMS_LABEL, NULL, true);
 	if (rc == 0)
 		rc = ckpt_walk_states(w, file, 0, NULL, NULL, NULL);

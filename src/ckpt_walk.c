@@ -72,6 +72,14 @@ static int walk_dataset(walker *w, hid_t g, const char *label, const char *name,
 			numel *= (size_t)dims[i];
 			r->dims[i] = dims[i];
 		}
+		/* datasets are stored whole (contiguous, uncompressed): one larger than the file is not
+		 * ours, and is refused before a buffer of its size is allocated */
+		if (w->file_size && numel > w->file_size / sizeof(float)) {
+			rc = ckpt_fail(c->why, c->len, EXIT_DATAERR,
+				       "checkpoint %s: dataset %s/%s holds %zu values, more than the file's %llu bytes hold",
+				       c->path, label, name, numel, (unsigned long long)w->file_size);
+			goto close_dataset;
+		}
 		r->ndim = nd;
 		r->numel = numel;
 	} else if (nd != r->ndim || memcmp(dims, r->dims, (size_t)nd * sizeof dims[0]) != 0) {

@@ -1160,6 +1160,33 @@ static int bench(const char *dir)
 	return rc;
 }
 
+/* A sealed file whose /params holds a dataset far larger than the file (storage never written)
+ * is refused by the model-free scan before a buffer of that size is allocated (fuzz_ckpt). */
+static void test_inspect_refuses_a_dataset_larger_than_the_file(void **state)
+{
+	fixture *f = *state;
+	char p[512];
+	int rc;
+	path_in(f, "ckpt-00001200.h5", p, sizeof p);
+	write_ok(f, p);
+	H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+	hid_t file = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+	assert_true(file >= 0);
+	hsize_t dims[1] = { 10u * 1000 * 1000 }; /* 40 MB of float32, in a file of a few KB */
+	hid_t sp = H5Screate_simple(1, dims, NULL);
+	hid_t d = H5Dcreate2(file, "/params/huge", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+	assert_true(d >= 0);
+	H5Dclose(d);
+	H5Sclose(sp);
+	assert_true(H5Fclose(file) >= 0);
+	reseal(p);
+	char *text = inspect_text(p, &rc);
+	assert_int_equal(rc, EXIT_DATAERR);
+	if (!strstr(text, "dataset /params/huge holds 10000000 values, more than the file's"))
+		fail_msg("inspect does not refuse the shape:\n%s", text);
+	free(text);
+}
+
 int main(void)
 {
 	const char *interop = getenv("CKPT_INTEROP_OUT");
@@ -1193,6 +1220,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_write_rejects_bad_arguments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_async_writer_round_trip_and_retention, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_inspect_prints_attributes_tensors_and_validity, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_inspect_refuses_a_dataset_larger_than_the_file, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
