@@ -110,6 +110,7 @@ static int read_locked(const char *path, const model *m, bool weights_only, ckpt
 		goto free_meta;
 	}
 	w->c = &c;
+	w->file_size = seal.size;
 	set_refs(w, m->tensors, m->n_tensors);
 	if ((rc = ckpt_walk_group(w, file, CKPT_PARAMS_GROUP, CKPT_PARAMS_LABEL, b->params, false)) ||
 	    (rc = ckpt_walk_states(w, file, n_dst, b->state_names, b->states, found)))
