@@ -15,7 +15,7 @@ square) with Pillow's bicubic filter (unchanged when it already has that size).
                          [--layout NHWC|NCHW] [--channels 3|1]
 
 writes /train/images and /test/images (uint8, N x H x W x C, or N x C x H x W
-with the layout attribute "NCHW"; chunked by 256 images, gzip), /train/labels
+with the layout attribute "NCHW", a fixed-length string; chunked by 256 images, gzip), /train/labels
 and /test/labels (uint8), and /classes (the class names, UTF-8). With
 --test-fraction the last ceil(F * n) images of each class (in sorted order)
 form the test split. Images are streamed one chunk at a time, so the tree may
@@ -91,7 +91,8 @@ def write_split(f, group, items, size, channels, nchw):
     d = f.create_dataset(group + "/images", shape=shape, dtype=np.uint8,
                          chunks=(min(CHUNK, max(n, 1)),) + shape[1:], compression="gzip")
     if nchw:
-        d.attrs["layout"] = "NCHW"
+        # a fixed-length string: spottrain refuses a variable-length one (h5py's default for a str)
+        d.attrs.create("layout", np.bytes_("NCHW"))
     f.create_dataset(group + "/labels", data=np.array([lab for _, lab in items], dtype=np.uint8))
     for lo in range(0, n, CHUNK):
         block = np.stack([load(p, size, channels) for p, _ in items[lo:lo + CHUNK]])

@@ -103,6 +103,7 @@ typedef struct walker {
 	tref ref[MODEL_MAX_TENSORS];
 	float *scratch;               /* for datasets that are only checksummed */
 	size_t scratch_cap;           /* floats */
+	uint64_t file_size;           /* every dataset's storage must lie inside it (0: unchecked) */
 	uint32_t crc;
 } walker;
 

@@ -110,6 +110,7 @@ static int read_locked(const char *path, const model *m, bool weights_only, ckpt
 		goto free_meta;
 	}
 	w->c = &c;
+	w->file_size = seal.size;
 	set_refs(w, m->tensors, m->n_tensors);
 	if ((rc = ckpt_walk_group(w, file, CKPT_PARAMS_GROUP, CKPT_PARAMS_LABEL, b->params, false)) ||
 	    (rc = ckpt_walk_states(w, file, n_dst, b->state_names, b->states, found)))
@@ -324,6 +325,7 @@ static int scan_locked(const char *path, const ckpt_scan_visitor *vis, ckpt_meta
 	w->c = &c;
 	w->vis = vis;
 	w->model_free = true;
+	w->file_size = seal.size;
 	rc = ckpt_walk_group(w, file, CKPT_PARAMS_GROUP, CKPT_PARAMS_LABEL, NULL, true);
 	if (rc == 0)
 		rc = ckpt_walk_states(w, file, 0, NULL, NULL, NULL);

@@ -35,6 +35,30 @@ static float *scratch_for(walker *w, size_t numel)
 	return w->scratch;
 }
 
+/*
+ * The writer stores every tensor contiguous, whole and inside the file. Anything else is not
+ * ours, and HDF5 1.10.8 trusts a dataset's storage message when it reads: a compact layout
+ * whose buffer is smaller than the dataspace, or storage past the end of the file, made it
+ * read out of bounds (fuzz_ckpt, a sealed file). So storage is checked before any read.
+ */
+static int check_storage(walker *w, hid_t d, const char *label, const char *name, size_t numel)
+{
+	reader_ctx *c = w->c;
+	hid_t dcpl = H5Dget_create_plist(d);
+	H5D_layout_t lay = dcpl < 0 ? H5D_LAYOUT_ERROR : H5Pget_layout(dcpl);
+	ckpt_h5_close(dcpl);
+	haddr_t off = lay == H5D_CONTIGUOUS ? H5Dget_offset(d) : HADDR_UNDEF;
+	hsize_t stored = lay == H5D_CONTIGUOUS ? H5Dget_storage_size(d) : 0;
+	uint64_t bytes = (uint64_t)numel * sizeof(float);
+	if (lay != H5D_CONTIGUOUS || off == HADDR_UNDEF || stored != bytes ||
+	    (w->file_size && (off > w->file_size || bytes > w->file_size - off)))
+		return ckpt_fail(c->why, c->len, EXIT_DATAERR,
+				 "checkpoint %s: dataset %s/%s is not stored whole in the file (%s, %llu of %llu bytes)",
+				 c->path, label, name, lay == H5D_CONTIGUOUS ? "contiguous" : "not contiguous",
+				 (unsigned long long)stored, (unsigned long long)bytes);
+	return 0;
+}
+
 /* Validate one dataset against ref r (or, defining, record its shape into r), read it into dst
  * (dst + offset) or scratch, add it to the checksum. */
 static int walk_dataset(walker *w, hid_t g, const char *label, const char *name, tref *r, bool define, float *dst)
@@ -72,6 +96,14 @@ static int walk_dataset(walker *w, hid_t g, const char *label, const char *name,
 			numel *= (size_t)dims[i];
 			r->dims[i] = dims[i];
 		}
+		/* datasets are stored whole (contiguous, uncompressed): one larger than the file is not
+		 * ours, and is refused before a buffer of its size is allocated */
+		if (w->file_size && numel > w->file_size / sizeof(float)) {
+			rc = ckpt_fail(c->why, c->len, EXIT_DATAERR,
+				       "checkpoint %s: dataset %s/%s holds %zu values, more than the file's %llu bytes hold",
+				       c->path, label, name, numel, (unsigned long long)w->file_size);
+			goto close_dataset;
+		}
 		r->ndim = nd;
 		r->numel = numel;
 	} else if (nd != r->ndim || memcmp(dims, r->dims, (size_t)nd * sizeof dims[0]) != 0) {
@@ -82,6 +114,8 @@ static int walk_dataset(walker *w, hid_t g, const char *label, const char *name,
 			  label, name, got, want, w->model_free ? " (as in /params)" : " (a checkpoint of another network?)");
 		goto close_dataset;
 	}
+	if ((rc = check_storage(w, d, label, name, r->numel)))
+		goto close_dataset;
 	float *buf = dst ? dst + r->offset : scratch_for(w, r->numel);
 	if (!buf) {
 		rc = ckpt_fail(c->why, c->len, EXIT_DATAERR, "checkpoint %s: no memory to read dataset %s/%s", c->path, label, name);

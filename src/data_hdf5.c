@@ -2,7 +2,8 @@
  * data_hdf5.c - the HDF5 image set (data.h; README "Data").
  *
  *   /train/images  uint8, rank 4: N x H x W x C, or N x C x H x W when its
- *                  attribute "layout" says "NCHW" (default "NHWC")
+ *                  attribute "layout" says "NCHW" (default "NHWC"); a fixed-length
+ *                  string: a variable-length one is refused unread (read_layout)
  *   /train/labels  integer, rank 1, N values in 0..255
  *   /test/images, /test/labels   the same for the test split
  *   /classes       optional: the class names (not read here)
@@ -62,41 +63,49 @@ int h5set_check_signature(const char *path)
 	return 0;
 }
 
-/* The "layout" attribute of the images: 0 NHWC (also when absent), 1 NCHW, -1 bad (logged). */
+/*
+ * The "layout" attribute of the images: 0 NHWC (also when absent), 1 NCHW, -1 bad (logged).
+ * Only a fixed-length string is read: its bytes sit in the attribute itself. A variable-length
+ * string (h5py's default for a str) keeps them in HDF5's global heap, whose reader trusts the
+ * sizes it finds there (a damaged heap made H5Aread loop for good in HDF5 1.10.8), so it is
+ * refused from its type alone, before any read of its value (issue 18; checkpoints: ckpt_attr.c).
+ */
 static int read_layout(const h5set *s)
 {
 	if (H5Aexists(s->images, "layout") <= 0)
 		return 0;
 	hid_t a = H5Aopen(s->images, "layout", H5P_DEFAULT), ft = a < 0 ? -1 : H5Aget_type(a);
+	hid_t sp = a < 0 ? -1 : H5Aget_space(a);
 	char text[16] = "";
-	int ok = ft >= 0 && H5Tget_class(ft) == H5T_STRING;
-	if (ok && H5Tis_variable_str(ft) > 0) {
-		char *v = NULL;
-		hid_t mt = H5Tcopy(H5T_C_S1);
-		H5Tset_size(mt, H5T_VARIABLE);
-		H5Tset_cset(mt, H5Tget_cset(ft)); /* h5py writes UTF-8; HDF5 converts no character sets */
-		ok = H5Aread(a, mt, &v) >= 0 && v;
-		if (ok)
-			snprintf(text, sizeof text, "%s", v);
-		if (v)
-			H5free_memory(v);
-		H5Tclose(mt);
-	} else if (ok) {
+	int ok = ft >= 0 && sp >= 0 && H5Tget_class(ft) == H5T_STRING && H5Sget_simple_extent_npoints(sp) == 1;
+	htri_t var = ok ? H5Tis_variable_str(ft) : -1;
+	if (var > 0) {
+		log_error("%s: dataset %s: attribute layout is a variable-length string, which is not read (HDF5 "
+			  "would take it from the file's unchecked global heap); write it as a fixed-length string, "
+			  "with h5py: images.attrs.create('layout', np.bytes_('NCHW'))", s->path, s->img_name);
+		ok = 0;
+	} else if (var == 0) {
 		size_t n = H5Tget_size(ft);
 		hid_t mt = H5Tcopy(H5T_C_S1);
 		H5Tset_size(mt, sizeof text - 1);
-		H5Tset_cset(mt, H5Tget_cset(ft));
-		ok = n < sizeof text && H5Aread(a, mt, text) >= 0;
+		H5Tset_cset(mt, H5Tget_cset(ft)); /* HDF5 converts no character sets */
+		ok = n >= 1 && n < sizeof text && H5Aread(a, mt, text) >= 0;
 		H5Tclose(mt);
+	} else {
+		ok = 0;
 	}
+	if (sp >= 0)
+		H5Sclose(sp);
 	if (ft >= 0)
 		H5Tclose(ft);
 	if (a >= 0)
 		H5Aclose(a);
+	if (var > 0)
+		return -1;
 	if (ok && (!strcmp(text, "NHWC") || !strcmp(text, "NCHW")))
 		return text[1] == 'C';
-	log_error("%s: dataset %s: attribute layout must be the string \"NHWC\" or \"NCHW\"%s%s%s", s->path,
-		  s->img_name, ok ? ", not \"" : "", ok ? text : "", ok ? "\"" : "");
+	log_error("%s: dataset %s: attribute layout must be the fixed-length string \"NHWC\" or \"NCHW\"%s%s%s",
+		  s->path, s->img_name, ok ? ", not \"" : "", ok ? text : "", ok ? "\"" : "");
 	return -1;
 }
 

@@ -3,7 +3,8 @@
  * [layer.NAME] type = avgpool, pool = P or PHxPW, stride = S or SHxSW
  * (default: the pool size); out = floor((in - pool) / stride) + 1. And
  * type = global_avgpool (no keys): the mean of each channel's plane, output
- * C x 1 x 1 (AdaptiveAvgPool2d(1)). No views.
+ * C x 1 x 1 (AdaptiveAvgPool2d(1)). No views. Keys, shape and hash
+ * attributes: pool.c (shared with maxpool).
  *
  * Kernels through be->layer_kernels (LT_KERNELS): the CPU ones below; a
  * backend without them (the GPU today) refuses the network at start, naming
@@ -14,65 +15,12 @@
  */
 #include "layer.h"
 
-#include <stdio.h>
 #include <string.h>
 
-#include "contract.h"
-#include "log.h"
+#include "pool.h"
 
 /* Loops over fewer values than this run on one thread. */
 #define PAR_MIN_ELEMS ((size_t)1 << 15)
-
-typedef struct avgpool_params {
-	int pool_h, pool_w;
-	int stride_h, stride_w; /* 0: the pool size */
-} avgpool_params;
-
-_Static_assert(sizeof(avgpool_params) <= LAYER_PARAMS_BYTES, "avgpool_params too large");
-_Static_assert(sizeof(pool_desc) <= LAYER_STATE_BYTES, "pool_desc too large");
-
-static bool avgpool_set(layer_spec *s, const char *key, const char *value, char *err, size_t errlen)
-{
-	avgpool_params *p = LAYER_PARAMS(avgpool_params, s);
-	if (strcmp(key, "pool") == 0)
-		return layer_key_pair(s, key, value, &p->pool_h, &p->pool_w, err, errlen);
-	if (strcmp(key, "stride") == 0)
-		return layer_key_pair(s, key, value, &p->stride_h, &p->stride_w, err, errlen);
-	return layer_key_unknown(s, key, err, errlen);
-}
-
-static bool avgpool_check(const layer_spec *s, char *err, size_t errlen)
-{
-	if (LAYER_PARAMS(const avgpool_params, s)->pool_h < 1) {
-		snprintf(err, errlen, "[layer.%s] avgpool needs pool", s->name);
-		return false;
-	}
-	return true;
-}
-
-static int avgpool_dump(const layer_spec *s, char *buf, size_t len)
-{
-	const avgpool_params *p = LAYER_PARAMS(const avgpool_params, s);
-	return snprintf(buf, len, "pool = %dx%d\nstride = %dx%d\n", p->pool_h, p->pool_w,
-			p->stride_h ? p->stride_h : p->pool_h, p->stride_w ? p->stride_w : p->pool_w);
-}
-
-static int avgpool_shape(model *m, layer *l)
-{
-	(void)m;
-	const avgpool_params *p = LAYER_PARAMS(const avgpool_params, &l->spec);
-	int sh = p->stride_h ? p->stride_h : p->pool_h, sw = p->stride_w ? p->stride_w : p->pool_w;
-	if (p->pool_h > l->in_h || p->pool_w > l->in_w) {
-		log_error("[layer.%s] pool %dx%d is larger than its %dx%d input", l->spec.name, p->pool_h,
-			  p->pool_w, l->in_h, l->in_w);
-		return EXIT_USAGE;
-	}
-	l->out_h = (l->in_h - p->pool_h) / sh + 1;
-	l->out_w = (l->in_w - p->pool_w) / sw + 1;
-	*LAYER_STATE(pool_desc, l) = (pool_desc){l->in_c, l->in_h, l->in_w, l->out_h, l->out_w, p->pool_h,
-						 p->pool_w, sh, sw};
-	return 0;
-}
 
 /* The whole plane is the window. */
 static int global_avgpool_shape(model *m, layer *l)
@@ -82,12 +30,6 @@ static int global_avgpool_shape(model *m, layer *l)
 	l->out_w = 1;
 	*LAYER_STATE(pool_desc, l) = (pool_desc){l->in_c, l->in_h, l->in_w, 1, 1, l->in_h, l->in_w, l->in_h, l->in_w};
 	return 0;
-}
-
-static void avgpool_hash_attrs(const layer *l, char *buf, size_t len)
-{
-	const pool_desc *d = LAYER_STATE(const pool_desc, l);
-	snprintf(buf, len, "k0x0 s%dx%d p0,0 p%dx%d r0", d->stride_h, d->stride_w, d->k_h, d->k_w);
 }
 
 static double avgpool_flops(const layer *l)
@@ -179,12 +121,12 @@ static const layer_kernels cpu_kernels = {cpu_avgpool_forward, cpu_avgpool_backw
 const layer_type layer_avgpool = {
 	.name = "avgpool",
 	.flags = LT_KERNELS,
-	.set = avgpool_set,
-	.check = avgpool_check,
-	.dump = avgpool_dump,
-	.shape = avgpool_shape,
+	.set = pool_set,
+	.check = pool_check,
+	.dump = pool_dump,
+	.shape = pool_shape,
 	.flops = avgpool_flops,
-	.hash_attrs = avgpool_hash_attrs,
+	.hash_attrs = pool_hash_attrs,
 	.forward = avgpool_forward,
 	.backward = avgpool_backward,
 	.cpu = &cpu_kernels,

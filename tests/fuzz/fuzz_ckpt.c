@@ -16,6 +16,7 @@
 
 #include "ckpt.h"
 #include "ckpt_internal.h"
+#include "fuzz_hdf5.h"
 #include "fuzz_util.h"
 
 #define CONFIG_TEXT "[train]\nepochs = 12\noptimizer = adam\n\n[layer.conv1]\ntype = conv2d\n"
@@ -82,6 +83,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		if (!(fz_buf[k] = calloc(fz_model.n_params, sizeof(float))))
 			abort();
 	fz_null = fopen("/dev/null", "w");
+	fuzz_hdf5_setup();
 	const char *seed = getenv("FUZZ_CKPT_SEED");
 	if (seed)
 		exit(write_seed(seed));

@@ -13,7 +13,16 @@
 #include <string.h>
 
 #include "data.h"
+#include "fuzz_hdf5.h"
 #include "fuzz_util.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	(void)argc;
+	(void)argv;
+	fuzz_hdf5_setup();
+	return 0;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

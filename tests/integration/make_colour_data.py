@@ -52,7 +52,7 @@ def write_h5(path, train, test, nchw):
             kw = {"chunks": (16,) + data.shape[1:], "compression": "gzip"} if nchw else {}
             d = f.create_dataset(g + "/images", data=data, **kw)
             if nchw:
-                d.attrs["layout"] = "NCHW"
+                d.attrs.create("layout", np.bytes_("NCHW"))  # fixed-length, as spottrain reads it
             f.create_dataset(g + "/labels", data=lab.astype(np.int64 if nchw else np.uint8))
         f["classes"] = np.array(["".join("RGB"[i] for i in p) for p in PERMS], dtype="S3")
 

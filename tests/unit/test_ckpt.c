@@ -1160,6 +1160,67 @@ static int bench(const char *dir)
 	return rc;
 }
 
+/* A sealed file whose /params holds a dataset far larger than the file (storage never written)
+ * is refused by the model-free scan before a buffer of that size is allocated (fuzz_ckpt). */
+static void test_inspect_refuses_a_dataset_larger_than_the_file(void **state)
+{
+	fixture *f = *state;
+	char p[512];
+	int rc;
+	path_in(f, "ckpt-00001200.h5", p, sizeof p);
+	write_ok(f, p);
+	H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+	hid_t file = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+	assert_true(file >= 0);
+	hsize_t dims[1] = { 10u * 1000 * 1000 }; /* 40 MB of float32, in a file of a few KB */
+	hid_t sp = H5Screate_simple(1, dims, NULL);
+	hid_t d = H5Dcreate2(file, "/params/huge", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+	assert_true(d >= 0);
+	H5Dclose(d);
+	H5Sclose(sp);
+	assert_true(H5Fclose(file) >= 0);
+	reseal(p);
+	char *text = inspect_text(p, &rc);
+	assert_int_equal(rc, EXIT_DATAERR);
+	if (!strstr(text, "dataset /params/huge holds 10000000 values, more than the file's"))
+		fail_msg("inspect does not refuse the shape:\n%s", text);
+	free(text);
+}
+
+/* A tensor stored other than contiguous and whole in the file is refused before HDF5 reads it
+ * (HDF5 1.10.8 read a damaged compact dataset out of bounds: fuzz_ckpt). A valid compact dataset
+ * of the right shape is enough to show it. */
+static void test_tensor_not_stored_contiguous_is_refused(void **state)
+{
+	fixture *f = *state;
+	char p[512], why[1024];
+	path_in(f, "ckpt-00001200.h5", p, sizeof p);
+	write_ok(f, p);
+	H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+	hid_t file = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+	assert_true(file >= 0);
+	assert_true(H5Ldelete(file, "/params/fc1.bias", H5P_DEFAULT) >= 0);
+	hsize_t dims[1] = { 10 };
+	float zeros[10] = { 0 };
+	hid_t sp = H5Screate_simple(1, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+	assert_true(H5Pset_layout(dcpl, H5D_COMPACT) >= 0);
+	hid_t d = H5Dcreate2(file, "/params/fc1.bias", H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+	assert_true(d >= 0);
+	assert_true(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, zeros) >= 0);
+	H5Dclose(d);
+	H5Pclose(dcpl);
+	H5Sclose(sp);
+	assert_true(H5Fclose(file) >= 0);
+	reseal(p);
+	readback r;
+	readback_init(&r, f);
+	ckpt_meta mt;
+	assert_int_equal(ckpt_read_quiet(p, f->m, true, &mt, &r.b, why, sizeof why), EXIT_DATAERR);
+	if (!strstr(why, "dataset /params/fc1.bias is not stored whole in the file (not contiguous"))
+		fail_msg("the read does not refuse the storage: %s", why);
+	readback_free(&r);
+}
+
 int main(void)
 {
 	const char *interop = getenv("CKPT_INTEROP_OUT");
@@ -1193,6 +1254,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_write_rejects_bad_arguments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_async_writer_round_trip_and_retention, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_inspect_prints_attributes_tensors_and_validity, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_inspect_refuses_a_dataset_larger_than_the_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tensor_not_stored_contiguous_is_refused, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

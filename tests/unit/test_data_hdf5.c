@@ -1,9 +1,11 @@
 /*
  * test_data_hdf5.c - the HDF5 image-set reader against files written here
- * with the HDF5 library: NHWC and NCHW layouts (fixed and variable-length
- * layout strings), chunked and compressed storage, any integer label type,
- * all read into NCHW; and every malformed file (missing or mistyped dataset,
- * counts that differ, labels out of range, bad layout, truncated file)
+ * with the HDF5 library: NHWC and NCHW layouts (fixed-length layout strings,
+ * null-terminated or null-padded as h5py writes np.bytes_, ASCII or UTF-8),
+ * chunked and compressed storage, any integer label type, all read into NCHW;
+ * and every malformed file (missing or mistyped dataset, counts that differ,
+ * labels out of range, bad layout, a layout of several values, a
+ * variable-length layout even over a damaged global heap, truncated file)
  * refused with 65 naming file, dataset and position.
  */
 #include <setjmp.h>
@@ -23,6 +25,9 @@ typedef struct spec {
 	int n_train, n_test, c, h, w;
 	const char *layout;  /* attribute value; NULL: none (NHWC) */
 	int vlen;            /* write the attribute as a variable-length string (2: UTF-8, as h5py does) */
+	int utf8;            /* fixed-length: UTF-8 character set */
+	int nullpad;         /* fixed-length: null-padded (h5py's np.bytes_) instead of null-terminated */
+	int attr_n;          /* > 0: the attribute holds that many values (else one, scalar) */
 	int chunked;         /* chunks of 3 images, deflate */
 	hid_t label_type;    /* file type of the labels */
 	int float_images;    /* images stored as float (mistyped) */
@@ -41,13 +46,21 @@ static uint8_t pixel(int n, int c, int y, int x)
 /* Write the layout attribute of dataset d. */
 static void put_layout(hid_t d, const spec *s)
 {
-	hid_t t = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR);
+	hsize_t n = (hsize_t)s->attr_n;
+	hid_t t = H5Tcopy(H5T_C_S1), sp = n ? H5Screate_simple(1, &n, NULL) : H5Screate(H5S_SCALAR);
 	H5Tset_size(t, s->vlen ? H5T_VARIABLE : strlen(s->layout));
-	if (s->vlen == 2)
+	if (s->vlen == 2 || s->utf8)
 		H5Tset_cset(t, H5T_CSET_UTF8);
+	if (s->nullpad)
+		H5Tset_strpad(t, H5T_STR_NULLPAD);
 	hid_t a = H5Acreate2(d, "layout", t, sp, H5P_DEFAULT, H5P_DEFAULT);
 	assert_true(a >= 0);
-	assert_true(H5Awrite(a, t, s->vlen ? (const void *)&s->layout : (const void *)s->layout) >= 0);
+	const char *many[8] = {s->layout, s->layout, s->layout, s->layout, s->layout, s->layout, s->layout, s->layout};
+	char fixed[64] = "";
+	for (size_t i = 0; i < (n ? n : 1) && !s->vlen; i++)
+		memcpy(fixed + i * strlen(s->layout), s->layout, strlen(s->layout));
+	assert_true(n <= 8 && (n ? n : 1) * strlen(s->layout) < sizeof fixed);
+	assert_true(H5Awrite(a, t, s->vlen ? (const void *)many : (const void *)fixed) >= 0);
 	H5Aclose(a);
 	H5Sclose(sp);
 	H5Tclose(t);
@@ -123,7 +136,7 @@ static const char *write_set(dtu *f, const char *name, const spec *s)
 
 static spec base_spec(void)
 {
-	return (spec){5, 4, 3, 6, 5, NULL, 0, 0, H5T_STD_U8LE, 0, -1, 0, 0, 0};
+	return (spec){.n_train = 5, .n_test = 4, .c = 3, .h = 6, .w = 5, .label_type = H5T_STD_U8LE, .bad_label_at = -1};
 }
 
 /* d holds n images of s's shape with the generated pixels in NCHW and labels i % 7. */
@@ -172,11 +185,11 @@ static void test_nchw_chunked_int64_labels(void **state)
 	round_trip(*state, &s);
 }
 
-static void test_nhwc_vlen_attribute_one_channel(void **state)
+static void test_nhwc_nullpad_attribute_one_channel(void **state)
 {
 	spec s = base_spec();
 	s.layout = "NHWC";
-	s.vlen = 1;
+	s.nullpad = 1; /* h5py: attrs.create('layout', np.bytes_('NHWC')) */
 	s.c = 1;
 	s.chunked = 1;
 	s.label_type = H5T_STD_U16BE;
@@ -206,8 +219,61 @@ static void test_nchw_utf8_attribute(void **state)
 {
 	spec s = base_spec();
 	s.layout = "NCHW";
-	s.vlen = 2;
+	s.utf8 = 1;
+	s.nullpad = 1;
 	round_trip(*state, &s);
+}
+
+/* Damage the first global heap collection of the file at path (its signature and size). */
+static void damage_global_heap(const char *path)
+{
+	FILE *f = fopen(path, "r+b");
+	assert_non_null(f);
+	static char buf[1 << 16];
+	size_t n = fread(buf, 1, sizeof buf, f);
+	char *at = NULL;
+	for (size_t i = 0; !at && i + 16 <= n; i++)
+		if (!memcmp(buf + i, "GCOL", 4))
+			at = buf + i;
+	assert_non_null(at);
+	memset(at + 4, 0xff, 12); /* version, reserved, collection size */
+	assert_int_equal(fseek(f, at - buf, SEEK_SET), 0);
+	assert_int_equal(fwrite(at, 1, 16, f), 16);
+	assert_int_equal(fclose(f), 0);
+}
+
+/* A variable-length layout (h5py's default for a str) is refused from its type, before HDF5
+ * reads its value from the global heap: the same answer over a damaged heap (issue 18). */
+static void test_vlen_layout_refused_unread(void **state)
+{
+	dtu *f = *state;
+	for (int v = 1; v <= 3; v++) {
+		spec s = base_spec();
+		s.layout = "NCHW";
+		s.vlen = v == 1 ? 1 : 2;
+		write_set(f, "set.h5", &s);
+		if (v == 3)
+			damage_global_heap(dtu_path(f, "set.h5"));
+		dataset d;
+		dtu_capture_begin(f);
+		int got = data_load(f->dir, DATA_HDF5, DATA_LABEL_FINE, DATA_TRAIN, &d);
+		dtu_capture_end(f);
+		assert_int_equal(got, EXIT_DATAERR);
+		const char *needles[] = {"set.h5", "/train/images", "attribute layout is a variable-length string",
+					 "attrs.create('layout', np.bytes_('NCHW'))"};
+		for (int i = 0; i < 4; i++)
+			if (!strstr(f->err, needles[i]))
+				fail_msg("message lacks \"%s\": %s", needles[i], f->err);
+	}
+}
+
+/* A layout of several values is refused (read as one, it would overrun the reader's buffer). */
+static void test_layout_of_several_values(void **state)
+{
+	spec s = base_spec();
+	s.layout = "NCHW";
+	s.attr_n = 4;
+	expect_refusal(*state, &s, DATA_TRAIN, EXIT_DATAERR, "set.h5", "/train/images", "layout", NULL);
 }
 
 static void test_missing_datasets(void **state)
@@ -277,8 +343,10 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_nhwc_default, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_nchw_chunked_int64_labels, dtu_setup, dtu_teardown),
-		cmocka_unit_test_setup_teardown(test_nhwc_vlen_attribute_one_channel, dtu_setup, dtu_teardown),
+		cmocka_unit_test_setup_teardown(test_nhwc_nullpad_attribute_one_channel, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_nchw_utf8_attribute, dtu_setup, dtu_teardown),
+		cmocka_unit_test_setup_teardown(test_vlen_layout_refused_unread, dtu_setup, dtu_teardown),
+		cmocka_unit_test_setup_teardown(test_layout_of_several_values, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_missing_datasets, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_mistyped_images, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_label_out_of_range_and_counts, dtu_setup, dtu_teardown),

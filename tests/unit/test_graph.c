@@ -23,38 +23,7 @@
 #include "contract.h"
 #include "model.h"
 #include "ops.h"
-
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-
-static double rng_uniform(void) /* [0, 1), xorshift64* */
-{
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return (double)((rng_state * 0x2545F4914F6CDD1Dull) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static int parse(config *c, const char *text)
-{
-	config_defaults(c);
-	int rc = config_load_string(c, text, "test.ini");
-	return rc ? rc : config_validate(c);
-}
-
-/* parse + model_build */
-static int build(config *c, model *m, const char *text)
-{
-	int rc = parse(c, text);
-	return rc ? rc : model_build(c, m);
-}
-
-static const layer_kernels *cpu_kernels(const char *kind)
-{
-	const backend *be = backend_cpu();
-	const layer_kernels *k = be->layer_kernels(be, kind);
-	assert_non_null(k);
-	return k;
-}
+#include "net_test_util.h"
 
 /* add: y = a + b + c in that order; backward copies dout to each non-NULL din. */
 static void test_add_kernels(void **state)
@@ -62,23 +31,23 @@ static void test_add_kernels(void **state)
 	(void)state;
 	float a[6], b[6], c3[6], y[6], d0[6], d2[6], dout[6];
 	for (int i = 0; i < 6; i++) {
-		a[i] = (float)rng_uniform() - 0.5f;
-		b[i] = (float)rng_uniform() * 1e-3f;
-		c3[i] = 1e4f * (float)rng_uniform();
+		a[i] = (float)ntu_uniform() - 0.5f;
+		b[i] = (float)ntu_uniform() * 1e-3f;
+		c3[i] = 1e4f * (float)ntu_uniform();
 		dout[i] = (float)i - 2.5f;
 	}
 	layer_call c = {.n = 2, .in_numel = 3, .out_numel = 3, .y = y, .dout = dout, .n_in = 3,
 			.ins = {a, b, c3}, .dins = {d0, NULL, d2}, .ins_numel = {3, 3, 3}};
-	cpu_kernels("add")->forward(backend_cpu(), &c);
+	ntu_cpu_kernels("add")->forward(backend_cpu(), &c);
 	for (int i = 0; i < 6; i++)
 		assert_true(y[i] == (a[i] + b[i]) + c3[i]);
-	cpu_kernels("add")->backward(backend_cpu(), &c);
+	ntu_cpu_kernels("add")->backward(backend_cpu(), &c);
 	assert_memory_equal(d0, dout, sizeof dout);
 	assert_memory_equal(d2, dout, sizeof dout);
 	/* in place, as the model adds shared gradients: y = ins[0] */
 	memcpy(y, a, sizeof a);
 	layer_call acc = {.n = 3, .in_numel = 2, .out_numel = 2, .y = y, .n_in = 2, .ins = {y, b}};
-	cpu_kernels("add")->forward(backend_cpu(), &acc);
+	ntu_cpu_kernels("add")->forward(backend_cpu(), &acc);
 	for (int i = 0; i < 6; i++)
 		assert_true(y[i] == a[i] + b[i]);
 }
@@ -92,10 +61,10 @@ static void test_concat_kernels(void **state)
 	const float dout[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
 	layer_call c = {.n = 2, .out_numel = 5, .y = y, .dout = dout, .n_in = 2, .ins = {a, b},
 			.dins = {da, db}, .ins_numel = {2, 3}};
-	cpu_kernels("concat")->forward(backend_cpu(), &c);
+	ntu_cpu_kernels("concat")->forward(backend_cpu(), &c);
 	const float want[10] = {1, 2, 10, 11, 12, 3, 4, 13, 14, 15};
 	assert_memory_equal(y, want, sizeof want);
-	cpu_kernels("concat")->backward(backend_cpu(), &c);
+	ntu_cpu_kernels("concat")->backward(backend_cpu(), &c);
 	const float wa[4] = {0, 1, 5, 6}, wb[6] = {2, 3, 4, 7, 8, 9};
 	assert_memory_equal(da, wa, sizeof wa);
 	assert_memory_equal(db, wb, sizeof wb);
@@ -126,7 +95,7 @@ static void test_inputs_shapes_dump_and_hash(void **state)
 	(void)state;
 	config c, d;
 	model m, m2;
-	assert_int_equal(build(&c, &m, residual_net), 0);
+	assert_int_equal(ntu_build(&c, &m, residual_net), 0);
 	assert_int_equal(m.n_layers, 13); /* b.conv1's activation adds b.conv1.relu */
 	const layer *proj = &m.layers[5], *add = &m.layers[6], *cat = &m.layers[8];
 	assert_string_equal(proj->spec.name, "b.proj");
@@ -142,7 +111,7 @@ static void test_inputs_shapes_dump_and_hash(void **state)
 	char *text = config_dump(&c);
 	assert_non_null(text);
 	assert_non_null(strstr(text, "[layer.b.add]\ntype = add\ninputs = b.conv2, b.proj\n"));
-	assert_int_equal(build(&d, &m2, text), 0);
+	assert_int_equal(ntu_build(&d, &m2, text), 0);
 	assert_true(m.hash == m2.hash);
 	free(text);
 	/* the inputs are part of the architecture: the same shapes from another layer differ */
@@ -184,30 +153,21 @@ static void test_graph_errors(void **state)
 	};
 	char text[1024];
 	snprintf(text, sizeof text, "%s[layer.x]\ntype = concat\ninputs = a, b, input\n%s", head, tail);
-	assert_int_equal(build(&c, &m, text), 0);
+	assert_int_equal(ntu_build(&c, &m, text), 0);
 	assert_int_equal(m.layers[2].out_c, 7);
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		snprintf(text, sizeof text, "%s%s%s", head, bad[i], tail);
-		if (build(&c, &m, text) != EXIT_USAGE)
+		if (ntu_build(&c, &m, text) != EXIT_USAGE)
 			fail_msg("accepted: %s", bad[i]);
 	}
 	/* a later layer cannot be an input, even with --set */
 	snprintf(text, sizeof text, "%s%s", head, tail);
-	assert_int_equal(parse(&c, text), 0);
+	assert_int_equal(ntu_parse(&c, text), 0);
 	assert_int_equal(config_set(&c, "layer.a.inputs=b"), EXIT_USAGE);
 	/* a layer named x.relu beside x's activation */
-	assert_int_equal(build(&c, &m, "[model]\ninput = 5x1x1\n[layer.x]\ntype = dense\nunits = 3\nactivation = relu\n"
+	assert_int_equal(ntu_build(&c, &m, "[model]\ninput = 5x1x1\n[layer.x]\ntype = dense\nunits = 3\nactivation = relu\n"
 				       "[layer.x.relu]\ntype = relu\n[layer.loss]\ntype = softmax_xent\n"),
 			 EXIT_USAGE);
-}
-
-/* Summed loss of the network on fixed inputs (forward in training mode). */
-static double net_loss(const model *m, const float *params, net_workspace *ws, const batch_info *b)
-{
-	double loss;
-	int correct;
-	net_forward(m, backend_cpu(), params, ws, b, &loss, &correct);
-	return loss;
 }
 
 /* Parameters near Glorot with nonzero biases, inputs in [-1, 1). */
@@ -215,9 +175,9 @@ static void fill(const model *m, net_workspace *ws, int n, float *p)
 {
 	model_init_params(m, 9, p);
 	for (size_t i = 0; i < m->n_params; i++)
-		p[i] += 0.05f * (float)(rng_uniform() - 0.5);
+		p[i] += 0.05f * (float)(ntu_uniform() - 0.5);
 	for (size_t i = 0; i < (size_t)n * m->in_c * m->in_h * m->in_w; i++)
-		ws->input[i] = (float)(rng_uniform() * 2 - 1);
+		ws->input[i] = (float)(ntu_uniform() * 2 - 1);
 }
 
 /* Every parameter's gradient of the network in text against central finite differences;
@@ -227,7 +187,7 @@ static int check_gradients(const char *text, int n, const char *prefix)
 	config c;
 	model m;
 	net_workspace ws;
-	assert_int_equal(build(&c, &m, text), 0);
+	assert_int_equal(ntu_build(&c, &m, text), 0);
 	assert_int_equal(net_workspace_alloc(&m, backend_cpu(), n, &ws), 0);
 	assert_non_null(ws.tmp[0]); /* an output is read by several layers: later readers add */
 	float *p = calloc(m.n_params, sizeof(float)), *g = calloc(m.n_params, sizeof(float));
@@ -235,7 +195,7 @@ static int check_gradients(const char *text, int n, const char *prefix)
 	uint32_t samples[4] = {0, 1, 2, 3};
 	uint8_t labels[4] = {0, 3, 1, 2};
 	batch_info b = {n, samples, labels, 1, 0, 1, NULL, NULL};
-	net_loss(&m, p, &ws, &b);
+	ntu_net_loss(&m, p, &ws, &b);
 	net_backward(&m, backend_cpu(), p, g, &ws, &b);
 	int checked = 0;
 	for (int t = 0; t < m.n_tensors; t++) {
@@ -247,9 +207,9 @@ static int check_gradients(const char *text, int n, const char *prefix)
 			bool ok = false;
 			for (float h = 1e-2f; h > 5e-4f && !ok; h /= 10) {
 				*x = x0 + h;
-				double lp = net_loss(&m, p, &ws, &b);
+				double lp = ntu_net_loss(&m, p, &ws, &b);
 				*x = x0 - h;
-				double lm = net_loss(&m, p, &ws, &b);
+				double lm = ntu_net_loss(&m, p, &ws, &b);
 				*x = x0;
 				fd = (lp - lm) / ((double)(x0 + h) - (double)(x0 - h));
 				ok = fabs(fd - g[v->offset + j]) <= 2e-2 * (1 + fabs(fd));
@@ -308,7 +268,7 @@ static void test_residual_gradient_same_bits_every_run(void **state)
 	model m;
 	net_workspace ws;
 	const int n = 5;
-	assert_int_equal(build(&c, &m, residual_net), 0);
+	assert_int_equal(ntu_build(&c, &m, residual_net), 0);
 	assert_int_equal(net_workspace_alloc(&m, backend_cpu(), n, &ws), 0);
 	float *p = calloc(m.n_params, sizeof(float));
 	float *g[2] = {calloc(m.n_params, sizeof(float)), calloc(m.n_params, sizeof(float))};
@@ -322,7 +282,7 @@ static void test_residual_gradient_same_bits_every_run(void **state)
 				ws.grad[i][e] = (float)(r * 1e6 + (double)e);
 		for (size_t e = 0; e < (size_t)n * m.layers[1].out_numel; e++)
 			ws.tmp[0][e] = -3.0f * (float)r;
-		net_loss(&m, p, &ws, &b);
+		ntu_net_loss(&m, p, &ws, &b);
 		net_backward(&m, backend_cpu(), p, g[r], &ws, &b);
 	}
 	assert_memory_equal(g[0], g[1], m.n_params * sizeof(float));
@@ -336,13 +296,6 @@ static void test_residual_gradient_same_bits_every_run(void **state)
 	free(g[1]);
 }
 
-static const layer_kernels *only_fixed_kernels(const backend *be, const char *kind)
-{
-	(void)be;
-	(void)kind;
-	return NULL;
-}
-
 /* A backend without "add" kernels runs sequential networks and refuses shared outputs. */
 static void test_backend_without_add_refuses_shared_outputs(void **state)
 {
@@ -352,15 +305,15 @@ static void test_backend_without_add_refuses_shared_outputs(void **state)
 	net_workspace ws;
 	backend lacking = *backend_cpu();
 	lacking.name = "lacking";
-	lacking.layer_kernels = only_fixed_kernels;
-	assert_int_equal(build(&c, &m, "[model]\ninput = 1x4x4\n"
+	lacking.layer_kernels = ntu_no_kernels;
+	assert_int_equal(ntu_build(&c, &m, "[model]\ninput = 1x4x4\n"
 				       "[layer.a]\ntype = conv2d\nfilters = 2\nkernel = 1\nactivation = relu\n"
 				       "[layer.b]\ntype = conv2d\nfilters = 2\nkernel = 1\ninputs = a\n"
 				       "[layer.c]\ntype = conv2d\nfilters = 2\nkernel = 1\ninputs = a\n"
 				       "[layer.m]\ntype = maxpool\npool = 2\ninputs = b\n"
 				       "[layer.f]\ntype = flatten\n[layer.loss]\ntype = softmax_xent\n"),
 			 EXIT_USAGE); /* c is read by nobody */
-	assert_int_equal(build(&c, &m, "[model]\ninput = 1x4x4\n"
+	assert_int_equal(ntu_build(&c, &m, "[model]\ninput = 1x4x4\n"
 				       "[layer.a]\ntype = conv2d\nfilters = 2\nkernel = 1\nactivation = relu\n"
 				       "[layer.b]\ntype = conv2d\nfilters = 2\nkernel = 1\ninputs = a\n"
 				       "[layer.f]\ntype = flatten\n[layer.loss]\ntype = softmax_xent\n"),
@@ -368,7 +321,7 @@ static void test_backend_without_add_refuses_shared_outputs(void **state)
 	assert_int_equal(net_workspace_alloc(&m, &lacking, 2, &ws), 0); /* sequential after all */
 	assert_null(ws.acc);
 	net_workspace_free(&m, &lacking, &ws);
-	assert_int_equal(build(&c, &m, "[model]\ninput = 1x4x4\n"
+	assert_int_equal(ntu_build(&c, &m, "[model]\ninput = 1x4x4\n"
 				       "[layer.a]\ntype = conv2d\nfilters = 2\nkernel = 1\nactivation = relu\n"
 				       "[layer.b]\ntype = conv2d\nfilters = 2\nkernel = 1\ninputs = a\n"
 				       "[layer.c]\ntype = conv2d\nfilters = 2\nkernel = 1\ninputs = a\n"
@@ -406,7 +359,7 @@ static void test_repeated_blocks(void **state)
 	(void)state;
 	config c, d;
 	model m, m2;
-	assert_int_equal(build(&c, &m, repeated), 0);
+	assert_int_equal(ntu_build(&c, &m, repeated), 0);
 	static const char *const names[] = {
 		"conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.0.add", "layer1.0.relu",
 		"layer1.1.conv1", "layer1.1.conv2", "layer1.1.add", "layer1.1.relu",
@@ -429,7 +382,7 @@ static void test_repeated_blocks(void **state)
 	char *text = config_dump(&c);
 	assert_non_null(text);
 	assert_null(strstr(text, "[repeat."));
-	assert_int_equal(build(&d, &m2, text), 0);
+	assert_int_equal(ntu_build(&d, &m2, text), 0);
 	assert_true(m.hash == m2.hash);
 	free(text);
 	/* generated layers take --set; repeats do not (they were expanded when the file was read) */
@@ -455,18 +408,18 @@ static void test_repeated_block_errors(void **state)
 	};
 	char text[1024];
 	snprintf(text, sizeof text, "%s[repeat.r]\nblock = t\ncount = 3\nf = 2\nf.2 = 5\n%s", tmpl, tail);
-	assert_int_equal(parse(&c, text), 0);
+	assert_int_equal(ntu_parse(&c, text), 0);
 	assert_int_equal(c.n_layers, 5);
 	assert_string_equal(c.layers[2].name, "r.2.c");
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		snprintf(text, sizeof text, "%s%s%s", tmpl, bad[i], tail);
 		model m;
-		if (build(&c, &m, text) == 0)
+		if (ntu_build(&c, &m, text) == 0)
 			fail_msg("accepted: %s", bad[i]);
 	}
 	/* a template after the repeat that uses it is not known yet */
 	snprintf(text, sizeof text, "[repeat.r]\nblock = t\ncount = 1\nf = 2\n%s%s", tmpl, tail);
-	assert_int_equal(parse(&c, text), EXIT_USAGE);
+	assert_int_equal(ntu_parse(&c, text), EXIT_USAGE);
 }
 
 /* The architecture hash of the shipped sequential configs is what it was before graphs. */
@@ -496,6 +449,7 @@ static void test_sequential_configs_keep_their_hash(void **state)
 
 int main(void)
 {
+	ntu_rng_seed(0x2545F4914F6CDD1Dull); /* this file's stream, as before the shared helper */
 	backend_cpu_set_threads(2);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_add_kernels),

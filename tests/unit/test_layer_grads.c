@@ -26,31 +26,7 @@
 #include "layers/layer.h"
 #include "model.h"
 #include "ops.h"
-
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
-static double rng_uniform(void) /* [0, 1), xorshift64* */
-{
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return (double)((rng_state * 0x2545F4914F6CDD1Dull) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static int parse(config *c, const char *text)
-{
-	config_defaults(c);
-	int rc = config_load_string(c, text, "test.ini");
-	return rc ? rc : config_validate(c);
-}
-
-static double net_loss(const model *m, const float *params, net_workspace *ws, const batch_info *b)
-{
-	double loss;
-	int correct;
-	net_forward(m, backend_cpu(), params, ws, b, &loss, &correct);
-	return loss;
-}
+#include "net_test_util.h"
 
 /* Every parameter of the network's gradient (training pass over n samples) against central differences. */
 static void check_network(const char *text, int n)
@@ -58,17 +34,17 @@ static void check_network(const char *text, int n)
 	config c;
 	model m;
 	net_workspace ws;
-	assert_int_equal(parse(&c, text), 0);
+	assert_int_equal(ntu_parse(&c, text), 0);
 	assert_int_equal(model_build(&c, &m), 0);
 	assert_int_equal(net_workspace_alloc(&m, backend_cpu(), n, &ws), 0);
 	float *p = calloc(m.n_params, sizeof(float)), *g = calloc(m.n_params, sizeof(float));
 	model_init_params(&m, 11, p);
 	for (size_t i = 0; i < m.n_params; i++)
-		p[i] += 0.1f * (float)(rng_uniform() - 0.5); /* biases and BatchNorm's scale away from 0 and 1 */
+		p[i] += 0.1f * (float)(ntu_uniform() - 0.5); /* biases and BatchNorm's scale away from 0 and 1 */
 	size_t in = (size_t)n * m.in_c * m.in_h * m.in_w;
 	float *x = malloc(in * sizeof(float));
 	for (size_t i = 0; i < in; i++)
-		x[i] = (float)(rng_uniform() * 2 - 1);
+		x[i] = (float)(ntu_uniform() * 2 - 1);
 	uint32_t samples[8];
 	uint8_t labels[8];
 	for (int i = 0; i < n; i++) {
@@ -77,7 +53,7 @@ static void check_network(const char *text, int n)
 	}
 	batch_info b = {n, samples, labels, 3, 0, 1, NULL, NULL};
 	memcpy(ws.input, x, in * sizeof(float));
-	net_loss(&m, p, &ws, &b);
+	ntu_net_loss(&m, p, &ws, &b);
 	net_backward(&m, backend_cpu(), p, g, &ws, &b);
 	int checked = 0, bad = 0;
 	for (int t = 0; t < m.n_tensors; t++) {
@@ -86,9 +62,9 @@ static void check_network(const char *text, int n)
 			float *w = &p[v->offset + j], w0 = *w;
 			const float h = 2e-4f;
 			*w = w0 + h;
-			double lp = net_loss(&m, p, &ws, &b);
+			double lp = ntu_net_loss(&m, p, &ws, &b);
 			*w = w0 - h;
-			double lm = net_loss(&m, p, &ws, &b);
+			double lm = ntu_net_loss(&m, p, &ws, &b);
 			*w = w0;
 			double fd = (lp - lm) / ((double)(w0 + h) - (double)(w0 - h));
 			/* relu/maxpool kinks may lie within h (BatchNorm moves a whole channel at once):
@@ -196,7 +172,7 @@ static void test_conv_stride_padding_against_direct_convolution(void **state)
 			 cases[k].in_c, cases[k].h, cases[k].w, cases[k].keys);
 		config c;
 		model m;
-		assert_int_equal(parse(&c, text), 0);
+		assert_int_equal(ntu_parse(&c, text), 0);
 		assert_int_equal(model_build(&c, &m), 0);
 		const layer *l = &m.layers[0];
 		if (l->out_h != cases[k].oh || l->out_w != cases[k].ow)
@@ -209,9 +185,9 @@ static void test_conv_stride_padding_against_direct_convolution(void **state)
 		float *x = malloc(n * in_sz * sizeof(float)), *y = malloc(n * out_sz * sizeof(float));
 		float *want = malloc(out_sz * sizeof(float)), *p = calloc(m.n_params, sizeof(float));
 		for (size_t i = 0; i < n * in_sz; i++)
-			x[i] = (float)(rng_uniform() * 2 - 1);
+			x[i] = (float)(ntu_uniform() * 2 - 1);
 		for (size_t i = 0; i < m.n_params; i++)
-			p[i] = (float)(rng_uniform() - 0.5);
+			p[i] = (float)(ntu_uniform() - 0.5);
 		const float *w = p + m.tensors[l->first_view].offset;
 		const float *b = bias ? p + m.tensors[l->first_view + 1].offset : NULL;
 		const backend *be = backend_cpu();
@@ -239,25 +215,25 @@ static void test_conv_padding_and_bias_keys(void **state)
 	model a, b;
 	const char *net = "[model]\ninput = 1x6x6\n[layer.c]\ntype = conv2d\nfilters = 2\nkernel = 3\npadding = 1\n"
 			  "bias = false\n[layer.f]\ntype = flatten\n[layer.l]\ntype = softmax_xent\nlabel_smoothing = 0.2\n";
-	assert_int_equal(parse(&c, net), 0);
+	assert_int_equal(ntu_parse(&c, net), 0);
 	assert_int_equal(model_build(&c, &a), 0);
 	char *text = config_dump(&c);
 	assert_non_null(strstr(text, "padding = 1x1\nbias = false\n"));
 	assert_non_null(strstr(text, "label_smoothing = 0.2"));
-	assert_int_equal(parse(&d, text), 0);
+	assert_int_equal(ntu_parse(&d, text), 0);
 	assert_int_equal(model_build(&d, &b), 0);
 	assert_true(a.hash == b.hash);
 	free(text);
 	/* padding, bias and smoothing are part of the architecture */
 	const char *changes[] = {"layer.c.padding=valid", "layer.c.bias=true", "layer.l.label_smoothing=0"};
 	for (int i = 0; i < 3; i++) {
-		assert_int_equal(parse(&d, net), 0);
+		assert_int_equal(ntu_parse(&d, net), 0);
 		assert_int_equal(config_set(&d, changes[i]), 0);
 		assert_int_equal(model_build(&d, &b), 0);
 		assert_true(a.hash != b.hash);
 	}
 	/* without the new keys nothing new is dumped */
-	assert_int_equal(parse(&d, "[model]\ninput = 1x6x6\n[layer.c]\ntype = conv2d\nfilters = 2\nkernel = 3\n"
+	assert_int_equal(ntu_parse(&d, "[model]\ninput = 1x6x6\n[layer.c]\ntype = conv2d\nfilters = 2\nkernel = 3\n"
 				   "[layer.f]\ntype = flatten\n[layer.l]\ntype = softmax_xent\n"), 0);
 	text = config_dump(&d);
 	assert_null(strstr(text, "bias"));
@@ -284,7 +260,7 @@ static void test_avgpool_against_hand_values(void **state)
 	(void)state;
 	config c;
 	model m;
-	assert_int_equal(parse(&c, "[model]\ninput = 2x3x5\n[layer.p]\ntype = avgpool\npool = 2\nstride = 1x2\n"
+	assert_int_equal(ntu_parse(&c, "[model]\ninput = 2x3x5\n[layer.p]\ntype = avgpool\npool = 2\nstride = 1x2\n"
 				   "[layer.g]\ntype = global_avgpool\n[layer.l]\ntype = softmax_xent\n"), 0);
 	assert_int_equal(model_build(&c, &m), 0);
 	assert_true(m.layers[0].out_h == 2 && m.layers[0].out_w == 2 && m.layers[1].out_c == 2 &&
@@ -318,13 +294,40 @@ static void test_avgpool_against_hand_values(void **state)
 	net_workspace_free(&m, backend_cpu(), &ws);
 }
 
+/* maxpool and avgpool share pool.c: each its own name in the check's message, the same keys and dump. */
+static void test_pool_keys_shared_by_both_types(void **state)
+{
+	(void)state;
+	const char *types[] = {"maxpool", "avgpool"};
+	for (int i = 0; i < 2; i++) {
+		layer_spec s;
+		memset(&s, 0, sizeof s);
+		snprintf(s.name, sizeof s.name, "p%d", i);
+		s.type = layer_type_find(types[i]);
+		assert_non_null(s.type);
+		char err[256] = "", want[64], dump[128];
+		assert_false(s.type->check(&s, err, sizeof err));
+		snprintf(want, sizeof want, "[layer.p%d] %s needs pool", i, types[i]);
+		assert_string_equal(err, want);
+		assert_true(s.type->set(&s, "pool", "3", err, sizeof err));
+		s.type->dump(&s, dump, sizeof dump);
+		assert_string_equal(dump, "pool = 3x3\nstride = 3x3\n");
+		assert_true(s.type->set(&s, "stride", "1x2", err, sizeof err));
+		assert_true(s.type->check(&s, err, sizeof err));
+		s.type->dump(&s, dump, sizeof dump);
+		assert_string_equal(dump, "pool = 3x3\nstride = 1x2\n");
+		assert_false(s.type->set(&s, "kernel", "3", err, sizeof err));
+		assert_false(s.type->set(&s, "pool", "0", err, sizeof err));
+	}
+}
+
 /* PyTorch's CrossEntropyLoss(label_smoothing = e): target (1 - e) onehot + e / K. */
 static void test_label_smoothing_against_the_formula(void **state)
 {
 	(void)state;
 	config c;
 	model m;
-	assert_int_equal(parse(&c, "[model]\ninput = 4x1x1\n[layer.l]\ntype = softmax_xent\nlabel_smoothing = 0.3\n"), 0);
+	assert_int_equal(ntu_parse(&c, "[model]\ninput = 4x1x1\n[layer.l]\ntype = softmax_xent\nlabel_smoothing = 0.3\n"), 0);
 	assert_int_equal(model_build(&c, &m), 0);
 	net_workspace ws;
 	assert_int_equal(net_workspace_alloc(&m, backend_cpu(), 2, &ws), 0);
@@ -354,7 +357,7 @@ static void test_label_smoothing_against_the_formula(void **state)
 	assert_int_equal(correct, 1);
 	net_workspace_free(&m, backend_cpu(), &ws);
 	/* the gradient, through a dense layer in front (the loss writes it into that layer's gradient) */
-	assert_int_equal(parse(&c, "[model]\ninput = 4x1x1\n[layer.fc]\ntype = dense\nunits = 4\n"
+	assert_int_equal(ntu_parse(&c, "[model]\ninput = 4x1x1\n[layer.fc]\ntype = dense\nunits = 4\n"
 				   "[layer.l]\ntype = softmax_xent\nlabel_smoothing = 0.3\n"), 0);
 	assert_int_equal(model_build(&c, &m), 0);
 	assert_int_equal(net_workspace_alloc(&m, backend_cpu(), 2, &ws), 0);
@@ -370,13 +373,6 @@ static void test_label_smoothing_against_the_formula(void **state)
 	net_workspace_free(&m, backend_cpu(), &ws);
 }
 
-static const layer_kernels *no_layer_kernels(const backend *be, const char *kind)
-{
-	(void)be;
-	(void)kind;
-	return NULL;
-}
-
 /* A backend without the new kinds' kernels (the GPU today) refuses each of them at start. */
 static void test_backend_without_kernels_refuses_the_new_layers(void **state)
 {
@@ -388,12 +384,12 @@ static void test_backend_without_kernels_refuses_the_new_layers(void **state)
 	};
 	backend lacking = *backend_cpu();
 	lacking.name = "lacking";
-	lacking.layer_kernels = no_layer_kernels;
+	lacking.layer_kernels = ntu_no_kernels;
 	for (int i = 0; i < 3; i++) {
 		config c;
 		model m;
 		net_workspace ws;
-		assert_int_equal(parse(&c, nets[i]), 0);
+		assert_int_equal(ntu_parse(&c, nets[i]), 0);
 		assert_int_equal(model_build(&c, &m), 0);
 		assert_int_equal(net_workspace_alloc(&m, &lacking, 2, &ws), EXIT_USAGE);
 		assert_int_equal(net_workspace_alloc(&m, backend_cpu(), 2, &ws), 0);
@@ -411,6 +407,7 @@ int main(void)
 		cmocka_unit_test(test_conv_stride_padding_against_direct_convolution),
 		cmocka_unit_test(test_conv_padding_and_bias_keys),
 		cmocka_unit_test(test_avgpool_against_hand_values),
+		cmocka_unit_test(test_pool_keys_shared_by_both_types),
 		cmocka_unit_test(test_label_smoothing_against_the_formula),
 		cmocka_unit_test(test_backend_without_kernels_refuses_the_new_layers),
 	};

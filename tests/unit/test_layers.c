@@ -21,18 +21,9 @@
 #include "contract.h"
 #include "model.h"
 #include "ops.h"
+#include "net_test_util.h"
 
 #define FD_STEP 1e-2f
-
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
-static double rng_uniform(void) /* [0, 1), xorshift64* */
-{
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return (double)((rng_state * 0x2545F4914F6CDD1Dull) >> 11) * (1.0 / 9007199254740992.0);
-}
 
 /* Values in [-1, -0.05] or [0.05, 1]: more than 2*FD_STEP away from 0 (leaky_relu's kink). */
 static float *away_from_zero(size_t n)
@@ -40,19 +31,10 @@ static float *away_from_zero(size_t n)
 	float *p = malloc(sizeof(float) * n);
 	assert_non_null(p);
 	for (size_t i = 0; i < n; i++) {
-		float v = (float)(0.05 + 0.95 * rng_uniform());
-		p[i] = rng_uniform() < 0.5 ? -v : v;
+		float v = (float)(0.05 + 0.95 * ntu_uniform());
+		p[i] = ntu_uniform() < 0.5 ? -v : v;
 	}
 	return p;
-}
-
-static const layer_kernels *cpu_leaky(void)
-{
-	const backend *be = backend_cpu();
-	assert_non_null(be->layer_kernels);
-	const layer_kernels *k = be->layer_kernels(be, "leaky_relu");
-	assert_non_null(k);
-	return k;
 }
 
 static void test_leaky_relu_forward_is_pytorch_leaky_relu(void **state)
@@ -61,7 +43,7 @@ static void test_leaky_relu_forward_is_pytorch_leaky_relu(void **state)
 	const float x[6] = {-2.0f, -0.5f, 0.0f, 0.25f, 3.0f, -1e-3f};
 	float y[6];
 	layer_call c = {.n = 2, .in_numel = 3, .out_numel = 3, .attr = {0.1f}, .in = x, .y = y};
-	cpu_leaky()->forward(backend_cpu(), &c);
+	ntu_cpu_kernels("leaky_relu")->forward(backend_cpu(), &c);
 	for (int i = 0; i < 6; i++)
 		assert_true(y[i] == (x[i] > 0.0f ? x[i] : x[i] * 0.1f));
 	assert_true(y[0] == -0.2f && y[2] == 0.0f && y[4] == 3.0f);
@@ -79,15 +61,15 @@ static void test_leaky_relu_backward_matches_finite_differences(void **state)
 		float *y = malloc(sizeof(float) * total), *dx = malloc(sizeof(float) * total);
 		layer_call c = {.n = n, .in_numel = per, .out_numel = per, .attr = {slopes[s]}, .in = x, .y = y,
 				.out = y, .dout = r, .din = dx};
-		cpu_leaky()->forward(backend_cpu(), &c);
-		cpu_leaky()->backward(backend_cpu(), &c);
+		ntu_cpu_kernels("leaky_relu")->forward(backend_cpu(), &c);
+		ntu_cpu_kernels("leaky_relu")->backward(backend_cpu(), &c);
 		for (size_t i = 0; i < total; i++) {
 			const float x0 = x[i];
 			double L[2];
 			float xs[2] = {x0 + FD_STEP, x0 - FD_STEP};
 			for (int k = 0; k < 2; k++) {
 				x[i] = xs[k];
-				cpu_leaky()->forward(backend_cpu(), &c);
+				ntu_cpu_kernels("leaky_relu")->forward(backend_cpu(), &c);
 				L[k] = 0;
 				for (size_t j = 0; j < total; j++)
 					L[k] += (double)y[j] * r[j];
@@ -102,10 +84,10 @@ static void test_leaky_relu_backward_matches_finite_differences(void **state)
 		memcpy(dx, r, sizeof(float) * total);
 		float *g = malloc(sizeof(float) * total);
 		c.din = g;
-		cpu_leaky()->backward(backend_cpu(), &c);
+		ntu_cpu_kernels("leaky_relu")->backward(backend_cpu(), &c);
 		c.dout = dx;
 		c.din = dx;
-		cpu_leaky()->backward(backend_cpu(), &c);
+		ntu_cpu_kernels("leaky_relu")->backward(backend_cpu(), &c);
 		assert_memory_equal(dx, g, sizeof(float) * total);
 		free(g);
 		free(x);
@@ -125,19 +107,12 @@ static const char small_net[] =
 	"[layer.fc2]\ntype = dense\nunits = 4\n"
 	"[layer.loss]\ntype = softmax_xent\n";
 
-static int parse(config *c, const char *text)
-{
-	config_defaults(c);
-	int rc = config_load_string(c, text, "test.ini");
-	return rc ? rc : config_validate(c);
-}
-
 static void test_leaky_relu_config_keys_dump_and_hash(void **state)
 {
 	(void)state;
 	config c, d;
 	model a, b;
-	assert_int_equal(parse(&c, small_net), 0);
+	assert_int_equal(ntu_parse(&c, small_net), 0);
 	assert_int_equal(model_build(&c, &a), 0);
 	assert_int_equal(a.n_layers, 8); /* fc1's activation adds fc1.relu */
 	assert_string_equal(a.layers[4].spec.name, "fc1.relu");
@@ -146,7 +121,7 @@ static void test_leaky_relu_config_keys_dump_and_hash(void **state)
 	assert_non_null(text);
 	assert_non_null(strstr(text, "[layer.act1]\ntype = leaky_relu\nslope = 0.200000003\n"));
 	assert_non_null(strstr(text, "[layer.act2]\ntype = leaky_relu\nslope = 0.00999999978\n"));
-	assert_int_equal(parse(&d, text), 0);
+	assert_int_equal(ntu_parse(&d, text), 0);
 	assert_int_equal(model_build(&d, &b), 0);
 	assert_true(a.hash == b.hash);
 	free(text);
@@ -163,15 +138,6 @@ static void test_leaky_relu_config_keys_dump_and_hash(void **state)
 			 EXIT_USAGE);
 }
 
-/* Summed loss of the network on fixed inputs (forward in training mode). */
-static double net_loss(const model *m, const float *params, net_workspace *ws, const batch_info *b)
-{
-	double loss;
-	int correct;
-	net_forward(m, backend_cpu(), params, ws, b, &loss, &correct);
-	return loss;
-}
-
 /* Every parameter's gradient through conv, leaky_relu, flatten, dense, relu against finite differences. */
 static void test_network_gradient_matches_finite_differences(void **state)
 {
@@ -180,19 +146,19 @@ static void test_network_gradient_matches_finite_differences(void **state)
 	model m;
 	net_workspace ws;
 	const int n = 4;
-	assert_int_equal(parse(&c, small_net), 0);
+	assert_int_equal(ntu_parse(&c, small_net), 0);
 	assert_int_equal(model_build(&c, &m), 0);
 	assert_int_equal(net_workspace_alloc(&m, backend_cpu(), n, &ws), 0);
 	float *p = calloc(m.n_params, sizeof(float)), *g = calloc(m.n_params, sizeof(float));
 	model_init_params(&m, 5, p);
 	for (size_t i = 0; i < m.n_params; i++)
-		p[i] += 0.05f * (float)(rng_uniform() - 0.5); /* nonzero biases too */
+		p[i] += 0.05f * (float)(ntu_uniform() - 0.5); /* nonzero biases too */
 	for (size_t i = 0; i < (size_t)n * 18; i++)
-		ws.input[i] = (float)(rng_uniform() * 2 - 1);
+		ws.input[i] = (float)(ntu_uniform() * 2 - 1);
 	uint32_t samples[4] = {0, 1, 2, 3};
 	uint8_t labels[4] = {0, 3, 1, 2};
 	batch_info b = {n, samples, labels, 1, 0, 1, NULL, NULL};
-	net_loss(&m, p, &ws, &b);
+	ntu_net_loss(&m, p, &ws, &b);
 	net_backward(&m, backend_cpu(), p, g, &ws, &b);
 	int checked = 0;
 	for (int t = 0; t < m.n_tensors; t++) {
@@ -201,9 +167,9 @@ static void test_network_gradient_matches_finite_differences(void **state)
 			float *x = &p[v->offset + j], x0 = *x;
 			const float h = 1e-2f;
 			*x = x0 + h;
-			double lp = net_loss(&m, p, &ws, &b);
+			double lp = ntu_net_loss(&m, p, &ws, &b);
 			*x = x0 - h;
-			double lm = net_loss(&m, p, &ws, &b);
+			double lm = ntu_net_loss(&m, p, &ws, &b);
 			*x = x0;
 			double fd = (lp - lm) / ((double)(x0 + h) - (double)(x0 - h));
 			/* kinks of relu/leaky_relu may lie within h: allow a small absolute error */
@@ -219,13 +185,6 @@ static void test_network_gradient_matches_finite_differences(void **state)
 	free(g);
 }
 
-static const layer_kernels *no_layer_kernels(const backend *be, const char *kind)
-{
-	(void)be;
-	(void)kind;
-	return NULL;
-}
-
 /* A backend without leaky_relu kernels refuses the network before it allocates anything. */
 static void test_backend_without_the_kernels_refuses_the_layer(void **state)
 {
@@ -233,11 +192,11 @@ static void test_backend_without_the_kernels_refuses_the_layer(void **state)
 	config c;
 	model m;
 	net_workspace ws;
-	assert_int_equal(parse(&c, small_net), 0);
+	assert_int_equal(ntu_parse(&c, small_net), 0);
 	assert_int_equal(model_build(&c, &m), 0);
 	backend lacking = *backend_cpu();
 	lacking.name = "lacking";
-	lacking.layer_kernels = no_layer_kernels;
+	lacking.layer_kernels = ntu_no_kernels;
 	assert_int_equal(net_workspace_alloc(&m, &lacking, 2, &ws), EXIT_USAGE);
 	assert_null(ws.act);
 	lacking.layer_kernels = NULL;
@@ -245,7 +204,7 @@ static void test_backend_without_the_kernels_refuses_the_layer(void **state)
 	/* a fixed entry missing refuses its layer too */
 	lacking = *backend_cpu();
 	lacking.maxpool_forward = NULL;
-	assert_int_equal(parse(&c, "[layer.p]\ntype = maxpool\npool = 2\n[layer.f]\ntype = flatten\n"
+	assert_int_equal(ntu_parse(&c, "[layer.p]\ntype = maxpool\npool = 2\n[layer.f]\ntype = flatten\n"
 				   "[layer.l]\ntype = softmax_xent\n"), 0);
 	assert_int_equal(model_build(&c, &m), 0);
 	assert_int_equal(net_workspace_alloc(&m, &lacking, 2, &ws), EXIT_USAGE);

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Issue 18: an HDF5 image set whose images carry the attribute layout as a variable-length
+# string (h5py's default for a str) over a damaged global heap made spottrain hang for good
+# at load (HDF5 1.10.8 loops in H5Aread). Now such an attribute is refused from its type,
+# before HDF5 reads its value: exit 65 naming the file and the attribute, and saying how to
+# write it. Each run is bounded by `timeout` (a hang is exit 124, not a stuck test):
+#  - the fuzz finding itself (tests/fuzz/corpus/h5images/, without its mode byte);
+#  - an intact file written by h5py with attrs["layout"] = "NCHW" (same refusal, same hint);
+#  - that file with the attribute rewritten as the message says: it trains.
+. "$(dirname "$0")/common.sh"
+cfg="$TESTS_DIR/integration/colour.ini"
+train() { expect_exit "$1" timeout 120 "$SPOTTRAIN" train --config "$cfg" --data-dir "$2" --run-dir "$WORK/run-$3" \
+  --threads 1 --max-steps 2 --set train.global_batch=4; }
+
+mkdir -p "$WORK/finding"
+tail -c +2 "$TESTS_DIR/fuzz/corpus/h5images/finding-vlen-layout-heap-hang" >"$WORK/finding/set.h5"
+train 65 "$WORK/finding" finding
+expect_err "finding/set.h5: dataset /(train|test)/images: attribute layout is a variable-length string"
+expect_err "attrs.create\('layout', np.bytes_\('NCHW'\)\)"
+
+mkdir -p "$WORK/vlen"
+"$PYTHON" - "$WORK/vlen/set.h5" <<'PY'
+import sys
+import h5py
+import numpy as np
+rng = np.random.default_rng(3)
+with h5py.File(sys.argv[1], "w") as f:
+    for g, n in (("train", 8), ("test", 4)):
+        d = f.create_dataset(g + "/images", data=rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8))
+        d.attrs["layout"] = "NCHW"     # h5py: a variable-length UTF-8 string
+        f.create_dataset(g + "/labels", data=np.arange(n, dtype=np.uint8) % 6)
+PY
+train 65 "$WORK/vlen" vlen
+expect_err "vlen/set.h5: dataset /train/images: attribute layout is a variable-length string"
+
+"$PYTHON" - "$WORK/vlen/set.h5" <<'PY'
+import sys
+import h5py
+import numpy as np
+with h5py.File(sys.argv[1], "a") as f:
+    for g in ("train", "test"):
+        f[g + "/images"].attrs.create("layout", np.bytes_("NCHW"))   # as the message says
+PY
+train 0 "$WORK/vlen" fixed
+echo "it_data_h5_heap: all checks passed"
