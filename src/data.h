@@ -119,6 +119,13 @@ int cifar_load(const char *dir, int cifar100, data_label_kind label, data_split 
  * NCHW, labels (integer, rank 1, the same count, 0..255).
  */
 int h5set_load(const char *path, data_split split, dataset *out);
+/*
+ * h5set_load in a forked child (data_guard.c): HDF5 1.10.8 can crash or stall on a damaged
+ * file, so a child killed by a signal, ended by a sanitizer, or not done within 120 s + 1 s
+ * per 2 MB is EXIT_DATAERR naming the file; otherwise the child's result (the set mapped from
+ * the memory file it wrote, or its reader's exit code).
+ */
+int h5set_load_guarded(const char *path, data_split split, dataset *out);
 
 /*
  * data_shared.c: one copy per node. publish (the node's first rank) moves ds into the
@@ -129,6 +136,10 @@ int h5set_load(const char *path, data_split split, dataset *out);
  */
 int data_share_publish(dataset *ds, const char *name);
 int data_share_attach(dataset *ds, const char *name);
+/* The same object through a file descriptor (data_guard.c's memory file): write ds into fd
+ * (sized here), or map fd read-only into ds (its header checked). 0, or -1. */
+int data_share_write_fd(const dataset *ds, int fd);
+int data_share_map_fd(int fd, dataset *ds);
 void data_share_unlink(const char *name);
 /*
  * Remove the objects "/spottrain-p<PID>-..." of this user in shm_dir (NULL: /dev/shm, where

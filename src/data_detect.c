@@ -132,7 +132,7 @@ int data_load(const char *path, data_format fmt, data_label_kind label, data_spl
 		return cifar_load(path, fmt == DATA_CIFAR100, label, split, out);
 	case DATA_HDF5:
 		rc = h5_file_of(path, h5, sizeof h5, true);
-		return rc ? rc : h5set_load(h5, split, out);
+		return rc ? rc : h5set_load_guarded(h5, split, out); /* HDF5 is not safe on damaged files */
 	default:
 		log_error("%s: unknown data format %d", path, (int)fmt);
 		return EXIT_SOFTWARE;

@@ -77,8 +77,12 @@ int data_share_publish(dataset *ds, const char *name)
 	memcpy(map + SHARE_HEADER, ds->labels, ds->count);
 	memcpy(map + images_at(ds), ds->images, bytes - images_at(ds));
 	mprotect(map, bytes, PROT_READ);
-	free(ds->images);
-	free(ds->labels);
+	if (ds->map) { /* a guarded read's mapping (data_guard.c) */
+		munmap(ds->map, ds->map_bytes);
+	} else {
+		free(ds->images);
+		free(ds->labels);
+	}
 	ds->labels = map + SHARE_HEADER;
 	ds->images = map + images_at(ds);
 	ds->map = map;
@@ -106,6 +110,46 @@ int data_share_attach(dataset *ds, const char *name)
 	if (h.magic != SHARE_MAGIC || h.bytes != (uint64_t)st.st_size || h.channels > 4096 || h.rows > 65536 ||
 	    h.cols > 65536 || object_bytes(&d) != (size_t)st.st_size) {
 		log_warn("%s: the node's shared copy of the data is not what it should be; loading privately", name);
+		munmap(map, (size_t)st.st_size);
+		return -1;
+	}
+	d.labels = map + SHARE_HEADER;
+	d.images = map + images_at(&d);
+	*ds = d;
+	return 0;
+}
+
+int data_share_write_fd(const dataset *ds, int fd)
+{
+	const size_t bytes = object_bytes(ds);
+	int err = posix_fallocate(fd, 0, (off_t)bytes);
+	uint8_t *map = err ? MAP_FAILED : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED)
+		return -1;
+	share_header h = {SHARE_MAGIC, ds->count, (uint64_t)ds->channels, (uint64_t)ds->rows, (uint64_t)ds->cols,
+			  (uint64_t)ds->max_label, bytes};
+	memcpy(map, &h, sizeof h);
+	memcpy(map + SHARE_HEADER, ds->labels, ds->count);
+	memcpy(map + images_at(ds), ds->images, bytes - images_at(ds));
+	munmap(map, bytes);
+	return 0;
+}
+
+int data_share_map_fd(int fd, dataset *ds)
+{
+	memset(ds, 0, sizeof *ds);
+	struct stat st;
+	share_header h;
+	uint8_t *map = MAP_FAILED;
+	if (fstat(fd, &st) == 0 && (size_t)st.st_size >= SHARE_HEADER)
+		map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED)
+		return -1;
+	memcpy(&h, map, sizeof h);
+	dataset d = {.count = (size_t)h.count, .channels = (int)h.channels, .rows = (int)h.rows, .cols = (int)h.cols,
+		     .max_label = (int)h.max_label, .map = map, .map_bytes = (size_t)st.st_size};
+	if (h.magic != SHARE_MAGIC || h.bytes != (uint64_t)st.st_size || h.channels > 4096 || h.rows > 65536 ||
+	    h.cols > 65536 || object_bytes(&d) != (size_t)st.st_size) {
 		munmap(map, (size_t)st.st_size);
 		return -1;
 	}
