@@ -27,15 +27,6 @@
 #define PEAK_FN peak_avx2
 #include "ukr_body.h"
 
-/* y += x, VW lanes at a time, the tail one by one: one add per element. */
-static void vadd_avx2(size_t n, const float *x, float *y)
-{
-	size_t i = 0;
-	for (; i + VW <= n; i += VW)
-		VSTOREU(y + i, VADD(VLOADU(y + i), VLOADU(x + i)));
-	for (; i < n; i++)
-		y[i] += x[i];
-}
 
 /* lanes [lo, hi) of p through vmaskmov (the others read as +0.0; masked-off lanes never fault) */
 static inline __m256i lane_mask(int lo, int hi)
@@ -55,6 +46,5 @@ static inline __m256i lane_mask(int lo, int hi)
 #define UKR_FN ukr_avx2_6x16
 #include "ukr_body.h"
 
-const kern_impl kern_impl_avx2 = {"avx2", {4, 24, ukr_avx2_4x24, ukr_avx2_4x24_ix}, {6, 16, ukr_avx2_6x16, ukr_avx2_6x16_ix}, peak_avx2, vadd_avx2,
-				    pack_t_avx2, copy_rows_avx2, add_rows_avx2,
+const kern_impl kern_impl_avx2 = {"avx2", {4, 24, ukr_avx2_4x24, ukr_avx2_4x24_ix}, {6, 16, ukr_avx2_6x16, ukr_avx2_6x16_ix}, peak_avx2, pack_t_avx2, copy_rows_avx2, add_rows_avx2,
 				    col2im_s1_avx2};

@@ -27,15 +27,6 @@
 #define PEAK_FN peak_avx512
 #include "ukr_body.h"
 
-/* y += x, VW lanes at a time, the tail one by one: one add per element. */
-static void vadd_avx512(size_t n, const float *x, float *y)
-{
-	size_t i = 0;
-	for (; i + VW <= n; i += VW)
-		VSTOREU(y + i, VADD(VLOADU(y + i), VLOADU(x + i)));
-	for (; i < n; i++)
-		y[i] += x[i];
-}
 
 #define ROWS_MASKED
 /* lanes [lo, hi) of p (the others read as +0.0 and are not touched: no fault past the ends) */
@@ -51,6 +42,5 @@ static void vadd_avx512(size_t n, const float *x, float *y)
 #define UKR_FN ukr_avx512_12x16
 #include "ukr_body.h"
 
-const kern_impl kern_impl_avx512 = {"avx512", {8, 32, ukr_avx512_8x32, ukr_avx512_8x32_ix}, {12, 16, ukr_avx512_12x16, ukr_avx512_12x16_ix}, peak_avx512, vadd_avx512,
-				    pack_t_avx512, copy_rows_avx512, add_rows_avx512,
+const kern_impl kern_impl_avx512 = {"avx512", {8, 32, ukr_avx512_8x32, ukr_avx512_8x32_ix}, {12, 16, ukr_avx512_12x16, ukr_avx512_12x16_ix}, peak_avx512, pack_t_avx512, copy_rows_avx512, add_rows_avx512,
 				    col2im_s1_avx512};

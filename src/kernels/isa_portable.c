@@ -67,13 +67,6 @@ DEFINE_VEC(vec16, 16)
 #define UKR_FN ukr_portable_6x4
 #include "ukr_body.h"
 
-/* y += x one element at a time (the compiler may use the baseline's SSE2: one add each either way). */
-static void vadd_portable(size_t n, const float *x, float *y)
-{
-	for (size_t i = 0; i < n; i++)
-		y[i] += x[i];
-}
-
 /* Rows one float at a time (copies, and one add each). */
 static void copy_rows_portable(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch)
 {
@@ -113,7 +106,7 @@ static void col2im_s1_portable(const kern_col2im_args *a)
 }
 
 const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8, ukr_portable_4x8_ix}, {6, 4, ukr_portable_6x4, ukr_portable_6x4_ix}, peak_portable,
-				      vadd_portable, NULL, copy_rows_portable, add_rows_portable,
+				      NULL, copy_rows_portable, add_rows_portable,
 				      col2im_s1_portable};
 
 #undef VT
@@ -145,5 +138,5 @@ const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8, ukr_p
 #include "ukr_body.h"
 
 const kern_impl kern_impl_avx512_shape = {"avx512-shape", {8, 32, ukr_shape_8x32, ukr_shape_8x32_ix}, {12, 16, ukr_shape_12x16, ukr_shape_12x16_ix},
-					  peak_shape, vadd_portable, NULL, copy_rows_portable, add_rows_portable,
+					  peak_shape, NULL, copy_rows_portable, add_rows_portable,
 				      col2im_s1_portable};

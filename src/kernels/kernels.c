@@ -150,11 +150,6 @@ void kern_test_use_impl(const kern_impl *im)
 	g_test_impl = im;
 }
 
-void kern_vadd(size_t n, const float *x, float *y)
-{
-	kern_impl_of(kern_current())->vadd(n, x, y);
-}
-
 void kern_col2im_s1(const kern_col2im_args *a)
 {
 	kern_impl_of(kern_current())->col2im_s1(a);

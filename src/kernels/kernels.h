@@ -75,9 +75,6 @@ void kern_gemm_isa(kern_isa isa, const kern_gemm_args *g, int threads);
  * chains (each started from a different value, so no compiler can merge
  * them) on `threads` threads for about seconds_each per try, the best of tries.
  */
-/* y[i] = y[i] + x[i] for i < n (x and y must not overlap): one IEEE add per element, so the
- * same bits whatever vector width runs it. */
-void kern_vadd(size_t n, const float *x, float *y);
 /* For r < rows, i < len: dst[r * dpitch + i] = src[r * spitch + i] (copy_rows) or
  * dst[...] += src[...] (add_rows, one IEEE add each); rows must not overlap. */
 /* A stride-1 conv's col2im (ops_cpu.c): dx[c][ih][iw] = the sum over in-image taps (ki, kj),

@@ -50,7 +50,6 @@ typedef struct kern_impl {
 	const char *name;
 	kern_tile wide, narrow;
 	kern_peak_fn peak;
-	void (*vadd)(size_t n, const float *x, float *y); /* y[i] += x[i] (one IEEE add each) */
 	/* panel[k * nr + j] = b[j * csb + k] for k < kc, j < cols; 0 for cols <= j < nr (NULL: gemm.c's loop) */
 	void (*pack_t)(int kc, int cols, int nr, const float *b, ptrdiff_t csb, float *panel);
 	/* rows of len floats: dst = src, dst += src (kernels.h's kern_copy_rows, kern_add_rows) */
