@@ -22,8 +22,14 @@
 #define UKR_NR (UKR_NV * VW)
 #endif
 
-static void UKR_FN(int kc, const float *const *a, ptrdiff_t csa, const float *b, ptrdiff_t ldb, float *c,
-		   ptrdiff_t ldc, int zero)
+/* The tile's body: row k of B at b + boff[k] when indexed (implicit-GEMM convolutions: rows are
+ * shifted views of one input plane), else at b + k * ldb. Inlined into the two functions below
+ * with indexed a constant, so each gets its own loop. */
+static inline __attribute__((always_inline)) void UKR_CAT(UKR_FN, _body)(int kc, const float *const *a,
+									   ptrdiff_t csa, const float *b,
+									   ptrdiff_t ldb, const ptrdiff_t *boff,
+									   int indexed, float *c, ptrdiff_t ldc,
+									   int zero)
 {
 	VT acc[UKR_MR][UKR_NV];
 	if (zero) {
@@ -36,9 +42,10 @@ static void UKR_FN(int kc, const float *const *a, ptrdiff_t csa, const float *b,
 				acc[r][v] = VLOADU(c + r * ldc + v * VW);
 	}
 	for (int k = 0; k < kc; k++) {
+		const float *bk = indexed ? b + boff[k] : b + (ptrdiff_t)k * ldb;
 		VT bv[UKR_NV];
 		UKR_UNROLL for (int v = 0; v < UKR_NV; v++)
-			bv[v] = VLOADU(b + (ptrdiff_t)k * ldb + v * VW);
+			bv[v] = VLOADU(bk + v * VW);
 		const ptrdiff_t o = (ptrdiff_t)k * csa;
 		UKR_UNROLL for (int r = 0; r < UKR_MR; r++) {
 			VT ar = VBCAST(a[r][o]);
@@ -51,35 +58,16 @@ static void UKR_FN(int kc, const float *const *a, ptrdiff_t csa, const float *b,
 			VSTOREU(c + r * ldc + v * VW, acc[r][v]);
 }
 
-/* The same with row k of B at b + boff[k] (implicit-GEMM convolutions: rows are shifted views
- * of one input plane). */
+static void UKR_FN(int kc, const float *const *a, ptrdiff_t csa, const float *b, ptrdiff_t ldb, float *c,
+		   ptrdiff_t ldc, int zero)
+{
+	UKR_CAT(UKR_FN, _body)(kc, a, csa, b, ldb, NULL, 0, c, ldc, zero);
+}
+
 static void UKR_CAT(UKR_FN, _ix)(int kc, const float *const *a, ptrdiff_t csa, const float *b,
 				 const ptrdiff_t *boff, float *c, ptrdiff_t ldc, int zero)
 {
-	VT acc[UKR_MR][UKR_NV];
-	if (zero) {
-		UKR_UNROLL for (int r = 0; r < UKR_MR; r++)
-			UKR_UNROLL for (int v = 0; v < UKR_NV; v++)
-				acc[r][v] = VSET1(0.0f);
-	} else {
-		UKR_UNROLL for (int r = 0; r < UKR_MR; r++)
-			UKR_UNROLL for (int v = 0; v < UKR_NV; v++)
-				acc[r][v] = VLOADU(c + r * ldc + v * VW);
-	}
-	for (int k = 0; k < kc; k++) {
-		VT bv[UKR_NV];
-		UKR_UNROLL for (int v = 0; v < UKR_NV; v++)
-			bv[v] = VLOADU(b + boff[k] + v * VW);
-		const ptrdiff_t o = (ptrdiff_t)k * csa;
-		UKR_UNROLL for (int r = 0; r < UKR_MR; r++) {
-			VT ar = VBCAST(a[r][o]);
-			UKR_UNROLL for (int v = 0; v < UKR_NV; v++)
-				acc[r][v] = VFMA(ar, bv[v], acc[r][v]);
-		}
-	}
-	UKR_UNROLL for (int r = 0; r < UKR_MR; r++)
-		UKR_UNROLL for (int v = 0; v < UKR_NV; v++)
-			VSTOREU(c + r * ldc + v * VW, acc[r][v]);
+	UKR_CAT(UKR_FN, _body)(kc, a, csa, b, 0, boff, 1, c, ldc, zero);
 }
 
 #ifdef PEAK_FN
