@@ -136,8 +136,9 @@ int h5set_load_guarded(const char *path, data_split split, dataset *out);
  */
 int data_share_publish(dataset *ds, const char *name);
 int data_share_attach(dataset *ds, const char *name);
-/* The same object through a file descriptor (data_guard.c's memory file): write ds into fd
- * (sized here), or map fd read-only into ds (its header checked). 0, or -1. */
+/* The same object through a file descriptor (publish and attach use them; data_guard.c's memory
+ * file too): write ds into fd (sized here; 0, or an errno value), or map fd read-only into ds
+ * (0; -1 when it cannot be mapped, -2 when its header is not a data set's). */
 int data_share_write_fd(const dataset *ds, int fd);
 int data_share_map_fd(int fd, dataset *ds);
 void data_share_unlink(const char *name);

@@ -53,79 +53,13 @@ static size_t object_bytes(const dataset *ds)
 	return images_at(ds) + ds->count * (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
 }
 
-int data_share_publish(dataset *ds, const char *name)
-{
-	size_t bytes = object_bytes(ds);
-	int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
-	if (fd < 0) {
-		log_warn("%s: cannot create the node's shared copy of the data (%s): each rank keeps its own", name,
-			 strerror(errno));
-		return -1;
-	}
-	int err = posix_fallocate(fd, 0, (off_t)bytes);
-	uint8_t *map = err ? MAP_FAILED : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
-	if (map == MAP_FAILED) {
-		log_warn("%s: cannot hold %zu bytes in shared memory (%s): each rank keeps its own copy", name, bytes,
-			 strerror(err ? err : errno));
-		shm_unlink(name);
-		return -1;
-	}
-	share_header h = {SHARE_MAGIC, ds->count, (uint64_t)ds->channels, (uint64_t)ds->rows, (uint64_t)ds->cols,
-			  (uint64_t)ds->max_label, bytes};
-	memcpy(map, &h, sizeof h);
-	memcpy(map + SHARE_HEADER, ds->labels, ds->count);
-	memcpy(map + images_at(ds), ds->images, bytes - images_at(ds));
-	mprotect(map, bytes, PROT_READ);
-	if (ds->map) { /* a guarded read's mapping (data_guard.c) */
-		munmap(ds->map, ds->map_bytes);
-	} else {
-		free(ds->images);
-		free(ds->labels);
-	}
-	ds->labels = map + SHARE_HEADER;
-	ds->images = map + images_at(ds);
-	ds->map = map;
-	ds->map_bytes = bytes;
-	return 0;
-}
-
-int data_share_attach(dataset *ds, const char *name)
-{
-	memset(ds, 0, sizeof *ds);
-	int fd = shm_open(name, O_RDONLY, 0);
-	if (fd < 0)
-		return -1; /* the node's first rank did not publish: load privately */
-	struct stat st;
-	share_header h;
-	uint8_t *map = MAP_FAILED;
-	if (fstat(fd, &st) == 0 && (size_t)st.st_size >= SHARE_HEADER)
-		map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-	close(fd);
-	if (map == MAP_FAILED)
-		return -1;
-	memcpy(&h, map, sizeof h);
-	dataset d = {.count = (size_t)h.count, .channels = (int)h.channels, .rows = (int)h.rows, .cols = (int)h.cols,
-		     .max_label = (int)h.max_label, .map = map, .map_bytes = (size_t)st.st_size};
-	if (h.magic != SHARE_MAGIC || h.bytes != (uint64_t)st.st_size || h.channels > 4096 || h.rows > 65536 ||
-	    h.cols > 65536 || object_bytes(&d) != (size_t)st.st_size) {
-		log_warn("%s: the node's shared copy of the data is not what it should be; loading privately", name);
-		munmap(map, (size_t)st.st_size);
-		return -1;
-	}
-	d.labels = map + SHARE_HEADER;
-	d.images = map + images_at(&d);
-	*ds = d;
-	return 0;
-}
-
 int data_share_write_fd(const dataset *ds, int fd)
 {
 	const size_t bytes = object_bytes(ds);
 	int err = posix_fallocate(fd, 0, (off_t)bytes);
 	uint8_t *map = err ? MAP_FAILED : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (map == MAP_FAILED)
-		return -1;
+		return err ? err : errno;
 	share_header h = {SHARE_MAGIC, ds->count, (uint64_t)ds->channels, (uint64_t)ds->rows, (uint64_t)ds->cols,
 			  (uint64_t)ds->max_label, bytes};
 	memcpy(map, &h, sizeof h);
@@ -151,12 +85,48 @@ int data_share_map_fd(int fd, dataset *ds)
 	if (h.magic != SHARE_MAGIC || h.bytes != (uint64_t)st.st_size || h.channels > 4096 || h.rows > 65536 ||
 	    h.cols > 65536 || object_bytes(&d) != (size_t)st.st_size) {
 		munmap(map, (size_t)st.st_size);
-		return -1;
+		return -2;
 	}
 	d.labels = map + SHARE_HEADER;
 	d.images = map + images_at(&d);
 	*ds = d;
 	return 0;
+}
+
+int data_share_publish(dataset *ds, const char *name)
+{
+	int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+	if (fd < 0) {
+		log_warn("%s: cannot create the node's shared copy of the data (%s): each rank keeps its own", name,
+			 strerror(errno));
+		return -1;
+	}
+	dataset shared;
+	int err = data_share_write_fd(ds, fd);
+	if (err || data_share_map_fd(fd, &shared) != 0) {
+		close(fd);
+		log_warn("%s: cannot hold %zu bytes in shared memory (%s): each rank keeps its own copy", name,
+			 object_bytes(ds), strerror(err ? err : errno));
+		shm_unlink(name);
+		return -1;
+	}
+	close(fd);
+	dataset_free(ds); /* malloc'ed, or a guarded read's mapping (data_guard.c) */
+	*ds = shared;
+	return 0;
+}
+
+int data_share_attach(dataset *ds, const char *name)
+{
+	memset(ds, 0, sizeof *ds);
+	int fd = shm_open(name, O_RDONLY, 0);
+	if (fd < 0)
+		return -1; /* the node's first rank did not publish: load privately */
+	int rc = data_share_map_fd(fd, ds);
+	close(fd);
+	if (rc == -2)
+		log_warn("%s: the node's shared copy of the data is not what it should be; loading privately", name);
+	return rc ? -1 : 0;
 }
 
 void data_share_unlink(const char *name)
