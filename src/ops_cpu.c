@@ -243,17 +243,22 @@ static int conv_team(int n)
 }
 
 /* Valid output columns [lo, hi) for kernel column kj: those whose input column lies inside the image. */
-static void conv_valid_cols(const conv_desc *d, int kj, int *lo, int *hi)
+/* Outputs [lo, hi) (of n_out) whose input o*stride + off lies in [0, n_in); lo <= hi. */
+static void conv_valid_range(int n_in, int n_out, int stride, int off, int *lo, int *hi)
 {
-	int sw = d->stride_w, off = kj - d->pad_left; /* iw = ow*sw + off */
-	int l = off >= 0 ? 0 : (-off + sw - 1) / sw;
-	int h = d->in_w - off <= 0 ? 0 : (d->in_w - off - 1) / sw + 1;
-	if (h > d->out_w)
-		h = d->out_w;
+	int l = off >= 0 ? 0 : (-off + stride - 1) / stride;
+	int h = n_in - off <= 0 ? 0 : (n_in - off - 1) / stride + 1;
+	if (h > n_out)
+		h = n_out;
 	if (l > h)
 		l = h;
 	*lo = l;
 	*hi = h;
+}
+
+static void conv_valid_cols(const conv_desc *d, int kj, int *lo, int *hi)
+{
+	conv_valid_range(d->in_w, d->out_w, d->stride_w, kj - d->pad_left, lo, hi);
 }
 
 /* x[0, n) = 0: short runs inline (im2col has many of one or two floats), long ones by memset. */
@@ -270,14 +275,8 @@ static inline void zero_floats(float *x, size_t n)
 /* Output rows [oh0, oh1) whose input row for kernel row ki lies inside the image; 0 if none. */
 static bool conv_valid_rows(const conv_desc *d, int ki, int *oh0, int *oh1)
 {
-	const int sh = d->stride_h, off = ki - d->pad_top; /* ih = oh*sh + off */
-	int l = off >= 0 ? 0 : (-off + sh - 1) / sh;
-	int h = d->in_h - off <= 0 ? 0 : (d->in_h - off - 1) / sh + 1;
-	if (h > d->out_h)
-		h = d->out_h;
-	*oh0 = l;
-	*oh1 = h;
-	return l < h;
+	conv_valid_range(d->in_h, d->out_h, d->stride_h, ki - d->pad_top, oh0, oh1);
+	return *oh0 < *oh1;
 }
 
 /*
@@ -302,9 +301,8 @@ typedef struct shift_row {
 static shift_row conv_shift_row(const conv_desc *d, int ki, int kj)
 {
 	const int W = d->in_w;
-	int oh0 = d->pad_top - ki, oh1 = d->in_h + d->pad_top - ki;
-	oh0 = oh0 < 0 ? 0 : (oh0 > d->out_h ? d->out_h : oh0);
-	oh1 = oh1 > d->out_h ? d->out_h : (oh1 < oh0 ? oh0 : oh1);
+	int oh0, oh1;
+	conv_valid_rows(d, ki, &oh0, &oh1); /* stride 1 */
 	shift_row r = {(ptrdiff_t)(ki - d->pad_top) * W + (kj - d->pad_left), (size_t)oh0 * W, (size_t)oh1 * W, 0, 0};
 	conv_valid_cols(d, kj, &r.lo, &r.hi);
 	return r;
