@@ -47,13 +47,6 @@ static double mono_s(void)
 	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-/* Whether rc is one of the documented exit codes a reader returns (contract.h). */
-static bool reader_code(int rc)
-{
-	return rc == EXIT_USAGE || rc == EXIT_DATAERR || rc == EXIT_NOINPUT || rc == EXIT_OSERR ||
-	       rc == EXIT_IOERR || rc == EXIT_SOFTWARE;
-}
-
 int h5set_load_guarded(const char *path, data_split split, dataset *out)
 {
 	const char *what = split == DATA_TRAIN ? "train" : "test";
@@ -114,8 +107,8 @@ int h5set_load_guarded(const char *path, data_split split, dataset *out)
 	const int rc = WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_SOFTWARE;
 	if (rc != 0) {
 		close(fd);
-		if (reader_code(rc))
-			return rc; /* the child said what and where */
+		if (exit_code_find(rc))
+			return rc; /* a documented code: the child said what and where */
 		log_error("%s: reading the %s split failed inside HDF5 (the reader ended with %d): the file is "
 			  "damaged, or not an image set of README's layout",
 			  path, what, rc);
