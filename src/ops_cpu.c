@@ -225,14 +225,24 @@ static const float *conv_padded(const conv_desc *d, const conv_geom *g, const fl
 	return plane;
 }
 
-/* tab[k] = the plane offset of patch row k = (c, ki, kj), plus base. */
-static void conv_row_table(const conv_desc *d, const conv_geom *g, ptrdiff_t base, ptrdiff_t *tab)
+/* tab[k] = the plane offset of patch row k = (c, ki, kj). */
+static void conv_row_table(const conv_desc *d, const conv_geom *g, ptrdiff_t *tab)
 {
 	ptrdiff_t *t = tab;
 	for (int c = 0; c < d->in_c; c++)
 		for (int ki = 0; ki < d->k_h; ki++)
 			for (int kj = 0; kj < d->k_w; kj++)
-				*t++ = base + ((ptrdiff_t)c * g->hp + ki) * g->wp + kj;
+				*t++ = ((ptrdiff_t)c * g->hp + ki) * g->wp + kj;
+}
+
+/* Row o of y (n floats each) = b[o], the value every output's chain starts from. */
+static void fill_bias_rows(float *y, int rows, size_t n, const float *b)
+{
+	for (int o = 0; o < rows; o++) {
+		float *yo = y + (size_t)o * n, bo = b[o];
+		for (size_t p = 0; p < n; p++)
+			yo[p] = bo;
+	}
 }
 
 /* Threads a conv call over n samples uses: never more than samples. */
@@ -478,12 +488,9 @@ static void conv_fwd_sample(const conv_desc *d, const float *x, const float *w, 
 		float *yw = conv_slot_wide(d, &g, col);
 		ptrdiff_t *brow = conv_slot_table(d, &g, col);
 		const int N = (int)g.wide;
-		conv_row_table(d, &g, 0, brow);
-		for (int o = 0; b && o < oc; o++) {
-			float *yo = yw + (size_t)o * N, bo = b[o];
-			for (int p = 0; p < N; p++)
-				yo[p] = bo;
-		}
+		conv_row_table(d, &g, brow);
+		if (b)
+			fill_bias_rows(yw, oc, (size_t)N, b);
 		kern_gemm(&(kern_gemm_args){oc, N, K, w, K, 1, xp, 0, 1, yw, N, 1, b == NULL, NULL, brow}, 1);
 		for (int o = 0; o < oc; o++)
 			kern_copy_rows(d->out_h, d->out_w, yw + (size_t)o * N, g.wp, y + (size_t)o * P, d->out_w);
@@ -494,11 +501,8 @@ static void conv_fwd_sample(const conv_desc *d, const float *x, const float *w, 
 		im2col(d, x, col);
 		B = col;
 	}
-	for (int o = 0; b && o < oc; o++) {
-		float *yo = y + (size_t)o * P, bo = b[o];
-		for (int p = 0; p < P; p++)
-			yo[p] = bo;
-	}
+	if (b)
+		fill_bias_rows(y, oc, (size_t)P, b);
 	/* without a bias every chain starts from +0.0, as if y had been zeroed */
 	kern_gemm(&(kern_gemm_args){oc, P, K, w, K, 1, B, P, 1, y, P, 1, b == NULL, NULL, NULL}, 1);
 }
@@ -532,12 +536,11 @@ static void conv_bwd_weights(const conv_desc *d, const float *x, const float *dy
 	if (conv_implicit_dw(d, &g)) { /* one product per output row: the im2col product's terms, in order */
 		const float *xp = conv_padded(d, &g, x, conv_slot_plane(d, col));
 		ptrdiff_t *arow = conv_slot_table(d, &g, col);
-		for (int oh = 0; oh < d->out_h; oh++) {
-			conv_row_table(d, &g, (ptrdiff_t)oh * g.wp, arow);
-			kern_gemm(&(kern_gemm_args){K, oc, d->out_w, xp, 0, 1, dy + (size_t)oh * d->out_w, 1, P, gT, oc, 1, 0,
-						    arow, NULL},
+		conv_row_table(d, &g, arow); /* the same table for every row: A starts at the row's offset */
+		for (int oh = 0; oh < d->out_h; oh++)
+			kern_gemm(&(kern_gemm_args){K, oc, d->out_w, xp + (size_t)oh * g.wp, 0, 1, dy + (size_t)oh * d->out_w,
+						    1, P, gT, oc, 1, 0, arow, NULL},
 				  threads);
-		}
 		return;
 	}
 	const float *A = x;
