@@ -126,7 +126,9 @@ static void test_sweep_removes_only_dead_creators(void **state)
 	assert_true(make_object(dead));
 	assert_true(make_object(live));
 	assert_true(make_object(other));
-	assert_true(data_share_sweep(NULL) >= 1);
+	/* removed by this sweep, or by a sweep of another process on this machine that ran first:
+	 * the count is this sweep's only, so the test asserts what must hold either way */
+	data_share_sweep(NULL);
 	assert_false(exists(dead));
 	assert_true(exists(live));
 	assert_true(exists(other));
