@@ -16,6 +16,7 @@
 #ifndef SPOTTRAIN_OPS_H
 #define SPOTTRAIN_OPS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -183,6 +184,9 @@ typedef struct backend {
 const backend *backend_cpu(void);
 void backend_cpu_set_threads(int threads);
 int backend_cpu_threads(void);
+/* Whether the CPU backend computes this conv's input gradient as a correlation of dy with the
+ * flipped kernel (ops_cpu.c conv_dx_by_correlation), which fixes its chains' order: tests. */
+bool cpu_conv2d_dx_by_correlation(const conv_desc *d);
 /* The CPU kernels of the layer kinds outside the fixed entries: the layer files define them
  * and the layer table (src/layers/layers.c) finds them; NULL for an unknown kind. */
 const layer_kernels *layer_cpu_kernels(const backend *be, const char *kind);

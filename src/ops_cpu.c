@@ -179,11 +179,51 @@ static size_t conv_implicit_floats(const conv_desc *d)
 	       round_line(2 * conv_k(d) * (sizeof(ptrdiff_t) / sizeof(float)));
 }
 
-/* One thread's slice: the im2col buffer (reused for the column gradient), then the
- * transposed weight gradient [K][oc] that backward accumulates in, then the implicit parts. */
-static size_t conv_slot_floats(const conv_desc *d)
+/* The im2col buffer (reused for the column gradient), then the transposed weight gradient
+ * [K][oc] that backward accumulates in, then the implicit parts. */
+static size_t conv_slot_base_floats(const conv_desc *d)
 {
 	return conv_col_floats(d) + round_line(conv_k(d) * (size_t)d->out_c) + conv_implicit_floats(d);
+}
+
+/*
+ * The input gradient of a stride-1 conv as a convolution of its own: dx is dy correlated
+ * with the kernel transposed and flipped, wf[c][o][k_h-1-ki][k_w-1-kj] = w[o][c][ki][kj],
+ * over dy padded by k-1-pad. Each dx element is then one fma chain over (o, ki, kj) of the
+ * flipped kernel from +0.0 (a tap in the padding adds fma(w, 0): the chain's value stays as
+ * it is), run by the forward's implicit GEMM with K = oc*k_h*k_w, instead of a product with
+ * K = oc and a col2im pass. Taken when the correlation computes at most 9/8 of the conv's
+ * output columns (its wide rows or its plane): 'same' convs, not mnist_cnn's 'valid' ones
+ * whose full correlation would multiply the zero border too. *t is the correlation.
+ */
+static bool conv_dx_by_correlation(const conv_desc *d, conv_desc *t)
+{
+	conv_geom g, tg;
+	if (!conv_implicit_geom(d, &g))
+		return false;
+	*t = (conv_desc){d->out_c, d->out_h, d->out_w, d->in_c, d->in_h, d->in_w, d->k_h, d->k_w, 1, 1,
+			 d->k_h - 1 - d->pad_top, d->k_w - 1 - d->pad_left};
+	if (!conv_implicit_geom(t, &tg))
+		return false;
+	const size_t cols = conv_implicit_fwd(t, &tg) ? tg.wide : conv_out_plane(t);
+	return cols * 8 <= conv_out_plane(d) * 9;
+}
+
+bool cpu_conv2d_dx_by_correlation(const conv_desc *d)
+{
+	conv_desc t;
+	return conv_desc_ok(d) && conv_dx_by_correlation(d, &t);
+}
+
+/* One thread's slice: the base parts, then (when dx is a correlation) the correlation's base
+ * parts and its flipped kernel (read from slice 0 by every thread). */
+static size_t conv_slot_floats(const conv_desc *d)
+{
+	conv_desc t;
+	size_t f = conv_slot_base_floats(d);
+	if (conv_dx_by_correlation(d, &t))
+		f += conv_slot_base_floats(&t) + round_line(conv_k(d) * (size_t)d->out_c);
+	return f;
 }
 
 /* The implicit parts of a slot. */
@@ -596,10 +636,37 @@ static void conv_grad_transpose(const conv_desc *d, float *dw, float *gT, int lo
 		}
 }
 
-/* dx = col2im(w[oc, K]^T . dy[oc, P]) for one sample; col is scratch (unused when pointwise). */
-static void conv_bwd_input(const conv_desc *d, const float *w, const float *dy, float *dx, float *col)
+/* wf = the correlation's kernel (conv_dx_by_correlation) in slice 0 of ws; NULL when dx is
+ * not a correlation. */
+static const float *conv_flip_weights(const conv_desc *d, const float *w, float *ws)
+{
+	conv_desc t;
+	if (!conv_dx_by_correlation(d, &t))
+		return NULL;
+	float *wf = ws + conv_slot_base_floats(d) + conv_slot_base_floats(&t);
+	const int kh = d->k_h, kw = d->k_w, K = (int)conv_k(d), Kt = (int)conv_k(&t);
+	for (int o = 0; o < d->out_c; o++)
+		for (int c = 0; c < d->in_c; c++)
+			for (int ki = 0; ki < kh; ki++)
+				for (int kj = 0; kj < kw; kj++)
+					wf[(size_t)c * Kt + ((size_t)o * kh + (kh - 1 - ki)) * kw + (kw - 1 - kj)] =
+						w[(size_t)o * K + ((size_t)c * kh + ki) * kw + kj];
+	return wf;
+}
+
+/* dx for one sample: the correlation with wf when given, else col2im(w[oc, K]^T . dy[oc, P]);
+ * slot is the thread's slice (col is its start, scratch; unused when pointwise). */
+static void conv_bwd_input(const conv_desc *d, const float *w, const float *wf, const float *dy, float *dx,
+			   float *slot)
 {
 	const int oc = d->out_c, K = (int)conv_k(d), P = (int)conv_out_plane(d);
+	if (wf) {
+		conv_desc t;
+		conv_dx_by_correlation(d, &t);
+		conv_fwd_sample(&t, dy, wf, NULL, dx, slot + conv_slot_base_floats(d));
+		return;
+	}
+	float *col = slot;
 	const bool pw = conv_is_pointwise(d);
 	float *dcol = pw ? dx : col;
 	/* every chain starts from +0.0: no pass zeroing dcol */
@@ -624,13 +691,14 @@ static void cpu_conv2d_backward(const conv_desc *d, int n, const float *in, cons
 	const int team = conv_team(n);
 	float *col = ws, *gT = ws + conv_col_floats(d);
 
+	const float *wf = din ? conv_flip_weights(d, w, ws) : NULL;
 	conv_grad_transpose(d, dw, gT, 1);
 	for (size_t i = 0; i < (size_t)n; i++) {
 		if (db)
 			conv_bias_grad(d, dout + i * out_sz, db);
 		conv_bwd_weights(d, in + i * in_sz, dout + i * out_sz, col, gT, team);
 		if (din && team == 1) /* the training path: one shard per thread, col is free again */
-			conv_bwd_input(d, w, dout + i * out_sz, din + i * in_sz, col);
+			conv_bwd_input(d, w, wf, dout + i * out_sz, din + i * in_sz, ws);
 	}
 	conv_grad_transpose(d, dw, gT, 0);
 	if (!din || team == 1)
@@ -639,7 +707,7 @@ static void cpu_conv2d_backward(const conv_desc *d, int n, const float *in, cons
 	{
 		const int t = omp_get_thread_num(), nt = omp_get_num_threads();
 		for (size_t i = part_lo((size_t)n, t, nt); i < part_lo((size_t)n, t + 1, nt); i++)
-			conv_bwd_input(d, w, dout + i * out_sz, din + i * in_sz, ws + (size_t)t * slot);
+			conv_bwd_input(d, w, wf, dout + i * out_sz, din + i * in_sz, ws + (size_t)t * slot);
 	}
 }
 

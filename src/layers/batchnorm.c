@@ -199,14 +199,8 @@ static void bn_backward(const layer_pass *p)
  * instead of one chain with an add's latency per element.
  */
 #define BN_LANES 8
-
-static double bn_lanes_total(const double *acc)
-{
-	double t = 0.0;
-	for (int l = 0; l < BN_LANES; l++)
-		t += acc[l];
-	return t;
-}
+typedef double bn_v8d __attribute__((vector_size(BN_LANES * sizeof(double))));
+typedef float bn_v8f __attribute__((vector_size(BN_LANES * sizeof(float))));
 
 /* The per-channel loops, once per instruction set (batchnorm_cpu.h): the same float and
  * double operations in the same order in every copy, so every ISA gives the same bits. */
@@ -220,6 +214,11 @@ typedef struct bn_loops {
 			   float is, float k, float mdy, float mdyx, int training);
 } bn_loops;
 
+/* The template's helpers take and return vectors wider than the baseline's registers; they
+ * are static and inlined, so the ABI GCC warns about is never used across a call. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 #define BN_FN(name) name##_base
 #define BN_TARGET
 #include "batchnorm_cpu.h"

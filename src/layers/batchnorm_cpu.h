@@ -2,28 +2,55 @@
  * batchnorm_cpu.h - the batchnorm CPU kernels' per-channel loops, included by batchnorm.c
  * once per instruction set: BN_FN(name) names this copy's functions, BN_TARGET is its
  * target attribute (empty for the baseline). Sums run in BN_LANES fixed double lanes
- * (batchnorm.c); every copy does the same operations in the same order, so the bits do
+ * (batchnorm.c), written as one vector of them (GCC's vector extension: a zmm, two ymm or four
+ * xmm registers, lane for lane the same operations); every copy does the same operations in the same order, so the bits do
  * not depend on which one runs (and -ffp-contract=off keeps a*b+c two roundings).
  */
 
-/* sum over the channel's n planes (stride apart, hw each) of x - shift, or its square. */
+/* BN_LANES floats from x (any alignment), as floats or as doubles. */
+BN_TARGET static inline bn_v8f BN_FN(bn_load_f)(const float *x)
+{
+	bn_v8f v;
+	memcpy(&v, x, sizeof v);
+	return v;
+}
+
+BN_TARGET static inline bn_v8d BN_FN(bn_load_d)(const float *x)
+{
+	return __builtin_convertvector(BN_FN(bn_load_f)(x), bn_v8d);
+}
+
+/* The lanes' total: lanes 0, 1, ..., BN_LANES - 1 added in order. */
+BN_TARGET static inline double BN_FN(bn_lanes_total)(bn_v8d acc)
+{
+	double t = 0.0;
+	for (int l = 0; l < BN_LANES; l++)
+		t += acc[l];
+	return t;
+}
+
+/* sum over the channel's n planes (stride apart, hw each) of x - shift (sq = 0) or its square:
+ * lane l of the vector is lane l of BN_LANES; a plane's tail element l goes into it too. */
 BN_TARGET static double BN_FN(bn_sum)(const float *in, int n, size_t stride, size_t hw, double shift, int sq)
 {
-	double acc[BN_LANES] = {0};
+	bn_v8d acc = {0};
 	for (int i = 0; i < n; i++) {
 		const float *x = in + (size_t)i * stride;
 		size_t j = 0;
-		for (; j + BN_LANES <= hw; j += BN_LANES)
-			for (int l = 0; l < BN_LANES; l++) {
-				const double d = (double)x[j + l] - shift;
-				acc[l] += sq ? d * d : d;
+		if (sq)
+			for (; j + BN_LANES <= hw; j += BN_LANES) {
+				const bn_v8d d = BN_FN(bn_load_d)(x + j) - shift;
+				acc += d * d;
 			}
+		else
+			for (; j + BN_LANES <= hw; j += BN_LANES)
+				acc += BN_FN(bn_load_d)(x + j) - shift;
 		for (int l = 0; j < hw; j++, l++) {
 			const double d = (double)x[j] - shift;
 			acc[l] += sq ? d * d : d;
 		}
 	}
-	return bn_lanes_total(acc);
+	return BN_FN(bn_lanes_total)(acc);
 }
 
 /* y = (x - mu) * is * g + b over the channel's planes. */
@@ -42,24 +69,24 @@ BN_TARGET static void BN_FN(bn_apply)(const float *in, float *y, int n, size_t s
 BN_TARGET static void BN_FN(bn_grad_sums)(const float *in, const float *dyc, int n, size_t stride, size_t hw,
 					  float mu, float is, double *sdy, double *sdyx)
 {
-	double ady[BN_LANES] = {0}, adyx[BN_LANES] = {0};
+	bn_v8d ady = {0}, adyx = {0};
 	for (int i = 0; i < n; i++) {
 		const float *x = in + (size_t)i * stride, *dy = dyc + (size_t)i * stride;
 		size_t j = 0;
-		for (; j + BN_LANES <= hw; j += BN_LANES)
-			for (int l = 0; l < BN_LANES; l++) {
-				const float xh = (x[j + l] - mu) * is;
-				ady[l] += dy[j + l];
-				adyx[l] += (double)dy[j + l] * xh;
-			}
+		for (; j + BN_LANES <= hw; j += BN_LANES) {
+			const bn_v8f xh = (BN_FN(bn_load_f)(x + j) - mu) * is;
+			const bn_v8d d = BN_FN(bn_load_d)(dy + j);
+			ady += d;
+			adyx += d * __builtin_convertvector(xh, bn_v8d);
+		}
 		for (int l = 0; j < hw; j++, l++) {
 			const float xh = (x[j] - mu) * is;
 			ady[l] += dy[j];
 			adyx[l] += (double)dy[j] * xh;
 		}
 	}
-	*sdy = bn_lanes_total(ady);
-	*sdyx = bn_lanes_total(adyx);
+	*sdy = BN_FN(bn_lanes_total)(ady);
+	*sdyx = BN_FN(bn_lanes_total)(adyx);
 }
 
 /* dx = k * (dy - mdy - xhat * mdyx) (training) or dy * k (evaluation). */

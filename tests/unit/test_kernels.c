@@ -410,19 +410,67 @@ static const conv_desc shift_convs[] = {
 	{3, 9, 34, 4, 9, 34, 3, 3, 1, 1, 1, 1},  {2, 6, 33, 3, 5, 32, 2, 2, 1, 1, 0, 0}, /* rows of 32+ */
 };
 
+/* The input gradient of a stride-1 conv the CPU backend computes as a correlation
+ * (cpu_conv2d_dx_by_correlation): dx[c][ih][iw] = the fma chain from +0.0 over o, then the
+ * flipped kernel's rows and columns (ki = k_h-1 .. 0, kj = k_w-1 .. 0), of
+ * w[o][c][ki][kj] * dy[o][ih + pad_top - ki][iw + pad_left - kj] (zero outside dy). */
+static void correlation_dx(const conv_desc *d, const float *w, const float *dy, float *dx)
+{
+	const int K = d->in_c * d->k_h * d->k_w, P = d->out_h * d->out_w;
+	for (int c = 0; c < d->in_c; c++)
+		for (int ih = 0; ih < d->in_h; ih++)
+			for (int iw = 0; iw < d->in_w; iw++) {
+				float acc = 0.0f;
+				for (int o = 0; o < d->out_c; o++)
+					for (int ki = d->k_h - 1; ki >= 0; ki--)
+						for (int kj = d->k_w - 1; kj >= 0; kj--) {
+							const int oh = ih + d->pad_top - ki, ow = iw + d->pad_left - kj;
+							const float v = oh < 0 || ow < 0 || oh >= d->out_h || ow >= d->out_w
+										? 0.0f
+										: dy[(size_t)o * P + (size_t)oh * d->out_w + ow];
+							acc = fmaf(w[(size_t)o * K + ((size_t)c * d->k_h + ki) * d->k_w + kj], v, acc);
+						}
+				dx[((size_t)c * d->in_h + ih) * d->in_w + iw] = acc;
+			}
+}
+
+/* Any other conv's input gradient: dcol = the fma chain over output channels for each patch
+ * entry, added into dx (zeroed by the caller) in (c, ki, kj, oh, ow) order. */
+static void col2im_dx(const conv_desc *d, const float *w, const float *dy, float *dcol, float *dx)
+{
+	const int K = d->in_c * d->k_h * d->k_w, P = d->out_h * d->out_w;
+	for (int k = 0; k < K; k++)
+		for (int p = 0; p < P; p++) {
+			float acc = 0.0f;
+			for (int o = 0; o < d->out_c; o++)
+				acc = fmaf(w[(size_t)o * K + k], dy[(size_t)o * P + p], acc);
+			dcol[(size_t)k * P + p] = acc;
+		}
+	for (int k = 0; k < K; k++) {
+		const int c = k / (d->k_h * d->k_w), ki = k / d->k_w % d->k_h, kj = k % d->k_w;
+		for (int p = 0; p < P; p++) {
+			const int ih = p / d->out_w * d->stride_h - d->pad_top + ki;
+			const int iw = p % d->out_w * d->stride_w - d->pad_left + kj;
+			if (ih >= 0 && iw >= 0 && ih < d->in_h && iw < d->in_w)
+				dx[((size_t)c * d->in_h + ih) * d->in_w + iw] += dcol[(size_t)k * P + p];
+		}
+	}
+}
+
 /*
  * Every conv path (plane shift, row loops, pointwise, strided) is exactly the rule's arithmetic:
- * y = fma chain over (c, ki, kj) from the bias; dx = the fma chain over output channels for each
- * patch entry, added into dx in (c, ki, kj, oh, ow) order; dw = the fma chain over samples and
- * positions from dw's value; db = the rounded sums in sample and position order. Bit for bit.
+ * y = fma chain over (c, ki, kj) from the bias; dx = correlation_dx or col2im_dx (which one the
+ * backend says); dw = the fma chain over samples and positions from dw's value; db = the rounded sums in sample and position order. Bit for bit.
  */
 static void test_conv_paths_are_the_plain_loops_bit_for_bit(void **state)
 {
 	(void)state;
 	const int n = 2;
+	int correlations = 0, others = 0;
 	for (size_t ci = 0; ci < sizeof shift_convs / sizeof shift_convs[0] + sizeof convs / sizeof convs[0]; ci++) {
 		const size_t ns = sizeof shift_convs / sizeof shift_convs[0];
 		const conv_desc *d = ci < ns ? &shift_convs[ci] : &convs[ci - ns];
+		*(cpu_conv2d_dx_by_correlation(d) ? &correlations : &others) += 1;
 		const int K = d->in_c * d->k_h * d->k_w, P = d->out_h * d->out_w;
 		const size_t in = (size_t)n * d->in_c * d->in_h * d->in_w, out = (size_t)n * d->out_c * P;
 		const size_t wn = (size_t)d->out_c * K;
@@ -446,23 +494,11 @@ static void test_conv_paths_are_the_plain_loops_bit_for_bit(void **state)
 					}
 					ry[((size_t)sm * d->out_c + o) * P + p] = acc;
 				}
-			for (int k = 0; k < K; k++)
-				for (int p = 0; p < P; p++) {
-					float acc = 0.0f;
-					for (int o = 0; o < d->out_c; o++)
-						acc = fmaf(w[(size_t)o * K + k], dys[(size_t)o * P + p], acc);
-					dcol[(size_t)k * P + p] = acc;
-				}
 			float *dxs = rdx + (size_t)sm * d->in_c * d->in_h * d->in_w;
-			for (int k = 0; k < K; k++) {
-				const int c = k / (d->k_h * d->k_w), ki = k / d->k_w % d->k_h, kj = k % d->k_w;
-				for (int p = 0; p < P; p++) {
-					const int ih = p / d->out_w * d->stride_h - d->pad_top + ki;
-					const int iw = p % d->out_w * d->stride_w - d->pad_left + kj;
-					if (ih >= 0 && iw >= 0 && ih < d->in_h && iw < d->in_w)
-						dxs[((size_t)c * d->in_h + ih) * d->in_w + iw] += dcol[(size_t)k * P + p];
-				}
-			}
+			if (cpu_conv2d_dx_by_correlation(d))
+				correlation_dx(d, w, dys, dxs);
+			else
+				col2im_dx(d, w, dys, dcol, dxs);
 			for (int o = 0; o < d->out_c; o++) {
 				for (int k = 0; k < K; k++) {
 					const int c = k / (d->k_h * d->k_w), ki = k / d->k_w % d->k_h, kj = k % d->k_w;
@@ -503,6 +539,8 @@ static void test_conv_paths_are_the_plain_loops_bit_for_bit(void **state)
 		free(x), free(w), free(b), free(dy), free(y), free(dx), free(dw), free(db);
 		free(ry), free(rdx), free(rdw), free(rdb), free(dcol);
 	}
+	/* both input-gradient rules stay covered: 'same' convs on wide rows and on im2col, the rest */
+	assert_true(correlations >= 4 && others >= 4);
 	backend_cpu_set_threads(0);
 }
 
