@@ -126,16 +126,19 @@ static size_t conv_col_floats(const conv_desc *d)
 
 /*
  * Implicit GEMM (stride 1, padding at most kernel - 1 on each side): the input is copied
- * once into a zero-padded plane of Hp x Wp (or read in place when there is no padding), and
- * row (c, ki, kj) of the patch matrix is that plane read from offset c*Hp*Wp + ki*Wp + kj:
- * a row table instead of an im2col copy (kernels.h's brow/arow). Forward computes the
- * outputs on the padded width ("wide" rows of Wp, the last Wp - out_w of each row thrown
- * away); the weight gradient takes one product per output row (k = out_w), so its chains
- * get exactly the terms and order of the im2col product. Same bits as im2col, no copy of
- * K x P floats.
+ * once into a zero-padded plane (or read in place when there is no padding), and row
+ * (c, ki, kj) of the patch matrix is that plane read from one offset: a row table instead of
+ * an im2col copy (kernels.h's brow/arow). The plane's rows are wp = in_w + max(left, right
+ * padding) wide, the image's row then its zeros: a row's zeros are the right padding of that
+ * row and the left padding of the next (pad_left zeros lead the plane for the first row).
+ * Forward computes the outputs on that width ("wide" rows, the last wp - out_w of each row
+ * thrown away); the weight gradient takes one product per output row (k = out_w), so its
+ * chains get exactly the terms and order of the im2col product. Same bits as im2col, no copy
+ * of K x P floats.
  */
 typedef struct conv_geom {
-	int hp, wp;    /* the padded plane */
+	int hp, wp;    /* the padded plane: rows, row pitch */
+	int lead;      /* zeros before the plane (pad_left) */
 	bool pad;      /* any padding: the plane is a copy */
 	size_t wide;   /* forward's columns: (out_h - 1) * wp + out_w */
 } conv_geom;
@@ -149,16 +152,32 @@ static bool conv_implicit_geom(const conv_desc *d, conv_geom *g)
 	    pb >= d->k_h || pr >= d->k_w)
 		return false;
 	g->hp = d->in_h + d->pad_top + pb;
-	g->wp = d->in_w + d->pad_left + pr;
+	g->wp = d->in_w + (d->pad_left > pr ? d->pad_left : pr);
+	g->lead = d->pad_left;
 	g->pad = g->hp != d->in_h || g->wp != d->in_w;
 	g->wide = (size_t)(d->out_h - 1) * g->wp + d->out_w;
 	return true;
 }
 
-/* Forward on the wide rows when they waste at most an eighth of the outputs. */
+/* Floats of the padded plane: the lead, the channels' planes, and one row of zeros after them
+ * (the last channel's last wide row reads up to min(left, right padding) floats past it). */
+static size_t conv_plane_floats(const conv_desc *d, const conv_geom *g)
+{
+	return (size_t)g->lead + (size_t)d->in_c * g->hp * g->wp + (size_t)g->wp;
+}
+
+/* Columns rounded up to whole panels of the widest tile (32): what a product over them costs. */
+static size_t conv_panel_cols(size_t cols)
+{
+	return (cols + 31) / 32 * 32;
+}
+
+/* Forward on the wide rows when, in whole panels, they cost at most an eighth more than the
+ * outputs (im2col's product): 32x32 and 16x16 planes yes; 8x8 ones (71 wide columns, three
+ * panels for two) measured a third slower than im2col. */
 static bool conv_implicit_fwd(const conv_desc *d, conv_geom *g)
 {
-	return conv_implicit_geom(d, g) && (g->wide - conv_out_plane(d)) * 8 <= conv_out_plane(d);
+	return conv_implicit_geom(d, g) && conv_panel_cols(g->wide) * 8 <= conv_panel_cols(conv_out_plane(d)) * 9;
 }
 
 /* The weight gradient row by row when rows are long enough to amortise the calls (each loads
@@ -175,7 +194,7 @@ static size_t conv_implicit_floats(const conv_desc *d)
 	conv_geom g;
 	if (!conv_implicit_geom(d, &g))
 		return 0;
-	return round_line((size_t)d->in_c * g.hp * g.wp) + round_line((size_t)d->out_c * g.wide) +
+	return round_line(conv_plane_floats(d, &g)) + round_line((size_t)d->out_c * g.wide) +
 	       round_line(2 * conv_k(d) * (sizeof(ptrdiff_t) / sizeof(float)));
 }
 
@@ -193,7 +212,7 @@ static size_t conv_slot_base_floats(const conv_desc *d)
  * flipped kernel from +0.0 (a tap in the padding adds fma(w, 0): the chain's value stays as
  * it is), run by the forward's implicit GEMM with K = oc*k_h*k_w, instead of a product with
  * K = oc and a col2im pass. Taken when the correlation computes at most 9/8 of the conv's
- * output columns (its wide rows or its plane): 'same' convs, not mnist_cnn's 'valid' ones
+ * output columns in whole panels (its wide rows or its plane): 'same' convs, not mnist_cnn's 'valid' ones
  * whose full correlation would multiply the zero border too. *t is the correlation.
  */
 static bool conv_dx_by_correlation(const conv_desc *d, conv_desc *t)
@@ -206,7 +225,7 @@ static bool conv_dx_by_correlation(const conv_desc *d, conv_desc *t)
 	if (!conv_implicit_geom(t, &tg))
 		return false;
 	const size_t cols = conv_implicit_fwd(t, &tg) ? tg.wide : conv_out_plane(t);
-	return cols * 8 <= conv_out_plane(d) * 9;
+	return conv_panel_cols(cols) * 8 <= conv_panel_cols(conv_out_plane(d)) * 9;
 }
 
 bool cpu_conv2d_dx_by_correlation(const conv_desc *d)
@@ -234,7 +253,7 @@ static float *conv_slot_plane(const conv_desc *d, float *slot)
 
 static float *conv_slot_wide(const conv_desc *d, const conv_geom *g, float *slot)
 {
-	return conv_slot_plane(d, slot) + round_line((size_t)d->in_c * g->hp * g->wp);
+	return conv_slot_plane(d, slot) + round_line(conv_plane_floats(d, g));
 }
 
 static ptrdiff_t *conv_slot_table(const conv_desc *d, const conv_geom *g, float *slot)
@@ -242,37 +261,40 @@ static ptrdiff_t *conv_slot_table(const conv_desc *d, const conv_geom *g, float 
 	return (ptrdiff_t *)(void *)(conv_slot_wide(d, g, slot) + round_line((size_t)d->out_c * g->wide));
 }
 
-/* The padded plane of x (x itself when there is no padding). */
+/* The padded plane of x (x itself when there is no padding), pointing at its first image
+ * row's first value (conv_geom's layout). */
 static const float *conv_padded(const conv_desc *d, const conv_geom *g, const float *x, float *plane)
 {
 	if (!g->pad)
 		return x;
-	const int pt = d->pad_top, pl = d->pad_left, pr = g->wp - d->in_w - pl;
+	const size_t wp = (size_t)g->wp, zeros = wp - (size_t)d->in_w, pt = (size_t)d->pad_top;
+	float *p0 = plane + g->lead;
+	memset(plane, 0, sizeof(float) * (size_t)g->lead);
 	for (int c = 0; c < d->in_c; c++) {
-		float *pc = plane + (size_t)c * g->hp * g->wp;
+		float *pc = p0 + (size_t)c * g->hp * wp;
 		const float *xc = x + (size_t)c * d->in_h * d->in_w;
-		memset(pc, 0, sizeof(float) * (size_t)pt * g->wp);
+		memset(pc, 0, sizeof(float) * pt * wp);
 		for (int ih = 0; ih < d->in_h; ih++) {
-			float *r = pc + (size_t)(pt + ih) * g->wp;
-			for (int j = 0; j < pl; j++)
-				r[j] = 0.0f;
-			memcpy(r + pl, xc + (size_t)ih * d->in_w, sizeof(float) * (size_t)d->in_w);
-			for (int j = 0; j < pr; j++)
-				r[pl + d->in_w + j] = 0.0f;
+			float *r = pc + (pt + (size_t)ih) * wp;
+			memcpy(r, xc + (size_t)ih * d->in_w, sizeof(float) * (size_t)d->in_w);
+			for (size_t j = 0; j < zeros; j++)
+				r[d->in_w + j] = 0.0f;
 		}
-		memset(pc + (size_t)(pt + d->in_h) * g->wp, 0, sizeof(float) * (size_t)(g->hp - pt - d->in_h) * g->wp);
+		memset(pc + (pt + (size_t)d->in_h) * wp, 0, sizeof(float) * (size_t)(g->hp - (int)pt - d->in_h) * wp);
 	}
-	return plane;
+	memset(p0 + (size_t)d->in_c * g->hp * wp, 0, sizeof(float) * wp);
+	return p0 + pt * wp;
 }
 
-/* tab[k] = the plane offset of patch row k = (c, ki, kj). */
+/* tab[k] = the offset of patch row k = (c, ki, kj) from the padded plane's first image value:
+ * the input under output (0, 0) for that tap. */
 static void conv_row_table(const conv_desc *d, const conv_geom *g, ptrdiff_t *tab)
 {
 	ptrdiff_t *t = tab;
 	for (int c = 0; c < d->in_c; c++)
 		for (int ki = 0; ki < d->k_h; ki++)
 			for (int kj = 0; kj < d->k_w; kj++)
-				*t++ = ((ptrdiff_t)c * g->hp + ki) * g->wp + kj;
+				*t++ = ((ptrdiff_t)c * g->hp + ki - d->pad_top) * g->wp + kj - d->pad_left;
 }
 
 /* Row o of y (n floats each) = b[o], the value every output's chain starts from. */

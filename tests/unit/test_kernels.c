@@ -408,6 +408,9 @@ static const conv_desc shift_convs[] = {
 	/* large enough for the implicit GEMM (ops_cpu.c): 'same', asymmetric padding */
 	{3, 20, 24, 5, 20, 24, 3, 3, 1, 1, 1, 1}, {2, 17, 21, 4, 16, 21, 3, 3, 1, 1, 0, 1},
 	{3, 9, 34, 4, 9, 34, 3, 3, 1, 1, 1, 1},  {2, 6, 33, 3, 5, 32, 2, 2, 1, 1, 0, 0}, /* rows of 32+ */
+	/* padding only on the right, only on the left, 5x5 'same': the plane's shared zero columns */
+	{3, 12, 20, 4, 12, 19, 3, 3, 1, 1, 1, 0}, {2, 10, 20, 3, 10, 20, 3, 3, 1, 1, 1, 2},
+	{2, 12, 30, 3, 12, 30, 5, 5, 1, 1, 2, 2},
 };
 
 /* The input gradient of a stride-1 conv the CPU backend computes as a correlation
