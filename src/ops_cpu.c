@@ -467,6 +467,11 @@ static void im2col(const conv_desc *d, const float *x, float *col)
 #pragma omp simd
 						for (int ow = lo; ow < hi; ow++)
 							r[ow] = xo[ow];
+					} else if (sw == 2) { /* a constant stride: even-element shuffles, vectorised */
+						const float *xo = xr + off;
+#pragma omp simd
+						for (int ow = lo; ow < hi; ow++)
+							r[ow] = xo[2 * ow];
 					} else {
 						for (int ow = lo; ow < hi; ow++)
 							r[ow] = xr[ow * sw + off];
