@@ -54,8 +54,8 @@ static int64_t fix_one(float x, int64_t *of, int64_t *nf)
  * the bit cast). Integer sums: the same result whichever path ran. Called only
  * when the CPU has AVX2 (kern_isa_supported; the build is for any x86-64).
  */
-__attribute__((target("avx2"))) static size_t fix_add_avx2(size_t n, const float *x, int64_t *acc, int64_t *overflow,
-							    int64_t *nonfinite)
+__attribute__((target("avx2"))) static size_t fix_add_avx2(size_t n, float *x, int take, int64_t *acc,
+							    int64_t *overflow, int64_t *nonfinite)
 {
 	size_t i = 0;
 	int64_t of = 0, nf = 0;
@@ -66,6 +66,8 @@ __attribute__((target("avx2"))) static size_t fix_add_avx2(size_t n, const float
 	__m256i ofv = _mm256_setzero_si256(), nfv = _mm256_setzero_si256();
 	for (; i + 4 <= n; i += 4) {
 		__m256d v = _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i)), scale);
+		if (take)
+			_mm_storeu_ps(x + i, _mm_setzero_ps());
 		__m256d a = _mm256_andnot_pd(sign, v);
 		__m256d bad = _mm256_or_pd(_mm256_cmp_pd(v, v, _CMP_UNORD_Q), _mm256_cmp_pd(a, inf, _CMP_EQ_OQ));
 		__m256d over = _mm256_andnot_pd(bad, _mm256_cmp_pd(a, lim, _CMP_GT_OQ));
@@ -88,7 +90,7 @@ __attribute__((target("avx2"))) static size_t fix_add_avx2(size_t n, const float
 }
 
 /* The AVX-512 part of fix_add: the same double arithmetic eight values at a time. */
-__attribute__((target("avx512f"))) static size_t fix_add_avx512(size_t n, const float *x, int64_t *acc,
+__attribute__((target("avx512f"))) static size_t fix_add_avx512(size_t n, float *x, int take, int64_t *acc,
 								 int64_t *overflow, int64_t *nonfinite)
 {
 	size_t i = 0;
@@ -99,6 +101,8 @@ __attribute__((target("avx512f"))) static size_t fix_add_avx512(size_t n, const 
 	const __m512i mbits = _mm512_set1_epi64(MAGIC_BITS);
 	for (; i + 8 <= n; i += 8) {
 		__m512d v = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), scale);
+		if (take)
+			_mm256_storeu_ps(x + i, _mm256_setzero_ps());
 		__m512d a = _mm512_abs_pd(v);
 		__mmask8 bad = _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q) | _mm512_cmp_pd_mask(a, inf, _CMP_EQ_OQ);
 		__mmask8 over = (__mmask8)(~bad & _mm512_cmp_pd_mask(a, lim, _CMP_GT_OQ));
@@ -116,22 +120,36 @@ __attribute__((target("avx512f"))) static size_t fix_add_avx512(size_t n, const 
 
 /*
  * acc += round(x * 2^32) over n values, saturating; counts saturated and
- * non-finite values. The vector paths run the scalar path's double arithmetic
- * (exact integer sums: the same result whichever ran), chosen by the kernels' ISA.
+ * non-finite values; take = 1: x is left all +0.0 (read and zeroed in one pass).
+ * The vector paths run the scalar path's double arithmetic (exact integer sums:
+ * the same result whichever ran), chosen by the kernels' ISA.
  */
-void grad_fix_add(size_t n, const float *x, int64_t *acc, int64_t *overflow, int64_t *nonfinite)
+static void fix_add(size_t n, float *x, int take, int64_t *acc, int64_t *overflow, int64_t *nonfinite)
 {
 	size_t i = 0;
 	int64_t of = 0, nf = 0;
 	const kern_isa isa = kern_current();
 	if (isa == KERN_ISA_AVX512)
-		i = fix_add_avx512(n, x, acc, overflow, nonfinite);
+		i = fix_add_avx512(n, x, take, acc, overflow, nonfinite);
 	else if (isa == KERN_ISA_AVX2)
-		i = fix_add_avx2(n, x, acc, overflow, nonfinite);
-	for (; i < n; i++)
+		i = fix_add_avx2(n, x, take, acc, overflow, nonfinite);
+	for (; i < n; i++) {
 		acc[i] += fix_one(x[i], &of, &nf);
+		if (take)
+			x[i] = 0.0f;
+	}
 	*overflow += of;
 	*nonfinite += nf;
+}
+
+void grad_fix_add(size_t n, const float *x, int64_t *acc, int64_t *overflow, int64_t *nonfinite)
+{
+	fix_add(n, (float *)x, 0, acc, overflow, nonfinite); /* take = 0: x only read */
+}
+
+void grad_fix_take(size_t n, float *x, int64_t *acc, int64_t *overflow, int64_t *nonfinite)
+{
+	fix_add(n, x, 1, acc, overflow, nonfinite);
 }
 
 /* The AVX2 part of fix_scale_out: returns how many values it did (it stops at a rare large one). */
@@ -225,6 +243,10 @@ int grad_engine_init(grad_engine *e, const model *m, const backend *be, int shar
 		e->acc[t] = be->alloc((n + nb + TAIL_N) * sizeof(int64_t));
 		if (nb && !(e->st[t] = be->alloc(nb * sizeof(float))))
 			goto oom;
+		if (e->g[t]) /* zero once: grad_compute's grad_fix_take leaves them zero after each shard */
+			be->zero(n, e->g[t]);
+		if (nb)
+			be->zero(nb, e->st[t]);
 		e->samples[t] = calloc((size_t)shard, sizeof(uint32_t));
 		e->labels[t] = calloc((size_t)shard, 1);
 		if (!e->g[t] || !e->acc[t] || !e->samples[t] || !e->labels[t])
@@ -297,16 +319,14 @@ void grad_compute(grad_engine *e, const float *params, int bsz, int rank, int wo
 			batch_info b = {n, e->samples[t], e->labels[t], seed, epoch, 1, NULL, nb ? e->st[t] : NULL};
 			double l;
 			int c;
-			e->be->zero(np, e->g[t]);
-			if (nb)
-				e->be->zero(nb, e->st[t]);
+			/* g and st are all zero here: zeroed at init, then taken by each shard's conversion */
 			net_forward(e->m, e->be, params, ws, &b, &l, &c);
 			double bt = now_mono();
 			net_backward(e->m, e->be, params, e->g[t], ws, &b);
 			double ct = now_mono();
-			grad_fix_add(np, e->g[t], acc, &of_t, &nf_t);
+			grad_fix_take(np, e->g[t], acc, &of_t, &nf_t);
 			if (nb) /* the shard's statistics, summed exactly like its gradient */
-				grad_fix_add(nb, e->st[t], acc + np, &of_t, &nf_t);
+				grad_fix_take(nb, e->st[t], acc + np, &of_t, &nf_t);
 			if (t == 0) {
 				t_fwd += bt - a;
 				t_bwd += ct - bt;

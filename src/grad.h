@@ -95,6 +95,9 @@ void grad_finish_stats(grad_engine *e, int bsz, float *stats);
  * (counted in *nonfinite). grad_fix_scale_out: out = acc * s. Exposed for tests.
  */
 void grad_fix_add(size_t n, const float *x, int64_t *acc, int64_t *overflow, int64_t *nonfinite);
+/* grad_fix_add that leaves x all +0.0, in the same pass: a shard's gradient buffer is converted
+ * and made ready for the next shard's backward (which adds into it) without a zeroing pass. */
+void grad_fix_take(size_t n, float *x, int64_t *acc, int64_t *overflow, int64_t *nonfinite);
 void grad_fix_scale_out(size_t n, const int64_t *acc, double s, float *out);
 
 #endif
