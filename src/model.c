@@ -373,11 +373,48 @@ static bool layer_runs_on(const layer *l, const backend *be, const layer_kernels
 	return ok;
 }
 
-/* Buffers of layer i: output, its gradient, saved memory; an alias layer shares its input's. */
+/*
+ * Relu layers whose forward their producer does (net_workspace.relu_by): a relu layer i whose
+ * one input is layer j of an LT_RELU_OUT type, on a backend that fuses (BACKEND_CAP_FUSED_RELU),
+ * when no other layer reads j's output. Relu is exact, so the bits are those of the two passes.
+ */
+static bool plan_fused_relus(const model *m, const backend *be, net_workspace *ws)
+{
+	if (!(be->caps & BACKEND_CAP_FUSED_RELU))
+		return true;
+	if (!(ws->relu_by = malloc((size_t)m->n_layers * sizeof *ws->relu_by)))
+		return false;
+	for (int i = 0; i < m->n_layers; i++)
+		ws->relu_by[i] = -1;
+	for (int i = 0; i < m->n_layers; i++) {
+		const layer *l = &m->layers[i];
+		const int j = l->in_idx[0];
+		if (strcmp(l->spec.type->name, "relu") != 0 || l->n_in != 1 || j < 0 || j >= i ||
+		    !(m->layers[j].spec.type->flags & LT_RELU_OUT))
+			continue;
+		int readers = 0;
+		for (int k = 0; k < m->n_layers; k++)
+			for (int q = 0; q < m->layers[k].n_in; q++)
+				readers += m->layers[k].in_idx[q] == j;
+		if (readers == 1) {
+			ws->relu_by[i] = j;
+			ws->relu_by[j] = -2; /* j writes max(y, 0): never a relu layer itself (LT_RELU_OUT) */
+		}
+	}
+	return true;
+}
+
+/* Buffers of layer i: output, its gradient, saved memory; an alias layer shares its input's, a
+ * fused relu its producer's output. */
 static bool alloc_layer(const model *m, const backend *be, int i, net_workspace *ws)
 {
 	const layer *l = &m->layers[i];
 	const size_t bytes = (size_t)ws->max_n * l->out_numel * sizeof(float);
+	if (ws->relu_by && ws->relu_by[i] >= 0) {
+		ws->act[i] = ws->act[ws->relu_by[i]];
+		ws->grad[i] = ws_alloc(be, bytes);
+		return ws->grad[i] != NULL;
+	}
 	if (l->spec.type->flags & LT_ALIAS) {
 		/* the output is the input's memory; on the network input it still needs a gradient */
 		const int src = l->in_idx[0];
@@ -479,7 +516,7 @@ int net_workspace_alloc(const model *m, const backend *be, int max_n, net_worksp
 		goto fail;
 	}
 	ws->input = ws_alloc(be, (size_t)max_n * m->in_c * m->in_h * m->in_w * sizeof(float));
-	if (!ws->input)
+	if (!ws->input || !plan_fused_relus(m, be, ws))
 		goto fail;
 	size_t scratch = 0;
 	for (int i = 0; i < m->n_layers; i++) {
@@ -508,7 +545,7 @@ void net_workspace_free(const model *m, const backend *be, net_workspace *ws)
 				be->release(ws->grad[i]); /* its own; the output is ws->input */
 			continue;
 		}
-		if (ws->act[i])
+		if (ws->act[i] && !(ws->relu_by && ws->relu_by[i] >= 0)) /* a fused relu's is its producer's */
 			be->release(ws->act[i]);
 		if (ws->grad[i])
 			be->release(ws->grad[i]);
@@ -527,6 +564,7 @@ void net_workspace_free(const model *m, const backend *be, net_workspace *ws)
 	free(ws->saved);
 	free(ws->kernels);
 	free(ws->din_tmp);
+	free(ws->relu_by);
 	memset(ws, 0, sizeof *ws);
 }
 
@@ -548,6 +586,7 @@ static layer_pass pass_of(const model *m, const backend *be, const float *params
 		.saved = ws->saved[i],
 		.scratch = ws->scratch,
 	};
+	p.relu = ws->relu_by && ws->relu_by[i] == -2; /* a relu layer after it is fused */
 	for (int k = 0; k < l->n_in; k++) {
 		const int src = l->in_idx[k], mode = ws->din_tmp[i * LAYER_MAX_IN + k];
 		p.ins[k] = src >= 0 ? ws->act[src] : ws->input;
@@ -613,6 +652,8 @@ void net_forward(const model *m, const backend *be, const float *params, net_wor
 		const layer_type *t = m->layers[i].spec.type;
 		if (t->flags & LT_ALIAS)
 			continue; /* same memory */
+		if (ws->relu_by && ws->relu_by[i] >= 0)
+			continue; /* its producer wrote max(y, 0) */
 		layer_pass p = pass_of(m, be, params, NULL, ws, b, i);
 		p.loss_sum = loss_sum;
 		p.correct = correct;

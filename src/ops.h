@@ -28,6 +28,7 @@ typedef struct conv_desc {
 	int k_h, k_w;            /* kernel */
 	int stride_h, stride_w;
 	int pad_top, pad_left;   /* zero padding before the first row/column */
+	int relu;                /* forward: the output is max(y, 0) (BACKEND_CAP_FUSED_RELU) */
 } conv_desc;
 
 typedef struct pool_desc {
@@ -48,6 +49,9 @@ typedef struct dropout_desc {
 					     states in place (no mirrors) and data sets are used in place */
 #define BACKEND_CAP_EXACT_SUM (1u << 1)   /* gradients through the exact sharded fixed-point engine
 					     (grad.h) and an int64 all-reduce; else one float pass */
+#define BACKEND_CAP_FUSED_RELU (1u << 2)  /* conv2d_forward (conv_desc.relu) and the batchnorm and add
+					     kernels (layer_call.relu) write max(y, 0) when asked, in the
+					     pass that computes y: a relu layer after them runs no pass */
 
 /*
  * One call of a layer kernel that the fixed entries of the backend table lack
@@ -78,6 +82,7 @@ typedef struct layer_call {
 	float *const *stat;         /* training forward: its statistics, same layout as buf (NULL: not wanted) */
 	int training;               /* batch_info.training */
 	const void *state;          /* the layer's derived descriptor (layer.state, e.g. a pool_desc) */
+	int relu;                   /* forward: write max(y, 0) (BACKEND_CAP_FUSED_RELU; kinds that say so) */
 } layer_call;
 
 struct backend;

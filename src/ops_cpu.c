@@ -221,7 +221,7 @@ static bool conv_dx_by_correlation(const conv_desc *d, conv_desc *t)
 	if (!conv_implicit_geom(d, &g))
 		return false;
 	*t = (conv_desc){d->out_c, d->out_h, d->out_w, d->in_c, d->in_h, d->in_w, d->k_h, d->k_w, 1, 1,
-			 d->k_h - 1 - d->pad_top, d->k_w - 1 - d->pad_left};
+			 d->k_h - 1 - d->pad_top, d->k_w - 1 - d->pad_left, 0};
 	if (!conv_implicit_geom(t, &tg))
 		return false;
 	const size_t cols = conv_implicit_fwd(t, &tg) ? tg.wide : conv_out_plane(t);
@@ -574,6 +574,15 @@ static void conv_fwd_sample(const conv_desc *d, const float *x, const float *w, 
 	kern_gemm(&(kern_gemm_args){oc, P, K, w, K, 1, B, P, 1, y, P, 1, b == NULL, NULL, NULL}, 1);
 }
 
+/* y = max(y, 0) over one sample's output, while it is in cache (a fused relu layer). */
+static void conv_relu_sample(const conv_desc *d, float *y)
+{
+	const size_t count = (size_t)d->out_c * conv_out_plane(d);
+#pragma omp simd
+	for (size_t i = 0; i < count; i++)
+		y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+}
+
 static void cpu_conv2d_forward(const conv_desc *d, int n, const float *in, const float *w,
 			       const float *b, float *out, float *ws)
 {
@@ -585,8 +594,11 @@ static void cpu_conv2d_forward(const conv_desc *d, int n, const float *in, const
 #pragma omp parallel num_threads(conv_team(n))
 	{
 		const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-		for (size_t i = part_lo((size_t)n, t, nt); i < part_lo((size_t)n, t + 1, nt); i++)
+		for (size_t i = part_lo((size_t)n, t, nt); i < part_lo((size_t)n, t + 1, nt); i++) {
 			conv_fwd_sample(d, in + i * in_sz, w, b, out + i * out_sz, ws + (size_t)t * slot);
+			if (d->relu)
+				conv_relu_sample(d, out + i * out_sz);
+		}
 	}
 }
 
@@ -1083,7 +1095,7 @@ static double cpu_peak_gflops(const backend *be)
 
 static const backend cpu_backend = {
 	.name = "cpu",
-	.caps = BACKEND_CAP_HOST_MEMORY | BACKEND_CAP_EXACT_SUM,
+	.caps = BACKEND_CAP_HOST_MEMORY | BACKEND_CAP_EXACT_SUM | BACKEND_CAP_FUSED_RELU,
 	.synchronize = cpu_synchronize,
 	.threads = cpu_threads,
 	.peak_gflops = cpu_peak_gflops,

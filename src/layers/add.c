@@ -49,6 +49,7 @@ static layer_call add_call(const layer_pass *p)
 		.dout = p->dout,
 		.din = p->din,
 		.n_in = p->n_in,
+		.relu = p->relu,
 	};
 	for (int k = 0; k < p->n_in; k++) {
 		c.ins[k] = p->ins[k];
@@ -77,20 +78,27 @@ static void add_backward(const layer_pass *p)
 
 /* ---- CPU kernels ---- */
 
+/* y = the inputs' sum, added in input order; with c->relu, max(sum, 0) in the pass of the last add. */
 static void cpu_add_forward(const backend *be, const layer_call *c)
 {
 	(void)be;
 	const size_t count = (size_t)(c->n > 0 ? c->n : 0) * c->out_numel;
 	const float *a = c->ins[0], *b = c->ins[1];
 	float *y = c->y;
+	const bool relu = c->relu && c->n_in == 2;
 #pragma omp parallel for simd schedule(static) num_threads(backend_cpu_threads()) if (count >= PAR_MIN_ELEMS)
-	for (size_t i = 0; i < count; i++)
-		y[i] = a[i] + b[i];
+	for (size_t i = 0; i < count; i++) {
+		const float s = a[i] + b[i];
+		y[i] = !relu || s > 0.0f ? s : 0.0f;
+	}
 	for (int k = 2; k < c->n_in; k++) {
 		const float *x = c->ins[k];
+		const bool last_relu = c->relu && k == c->n_in - 1;
 #pragma omp parallel for simd schedule(static) num_threads(backend_cpu_threads()) if (count >= PAR_MIN_ELEMS)
-		for (size_t i = 0; i < count; i++)
-			y[i] += x[i];
+		for (size_t i = 0; i < count; i++) {
+			const float s = y[i] + x[i];
+			y[i] = !last_relu || s > 0.0f ? s : 0.0f;
+		}
 	}
 }
 
@@ -107,7 +115,7 @@ static const layer_kernels cpu_kernels = {cpu_add_forward, cpu_add_backward};
 
 const layer_type layer_add = {
 	.name = "add",
-	.flags = LT_KERNELS | LT_MULTI_IN,
+	.flags = LT_KERNELS | LT_MULTI_IN | LT_RELU_OUT,
 	.shape = add_shape,
 	.flops = add_flops,
 	.forward = add_forward,

@@ -173,6 +173,7 @@ static layer_call bn_call(const layer_pass *p)
 		.buf = p->buf,
 		.stat = p->stat,
 		.training = p->b->training,
+		.relu = p->relu,
 	};
 	return c;
 }
@@ -207,7 +208,7 @@ typedef float bn_v8f __attribute__((vector_size(BN_LANES * sizeof(float))));
 typedef struct bn_loops {
 	double (*sum)(const float *in, int n, size_t stride, size_t hw, double shift, int sq);
 	void (*apply)(const float *in, float *y, int n, size_t stride, size_t hw, float mu, float is, float g,
-		      float b);
+		      float b, int relu);
 	void (*grad_sums)(const float *in, const float *dy, int n, size_t stride, size_t hw, float mu, float is,
 			  double *sdy, double *sdyx);
 	void (*grad_apply)(const float *in, const float *dy, float *dx, int n, size_t stride, size_t hw, float mu,
@@ -296,7 +297,7 @@ static void cpu_bn_forward(const backend *be, const layer_call *c)
 		saved[ch] = mu;
 		saved[C + ch] = is;
 		const float g = affine ? c->w[0][ch] : 1.0f, b = affine ? c->w[1][ch] : 0.0f;
-		L->apply(c->in + (size_t)ch * hw, c->y + (size_t)ch * hw, c->n, stride, hw, mu, is, g, b);
+		L->apply(c->in + (size_t)ch * hw, c->y + (size_t)ch * hw, c->n, stride, hw, mu, is, g, b, c->relu);
 	}
 }
 
@@ -337,7 +338,7 @@ static const layer_kernels cpu_kernels = {cpu_bn_forward, cpu_bn_backward};
 #define BATCHNORM_ROW(NAME)                          \
 	{                                            \
 		.name = NAME,                        \
-		.flags = LT_KERNELS | LT_NORM,       \
+		.flags = LT_KERNELS | LT_NORM | LT_RELU_OUT, \
 		.defaults = bn_defaults,             \
 		.set = bn_set,                       \
 		.dump = bn_dump,                     \

@@ -53,15 +53,21 @@ BN_TARGET static double BN_FN(bn_sum)(const float *in, int n, size_t stride, siz
 	return BN_FN(bn_lanes_total)(acc);
 }
 
-/* y = (x - mu) * is * g + b over the channel's planes. */
+/* y = (x - mu) * is * g + b over the channel's planes; relu: max(that, 0) (a fused relu layer). */
 BN_TARGET static void BN_FN(bn_apply)(const float *in, float *y, int n, size_t stride, size_t hw, float mu,
-				      float is, float g, float b)
+				      float is, float g, float b, int relu)
 {
 	for (int i = 0; i < n; i++) {
 		const float *x = in + (size_t)i * stride;
 		float *yo = y + (size_t)i * stride;
-		for (size_t j = 0; j < hw; j++)
-			yo[j] = (x[j] - mu) * is * g + b;
+		if (relu)
+			for (size_t j = 0; j < hw; j++) {
+				const float v = (x[j] - mu) * is * g + b;
+				yo[j] = v > 0.0f ? v : 0.0f;
+			}
+		else
+			for (size_t j = 0; j < hw; j++)
+				yo[j] = (x[j] - mu) * is * g + b;
 	}
 }
 

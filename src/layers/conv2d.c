@@ -138,7 +138,7 @@ static int conv2d_shape(model *m, layer *l)
 	l->out_h = oh;
 	l->out_w = ow;
 	*LAYER_STATE(conv_desc, l) = (conv_desc){l->in_c, l->in_h, l->in_w, l->out_c, oh, ow, p->kernel_h,
-						 p->kernel_w, sh, sw, pt, pl};
+						 p->kernel_w, sh, sw, pt, pl, 0};
 	int wd[4] = {p->filters, l->in_c, p->kernel_h, p->kernel_w}, bd[1] = {p->filters};
 	if (model_add_view(m, l, "weight", 4, wd) < 0 || (!p->no_bias && model_add_view(m, l, "bias", 1, bd) < 0)) {
 		log_error("too many parameter tensors");
@@ -179,8 +179,9 @@ static bool conv2d_runs_on(const backend *be)
 
 static void conv2d_forward(const layer_pass *p)
 {
-	p->be->conv2d_forward(LAYER_STATE(const conv_desc, p->l), p->b->n, p->in, p->w[0], p->w[1], p->out,
-			      p->scratch);
+	conv_desc d = *LAYER_STATE(const conv_desc, p->l);
+	d.relu = p->relu;
+	p->be->conv2d_forward(&d, p->b->n, p->in, p->w[0], p->w[1], p->out, p->scratch);
 }
 
 static void conv2d_backward(const layer_pass *p)
@@ -191,7 +192,7 @@ static void conv2d_backward(const layer_pass *p)
 
 const layer_type layer_conv2d = {
 	.name = "conv2d",
-	.flags = LT_ACTIVATION,
+	.flags = LT_ACTIVATION | LT_RELU_OUT,
 	.set = conv2d_set,
 	.check = conv2d_check,
 	.dump = conv2d_dump,

@@ -32,6 +32,8 @@ enum layer_flags {
 	LT_KERNELS = 8,    /* runs on be->layer_kernels(be, name): a backend without them refuses it */
 	LT_NORM = 16,      /* a normalisation layer: train.wd_skip = bn leaves its views undecayed */
 	LT_MULTI_IN = 32,  /* takes several inputs (ins/dins of layer_pass); others take one */
+	LT_RELU_OUT = 64,  /* forward can write max(y, 0) itself (layer_pass.relu) and backward never
+			    * reads its output: a relu layer that alone reads it is fused (model.c) */
 };
 
 /* What one forward or backward call of a layer gets. */
@@ -58,6 +60,7 @@ typedef struct layer_pass {
 	float *scratch;              /* shared scratch, at least scratch_bytes */
 	double *loss_sum;            /* loss layers: summed loss */
 	int *correct;                /* loss layers: correct predictions */
+	bool relu;                   /* LT_RELU_OUT: forward writes max(y, 0) (a fused relu layer) */
 } layer_pass;
 
 typedef struct layer_type {

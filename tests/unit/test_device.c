@@ -23,7 +23,7 @@
 static void check_cpu_table(const backend *be, int threads)
 {
 	assert_non_null(be);
-	assert_int_equal(be->caps, BACKEND_CAP_HOST_MEMORY | BACKEND_CAP_EXACT_SUM);
+	assert_int_equal(be->caps, BACKEND_CAP_HOST_MEMORY | BACKEND_CAP_EXACT_SUM | BACKEND_CAP_FUSED_RELU);
 	assert_null(be->ctx);
 	assert_null(be->comm); /* MPI on host memory: dist needs nothing of it */
 	assert_non_null(be->synchronize);

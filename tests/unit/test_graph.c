@@ -23,6 +23,7 @@
 #include "contract.h"
 #include "model.h"
 #include "ops.h"
+#include "layers/layer.h"
 #include "net_test_util.h"
 
 /* add: y = a + b + c in that order; backward copies dout to each non-NULL din. */
@@ -296,6 +297,70 @@ static void test_residual_gradient_same_bits_every_run(void **state)
 	free(g[1]);
 }
 
+/*
+ * Fused relus (BACKEND_CAP_FUSED_RELU): a relu after conv2d, batchnorm or add whose output
+ * only it reads is done by that layer's forward; the loss, every parameter's gradient and the
+ * network's outputs are the bits of the two passes (a backend without the capability). A relu
+ * whose producer is read twice is not fused.
+ */
+static void test_fused_relus_are_the_two_passes_bit_for_bit(void **state)
+{
+	(void)state;
+	static const char net[] =
+		"[model]\ninput = 2x6x6\n"
+		"[layer.c1]\ntype = conv2d\nfilters = 3\nkernel = 3\npadding = 1\nactivation = relu\n"
+		"[layer.c2]\ntype = conv2d\nfilters = 4\nkernel = 3\npadding = 1\nbias = false\n"
+		"[layer.bn]\ntype = batchnorm\n[layer.r2]\ntype = relu\n"
+		"[layer.c3]\ntype = conv2d\nfilters = 4\nkernel = 1\n"
+		"[layer.r3]\ntype = relu\n"                           /* c3 is read twice: not fused */
+		"[layer.add]\ntype = add\ninputs = r3, c3\n[layer.r4]\ntype = relu\n"
+		"[layer.flat]\ntype = flatten\n[layer.fc]\ntype = dense\nunits = 3\n"
+		"[layer.loss]\ntype = softmax_xent\n";
+	config c;
+	model m;
+	net_workspace ws[2];
+	const int n = 4;
+	assert_int_equal(ntu_build(&c, &m, net), 0);
+	backend plain = *backend_cpu();
+	plain.caps &= ~BACKEND_CAP_FUSED_RELU;
+	assert_true(backend_cpu()->caps & BACKEND_CAP_FUSED_RELU);
+	assert_int_equal(net_workspace_alloc(&m, backend_cpu(), n, &ws[0]), 0);
+	assert_int_equal(net_workspace_alloc(&m, &plain, n, &ws[1]), 0);
+	assert_null(ws[1].relu_by);
+	int fused = 0;
+	for (int i = 0; i < m.n_layers; i++) {
+		const char *name = m.layers[i].spec.name;
+		fused += ws[0].relu_by[i] >= 0;
+		if (!strcmp(name, "r3"))
+			assert_int_equal(ws[0].relu_by[i], -1);
+		if (!strcmp(name, "c1.relu") || !strcmp(name, "r2") || !strcmp(name, "r4"))
+			assert_true(ws[0].relu_by[i] >= 0);
+	}
+	assert_int_equal(fused, 3);
+	float *p = calloc(m.n_params, sizeof(float));
+	float *g[2] = {calloc(m.n_params, sizeof(float)), calloc(m.n_params, sizeof(float))};
+	fill(&m, &ws[0], n, p);
+	memcpy(ws[1].input, ws[0].input, (size_t)n * m.in_c * m.in_h * m.in_w * sizeof(float));
+	uint32_t samples[4] = {0, 1, 2, 3};
+	uint8_t labels[4] = {0, 2, 1, 2};
+	batch_info b = {n, samples, labels, 1, 0, 1, NULL, NULL};
+	double loss[2];
+	for (int r = 0; r < 2; r++) {
+		loss[r] = ntu_net_loss(&m, p, &ws[r], &b);
+		net_backward(&m, backend_cpu(), p, g[r], &ws[r], &b);
+	}
+	assert_memory_equal(&loss[0], &loss[1], sizeof(double));
+	assert_memory_equal(g[0], g[1], m.n_params * sizeof(float));
+	for (int i = 0; i < m.n_layers; i++) /* every layer's output too (a fused producer's is its relu's) */
+		if (!(m.layers[i].spec.type->flags & LT_LOSS) && !(ws[0].relu_by[i] == -2))
+			assert_memory_equal(ws[0].act[i], ws[1].act[i], (size_t)n * m.layers[i].out_numel * sizeof(float));
+	net_workspace_free(&m, backend_cpu(), &ws[0]);
+	net_workspace_free(&m, &plain, &ws[1]);
+	free(p);
+	free(g[0]);
+	free(g[1]);
+}
+
 /* A backend without "add" kernels runs sequential networks and refuses shared outputs. */
 static void test_backend_without_add_refuses_shared_outputs(void **state)
 {
@@ -459,6 +524,7 @@ int main(void)
 		cmocka_unit_test(test_residual_gradient_matches_finite_differences),
 		cmocka_unit_test(test_basic_block_gradient_matches_finite_differences),
 		cmocka_unit_test(test_residual_gradient_same_bits_every_run),
+		cmocka_unit_test(test_fused_relus_are_the_two_passes_bit_for_bit),
 		cmocka_unit_test(test_backend_without_add_refuses_shared_outputs),
 		cmocka_unit_test(test_repeated_blocks),
 		cmocka_unit_test(test_repeated_block_errors),

@@ -327,10 +327,10 @@ static void conv_ref(const conv_desc *d, int n, const float *x, const float *w, 
 }
 
 static const conv_desc convs[] = {
-	{3, 11, 9, 5, 6, 5, 3, 3, 2, 2, 1, 1}, /* stride 2, padding 1, odd sizes */
-	{2, 7, 8, 7, 7, 8, 1, 1, 1, 1, 0, 0},  /* pointwise */
-	{4, 9, 7, 3, 5, 3, 3, 5, 2, 1, 2, 0},  /* 3x5 kernel, strides 2x1, padding 2 on top */
-	{1, 28, 28, 6, 26, 26, 3, 3, 1, 1, 0, 0},
+	{3, 11, 9, 5, 6, 5, 3, 3, 2, 2, 1, 1, 0}, /* stride 2, padding 1, odd sizes */
+	{2, 7, 8, 7, 7, 8, 1, 1, 1, 1, 0, 0, 0},  /* pointwise */
+	{4, 9, 7, 3, 5, 3, 3, 5, 2, 1, 2, 0, 0},  /* 3x5 kernel, strides 2x1, padding 2 on top */
+	{1, 28, 28, 6, 26, 26, 3, 3, 1, 1, 0, 0, 0},
 };
 
 /* Forward against the reference; forward and backward bit-identical on every ISA and thread count. */
@@ -408,16 +408,16 @@ static float conv_tap(const conv_desc *d, const float *x, int s, int c, int oh, 
 /* Stride-1 convs take the plane-shift im2col/col2im (ops_cpu.c); these shapes cover its edges:
  * 'same' 3x3 and 5x5, asymmetric padding, 1x3 and 3x1, and wraps too many to put back. */
 static const conv_desc shift_convs[] = {
-	{3, 7, 9, 4, 7, 9, 3, 3, 1, 1, 1, 1},   {2, 6, 6, 3, 6, 6, 5, 5, 1, 1, 2, 2},
-	{2, 8, 5, 3, 6, 5, 3, 3, 1, 1, 0, 1},   {2, 5, 7, 2, 5, 7, 1, 3, 1, 1, 0, 1},
-	{2, 7, 4, 2, 7, 4, 3, 1, 1, 1, 1, 0},   {1, 40, 4, 2, 40, 4, 7, 7, 1, 1, 3, 3},
-	{16, 8, 8, 5, 8, 8, 3, 3, 1, 1, 1, 1},
+	{3, 7, 9, 4, 7, 9, 3, 3, 1, 1, 1, 1, 0},   {2, 6, 6, 3, 6, 6, 5, 5, 1, 1, 2, 2, 0},
+	{2, 8, 5, 3, 6, 5, 3, 3, 1, 1, 0, 1, 0},   {2, 5, 7, 2, 5, 7, 1, 3, 1, 1, 0, 1, 0},
+	{2, 7, 4, 2, 7, 4, 3, 1, 1, 1, 1, 0, 0},   {1, 40, 4, 2, 40, 4, 7, 7, 1, 1, 3, 3, 0},
+	{16, 8, 8, 5, 8, 8, 3, 3, 1, 1, 1, 1, 0},
 	/* large enough for the implicit GEMM (ops_cpu.c): 'same', asymmetric padding */
-	{3, 20, 24, 5, 20, 24, 3, 3, 1, 1, 1, 1}, {2, 17, 21, 4, 16, 21, 3, 3, 1, 1, 0, 1},
-	{3, 9, 34, 4, 9, 34, 3, 3, 1, 1, 1, 1},  {2, 6, 33, 3, 5, 32, 2, 2, 1, 1, 0, 0}, /* rows of 32+ */
+	{3, 20, 24, 5, 20, 24, 3, 3, 1, 1, 1, 1, 0}, {2, 17, 21, 4, 16, 21, 3, 3, 1, 1, 0, 1, 0},
+	{3, 9, 34, 4, 9, 34, 3, 3, 1, 1, 1, 1, 0},  {2, 6, 33, 3, 5, 32, 2, 2, 1, 1, 0, 0, 0}, /* rows of 32+ */
 	/* padding only on the right, only on the left, 5x5 'same': the plane's shared zero columns */
-	{3, 12, 20, 4, 12, 19, 3, 3, 1, 1, 1, 0}, {2, 10, 20, 3, 10, 20, 3, 3, 1, 1, 1, 2},
-	{2, 12, 30, 3, 12, 30, 5, 5, 1, 1, 2, 2},
+	{3, 12, 20, 4, 12, 19, 3, 3, 1, 1, 1, 0, 0}, {2, 10, 20, 3, 10, 20, 3, 3, 1, 1, 1, 2, 0},
+	{2, 12, 30, 3, 12, 30, 5, 5, 1, 1, 2, 2, 0},
 };
 
 /* The input gradient of a stride-1 conv the CPU backend computes as a correlation
