@@ -382,10 +382,12 @@ static bool plan_fused_relus(const model *m, const backend *be, net_workspace *w
 {
 	if (!(be->caps & BACKEND_CAP_FUSED_RELU))
 		return true;
-	if (!(ws->relu_by = malloc((size_t)m->n_layers * sizeof *ws->relu_by)))
+	ws->relu_by = malloc((size_t)m->n_layers * sizeof *ws->relu_by);
+	ws->relu_of = malloc((size_t)m->n_layers * sizeof *ws->relu_of);
+	if (!ws->relu_by || !ws->relu_of)
 		return false;
 	for (int i = 0; i < m->n_layers; i++)
-		ws->relu_by[i] = -1;
+		ws->relu_by[i] = ws->relu_of[i] = -1;
 	for (int i = 0; i < m->n_layers; i++) {
 		const layer *l = &m->layers[i];
 		const int j = l->in_idx[0];
@@ -398,7 +400,7 @@ static bool plan_fused_relus(const model *m, const backend *be, net_workspace *w
 				readers += m->layers[k].in_idx[q] == j;
 		if (readers == 1) {
 			ws->relu_by[i] = j;
-			ws->relu_by[j] = -2; /* j writes max(y, 0): never a relu layer itself (LT_RELU_OUT) */
+			ws->relu_of[j] = i;
 		}
 	}
 	return true;
@@ -565,6 +567,7 @@ void net_workspace_free(const model *m, const backend *be, net_workspace *ws)
 	free(ws->kernels);
 	free(ws->din_tmp);
 	free(ws->relu_by);
+	free(ws->relu_of);
 	memset(ws, 0, sizeof *ws);
 }
 
@@ -586,7 +589,11 @@ static layer_pass pass_of(const model *m, const backend *be, const float *params
 		.saved = ws->saved[i],
 		.scratch = ws->scratch,
 	};
-	p.relu = ws->relu_by && ws->relu_by[i] == -2; /* a relu layer after it is fused */
+	if (ws->relu_of && ws->relu_of[i] >= 0) { /* a relu layer after it is fused */
+		p.relu = true;
+		if (grads && (l->spec.type->flags & LT_RELU_GRAD))
+			p.dout = ws->grad[ws->relu_of[i]]; /* the relu's output gradient, masked by the kernels */
+	}
 	for (int k = 0; k < l->n_in; k++) {
 		const int src = l->in_idx[k], mode = ws->din_tmp[i * LAYER_MAX_IN + k];
 		p.ins[k] = src >= 0 ? ws->act[src] : ws->input;
@@ -674,6 +681,8 @@ void net_backward(const model *m, const backend *be, const float *params, float 
 		const layer_type *t = m->layers[i].spec.type;
 		if ((t->flags & LT_ALIAS) || !t->backward)
 			continue;
+		if (ws->relu_by && ws->relu_by[i] >= 0 && (m->layers[ws->relu_by[i]].spec.type->flags & LT_RELU_GRAD))
+			continue; /* its producer's backward masks this relu's gradient itself */
 		layer_pass p = pass_of(m, be, params, grads, ws, b, i);
 		double t0 = ws->layer_bwd_s ? layer_clock(be) : 0;
 		t->backward(&p);

@@ -116,11 +116,12 @@ typedef struct net_workspace {
 	signed char *din_tmp;
 	float *tmp[LAYER_MAX_IN];
 	const layer_kernels *acc;  /* the "add" kernels when tmp is used */
-	/* Fused relu layers (BACKEND_CAP_FUSED_RELU): relu_by[i] = j when relu layer i's forward is
-	 * done by layer j (LT_RELU_OUT, whose output only i reads): act[i] is act[j], layer j writes
-	 * max(y, 0) there, layer i runs only its backward; relu_by[j] = -2 marks such a j; -1: neither.
-	 * NULL: none fused. */
-	int *relu_by;
+	/* Fused relu layers (BACKEND_CAP_FUSED_RELU): relu_by[i] = j and relu_of[j] = i when relu
+	 * layer i's forward is done by layer j (LT_RELU_OUT, whose output only i reads): act[i] is
+	 * act[j] and layer j writes max(y, 0) there. Its backward is j's too when j's type is
+	 * LT_RELU_GRAD (j takes grad[i] and masks it by its output), else layer i's runs. -1: not
+	 * fused. NULL: none fused. */
+	int *relu_by, *relu_of;
 } net_workspace;
 
 /*

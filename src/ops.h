@@ -82,7 +82,8 @@ typedef struct layer_call {
 	float *const *stat;         /* training forward: its statistics, same layout as buf (NULL: not wanted) */
 	int training;               /* batch_info.training */
 	const void *state;          /* the layer's derived descriptor (layer.state, e.g. a pool_desc) */
-	int relu;                   /* forward: write max(y, 0) (BACKEND_CAP_FUSED_RELU; kinds that say so) */
+	int relu;                   /* forward: write max(y, 0); backward: dout is a relu's output gradient,
+				     * taken where out > 0, else 0 (BACKEND_CAP_FUSED_RELU; kinds that say so) */
 } layer_call;
 
 struct backend;

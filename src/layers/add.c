@@ -102,20 +102,39 @@ static void cpu_add_forward(const backend *be, const layer_call *c)
 	}
 }
 
+/* Each input's gradient is dout (c->relu: a fused relu's, where out > 0, else +0.0). */
 static void cpu_add_backward(const backend *be, const layer_call *c)
 {
 	(void)be;
-	const size_t bytes = (size_t)(c->n > 0 ? c->n : 0) * c->out_numel * sizeof(float);
-	for (int k = 0; k < c->n_in; k++)
-		if (c->dins[k] && c->dins[k] != c->dout)
-			memcpy(c->dins[k], c->dout, bytes);
+	const size_t count = (size_t)(c->n > 0 ? c->n : 0) * c->out_numel, bytes = count * sizeof(float);
+	const float *g = c->dout, *out = c->out;
+	int first = -1;
+	for (int k = 0; k < c->n_in; k++) {
+		if (!c->dins[k] || (c->dins[k] == c->dout && !c->relu))
+			continue;
+		if (first >= 0) {
+			memcpy(c->dins[k], c->dins[first], bytes);
+			continue;
+		}
+		float *d = c->dins[k];
+		if (c->relu) {
+#pragma omp parallel for simd schedule(static) num_threads(backend_cpu_threads()) if (count >= PAR_MIN_ELEMS)
+			for (size_t i = 0; i < count; i++) {
+				const float v = g[i]; /* read unconditionally: a select, vectorised */
+				d[i] = out[i] > 0.0f ? v : 0.0f;
+			}
+		} else {
+			memcpy(d, g, bytes);
+		}
+		first = k;
+	}
 }
 
 static const layer_kernels cpu_kernels = {cpu_add_forward, cpu_add_backward};
 
 const layer_type layer_add = {
 	.name = "add",
-	.flags = LT_KERNELS | LT_MULTI_IN | LT_RELU_OUT,
+	.flags = LT_KERNELS | LT_MULTI_IN | LT_RELU_OUT | LT_RELU_GRAD,
 	.shape = add_shape,
 	.flops = add_flops,
 	.forward = add_forward,

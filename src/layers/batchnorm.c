@@ -202,6 +202,7 @@ static void bn_backward(const layer_pass *p)
 #define BN_LANES 8
 typedef double bn_v8d __attribute__((vector_size(BN_LANES * sizeof(double))));
 typedef float bn_v8f __attribute__((vector_size(BN_LANES * sizeof(float))));
+typedef int32_t bn_v8si __attribute__((vector_size(BN_LANES * sizeof(int32_t))));
 
 /* The per-channel loops, once per instruction set (batchnorm_cpu.h): the same float and
  * double operations in the same order in every copy, so every ISA gives the same bits. */
@@ -209,10 +210,10 @@ typedef struct bn_loops {
 	double (*sum)(const float *in, int n, size_t stride, size_t hw, double shift, int sq);
 	void (*apply)(const float *in, float *y, int n, size_t stride, size_t hw, float mu, float is, float g,
 		      float b, int relu);
-	void (*grad_sums)(const float *in, const float *dy, int n, size_t stride, size_t hw, float mu, float is,
-			  double *sdy, double *sdyx);
-	void (*grad_apply)(const float *in, const float *dy, float *dx, int n, size_t stride, size_t hw, float mu,
-			   float is, float k, float mdy, float mdyx, int training);
+	void (*grad_sums)(const float *in, const float *dy, const float *out, int n, size_t stride, size_t hw,
+			  float mu, float is, double *sdy, double *sdyx);
+	void (*grad_apply)(const float *in, const float *dy, const float *out, float *dx, int n, size_t stride,
+			   size_t hw, float mu, float is, float k, float mdy, float mdyx, int training);
 } bn_loops;
 
 /* The template's helpers take and return vectors wider than the baseline's registers; they
@@ -319,8 +320,9 @@ static void cpu_bn_backward(const backend *be, const layer_call *c)
 	for (int ch = 0; ch < C; ch++) {
 		const float mu = saved[ch], is = saved[C + ch];
 		const float *x = c->in + (size_t)ch * hw, *dy = c->dout + (size_t)ch * hw;
+		const float *out = c->relu ? c->out + (size_t)ch * hw : NULL; /* a fused relu's mask */
 		double sdy, sdyx;
-		L->grad_sums(x, dy, c->n, stride, hw, mu, is, &sdy, &sdyx);
+		L->grad_sums(x, dy, out, c->n, stride, hw, mu, is, &sdy, &sdyx);
 		if (affine) {
 			c->dw[0][ch] += (float)sdyx;
 			c->dw[1][ch] += (float)sdy;
@@ -329,7 +331,7 @@ static void cpu_bn_backward(const backend *be, const layer_call *c)
 			continue;
 		const float g = affine ? c->w[0][ch] : 1.0f;
 		const float k = g * is, mdy = (float)(sdy / count), mdyx = (float)(sdyx / count);
-		L->grad_apply(x, dy, c->din + (size_t)ch * hw, c->n, stride, hw, mu, is, k, mdy, mdyx, c->training);
+		L->grad_apply(x, dy, out, c->din + (size_t)ch * hw, c->n, stride, hw, mu, is, k, mdy, mdyx, c->training);
 	}
 }
 
@@ -338,7 +340,7 @@ static const layer_kernels cpu_kernels = {cpu_bn_forward, cpu_bn_backward};
 #define BATCHNORM_ROW(NAME)                          \
 	{                                            \
 		.name = NAME,                        \
-		.flags = LT_KERNELS | LT_NORM | LT_RELU_OUT, \
+		.flags = LT_KERNELS | LT_NORM | LT_RELU_OUT | LT_RELU_GRAD, \
 		.defaults = bn_defaults,             \
 		.set = bn_set,                       \
 		.dump = bn_dump,                     \

@@ -71,45 +71,66 @@ BN_TARGET static void BN_FN(bn_apply)(const float *in, float *y, int n, size_t s
 	}
 }
 
-/* sum dy and sum dy * xhat, in lanes as bn_sum. */
-BN_TARGET static void BN_FN(bn_grad_sums)(const float *in, const float *dyc, int n, size_t stride, size_t hw,
-					  float mu, float is, double *sdy, double *sdyx)
+/* dy[j] where out[j] > 0, else +0.0 (a fused relu's gradient; out NULL: dy as it is): what the
+ * relu layer's backward would have written. */
+BN_TARGET static inline bn_v8f BN_FN(bn_masked_f)(const float *dy, const float *out, size_t j)
+{
+	bn_v8f d = BN_FN(bn_load_f)(dy + j);
+	if (out) {
+		const bn_v8si keep = BN_FN(bn_load_f)(out + j) > 0.0f;
+		d = (bn_v8f)((bn_v8si)d & keep);
+	}
+	return d;
+}
+
+static inline float BN_FN(bn_masked)(const float *dy, const float *out, size_t j)
+{
+	const float g = dy[j];
+	return !out || out[j] > 0.0f ? g : 0.0f;
+}
+
+/* sum dy and sum dy * xhat, in lanes as bn_sum (dy masked by outc > 0 when outc is given). */
+BN_TARGET static void BN_FN(bn_grad_sums)(const float *in, const float *dyc, const float *outc, int n,
+					  size_t stride, size_t hw, float mu, float is, double *sdy, double *sdyx)
 {
 	bn_v8d ady = {0}, adyx = {0};
 	for (int i = 0; i < n; i++) {
 		const float *x = in + (size_t)i * stride, *dy = dyc + (size_t)i * stride;
+		const float *out = outc ? outc + (size_t)i * stride : NULL;
 		size_t j = 0;
 		for (; j + BN_LANES <= hw; j += BN_LANES) {
 			const bn_v8f xh = (BN_FN(bn_load_f)(x + j) - mu) * is;
-			const bn_v8d d = BN_FN(bn_load_d)(dy + j);
+			const bn_v8d d = __builtin_convertvector(BN_FN(bn_masked_f)(dy, out, j), bn_v8d);
 			ady += d;
 			adyx += d * __builtin_convertvector(xh, bn_v8d);
 		}
 		for (int l = 0; j < hw; j++, l++) {
-			const float xh = (x[j] - mu) * is;
-			ady[l] += dy[j];
-			adyx[l] += (double)dy[j] * xh;
+			const float xh = (x[j] - mu) * is, g = BN_FN(bn_masked)(dy, out, j);
+			ady[l] += g;
+			adyx[l] += (double)g * xh;
 		}
 	}
 	*sdy = BN_FN(bn_lanes_total)(ady);
 	*sdyx = BN_FN(bn_lanes_total)(adyx);
 }
 
-/* dx = k * (dy - mdy - xhat * mdyx) (training) or dy * k (evaluation). */
-BN_TARGET static void BN_FN(bn_grad_apply)(const float *in, const float *dyc, float *dxc, int n, size_t stride,
-					   size_t hw, float mu, float is, float k, float mdy, float mdyx, int training)
+/* dx = k * (dy - mdy - xhat * mdyx) (training) or dy * k (evaluation); dy masked as above. */
+BN_TARGET static void BN_FN(bn_grad_apply)(const float *in, const float *dyc, const float *outc, float *dxc, int n,
+					   size_t stride, size_t hw, float mu, float is, float k, float mdy,
+					   float mdyx, int training)
 {
 	for (int i = 0; i < n; i++) {
 		const float *x = in + (size_t)i * stride, *dy = dyc + (size_t)i * stride;
+		const float *out = outc ? outc + (size_t)i * stride : NULL;
 		float *dx = dxc + (size_t)i * stride;
 		if (!training) {
 			for (size_t j = 0; j < hw; j++)
-				dx[j] = dy[j] * k;
+				dx[j] = BN_FN(bn_masked)(dy, out, j) * k;
 			continue;
 		}
 		for (size_t j = 0; j < hw; j++) {
 			const float xh = (x[j] - mu) * is;
-			dx[j] = k * (dy[j] - mdy - xh * mdyx);
+			dx[j] = k * (BN_FN(bn_masked)(dy, out, j) - mdy - xh * mdyx);
 		}
 	}
 }

@@ -34,6 +34,8 @@ enum layer_flags {
 	LT_MULTI_IN = 32,  /* takes several inputs (ins/dins of layer_pass); others take one */
 	LT_RELU_OUT = 64,  /* forward can write max(y, 0) itself (layer_pass.relu) and backward never
 			    * reads its output: a relu layer that alone reads it is fused (model.c) */
+	LT_RELU_GRAD = 128, /* LT_RELU_OUT whose backward also does the fused relu's: with
+			     * layer_pass.relu, dout is the relu's output gradient, used where out > 0 */
 };
 
 /* What one forward or backward call of a layer gets. */
@@ -60,7 +62,8 @@ typedef struct layer_pass {
 	float *scratch;              /* shared scratch, at least scratch_bytes */
 	double *loss_sum;            /* loss layers: summed loss */
 	int *correct;                /* loss layers: correct predictions */
-	bool relu;                   /* LT_RELU_OUT: forward writes max(y, 0) (a fused relu layer) */
+	bool relu;                   /* LT_RELU_OUT: forward writes max(y, 0) (a fused relu layer);
+				      * LT_RELU_GRAD backward: dout is the relu's, masked by out > 0 */
 } layer_pass;
 
 typedef struct layer_type {
