@@ -23,6 +23,7 @@
 #include "philox.h"
 #include "kernels/kernels.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <omp.h>
 #include <sched.h>
@@ -844,14 +845,15 @@ static void cpu_relu_backward(size_t count, const float *out, const float *dout,
 }
 
 /* Counters per batch of the lane-parallel Philox below (each counter covers four elements). */
-#define PHILOX_LANES 8
+#define PHILOX_LANES 16
 
 /*
  * Philox4x32-10 of philox.h on the PHILOX_LANES dropout counters
  * {sample, g0 + l, epoch, PHILOX_DROPOUT}, written lane-parallel so that the
  * compiler vectorises it. bits[4*l + w] receives word w of counter l, i.e. the
  * random word of element 4*(g0 + l) + w: exactly what philox_dropout_keep()
- * draws for that element.
+ * draws for that element. The AVX2 and AVX-512 versions below compute the same
+ * integers with explicit 32x32 -> 64-bit multiplies of even and odd lanes.
  */
 static void philox_dropout_bits(philox_key k, uint32_t sample, uint32_t g0, uint32_t epoch,
 				uint32_t bits[4 * PHILOX_LANES])
@@ -887,10 +889,97 @@ static void philox_dropout_bits(philox_key k, uint32_t sample, uint32_t g0, uint
 	}
 }
 
-/*
- * Element e of sample i is kept iff philox_dropout_keep(seed, layer, epoch,
- * samples[i], e, rate): the same mask on every world size and backend.
- */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* hi and lo 32 bits of m * v per 32-bit lane: even lanes' products, then odd lanes' (AVX-512). */
+__attribute__((target("avx512f"))) static inline void philox_mulhilo16(__m512i v, __m512i m, __m512i *hi,
+									 __m512i *lo)
+{
+	const __m512i e = _mm512_mul_epu32(v, m), o = _mm512_mul_epu32(_mm512_srli_epi64(v, 32), m);
+	*lo = _mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32));
+	*hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(e, 32), o);
+}
+
+__attribute__((target("avx512f"))) static void philox_dropout_bits_avx512(philox_key k, uint32_t sample, uint32_t g0,
+									  uint32_t epoch, uint32_t bits[4 * PHILOX_LANES])
+{
+	const __m512i m0 = _mm512_set1_epi32((int)0xD2511F53u), m1 = _mm512_set1_epi32((int)0xCD9E8D57u);
+	__m512i v0 = _mm512_set1_epi32((int)sample), v2 = _mm512_set1_epi32((int)epoch);
+	__m512i v3 = _mm512_set1_epi32(PHILOX_DROPOUT);
+	__m512i v1 = _mm512_add_epi32(_mm512_set1_epi32((int)g0),
+				      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+	uint32_t k0 = k.k[0], k1 = k.k[1];
+	for (int r = 0; r < 10; r++) {
+		__m512i hi0, lo0, hi1, lo1;
+		philox_mulhilo16(v0, m0, &hi0, &lo0);
+		philox_mulhilo16(v2, m1, &hi1, &lo1);
+		v0 = _mm512_xor_si512(_mm512_xor_si512(hi1, v1), _mm512_set1_epi32((int)k0));
+		v2 = _mm512_xor_si512(_mm512_xor_si512(hi0, v3), _mm512_set1_epi32((int)k1));
+		v1 = lo1;
+		v3 = lo0;
+		k0 += 0x9E3779B9u;
+		k1 += 0xBB67AE85u;
+	}
+	/* to bits[4*l + w]: a 4x4 transpose in each 128-bit block (counters 4b .. 4b+3), then the blocks */
+	const __m512i t0 = _mm512_unpacklo_epi32(v0, v1), t1 = _mm512_unpacklo_epi32(v2, v3);
+	const __m512i t2 = _mm512_unpackhi_epi32(v0, v1), t3 = _mm512_unpackhi_epi32(v2, v3);
+	const __m512i c0 = _mm512_unpacklo_epi64(t0, t1), c1 = _mm512_unpackhi_epi64(t0, t1);
+	const __m512i c2 = _mm512_unpacklo_epi64(t2, t3), c3 = _mm512_unpackhi_epi64(t2, t3);
+	uint32_t q[4][16];
+	_mm512_storeu_si512(q[0], c0);
+	_mm512_storeu_si512(q[1], c1);
+	_mm512_storeu_si512(q[2], c2);
+	_mm512_storeu_si512(q[3], c3);
+	for (int b = 0; b < 4; b++)
+		for (int c = 0; c < 4; c++)
+			memcpy(bits + 16 * b + 4 * c, &q[c][4 * b], 4 * sizeof(uint32_t));
+}
+
+/* The same on 8 lanes (AVX2), twice. */
+__attribute__((target("avx2"))) static inline void philox_mulhilo8(__m256i v, __m256i m, __m256i *hi, __m256i *lo)
+{
+	const __m256i e = _mm256_mul_epu32(v, m), o = _mm256_mul_epu32(_mm256_srli_epi64(v, 32), m);
+	*lo = _mm256_blend_epi32(e, _mm256_slli_epi64(o, 32), 0xAA);
+	*hi = _mm256_blend_epi32(_mm256_srli_epi64(e, 32), o, 0xAA);
+}
+
+__attribute__((target("avx2"))) static void philox_dropout_bits_avx2(philox_key k, uint32_t sample, uint32_t g0,
+								     uint32_t epoch, uint32_t bits[4 * PHILOX_LANES])
+{
+	const __m256i m0 = _mm256_set1_epi32((int)0xD2511F53u), m1 = _mm256_set1_epi32((int)0xCD9E8D57u);
+	for (int half = 0; half < 2; half++) {
+		__m256i v0 = _mm256_set1_epi32((int)sample), v2 = _mm256_set1_epi32((int)epoch);
+		__m256i v3 = _mm256_set1_epi32(PHILOX_DROPOUT);
+		__m256i v1 = _mm256_add_epi32(_mm256_set1_epi32((int)(g0 + 8u * (uint32_t)half)),
+					      _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+		uint32_t k0 = k.k[0], k1 = k.k[1];
+		for (int r = 0; r < 10; r++) {
+			__m256i hi0, lo0, hi1, lo1;
+			philox_mulhilo8(v0, m0, &hi0, &lo0);
+			philox_mulhilo8(v2, m1, &hi1, &lo1);
+			v0 = _mm256_xor_si256(_mm256_xor_si256(hi1, v1), _mm256_set1_epi32((int)k0));
+			v2 = _mm256_xor_si256(_mm256_xor_si256(hi0, v3), _mm256_set1_epi32((int)k1));
+			v1 = lo1;
+			v3 = lo0;
+			k0 += 0x9E3779B9u;
+			k1 += 0xBB67AE85u;
+		}
+		const __m256i t0 = _mm256_unpacklo_epi32(v0, v1), t1 = _mm256_unpacklo_epi32(v2, v3);
+		const __m256i t2 = _mm256_unpackhi_epi32(v0, v1), t3 = _mm256_unpackhi_epi32(v2, v3);
+		const __m256i c0 = _mm256_unpacklo_epi64(t0, t1), c1 = _mm256_unpackhi_epi64(t0, t1);
+		const __m256i c2 = _mm256_unpacklo_epi64(t2, t3), c3 = _mm256_unpackhi_epi64(t2, t3);
+		uint32_t q[4][8];
+		_mm256_storeu_si256((__m256i *)q[0], c0);
+		_mm256_storeu_si256((__m256i *)q[1], c1);
+		_mm256_storeu_si256((__m256i *)q[2], c2);
+		_mm256_storeu_si256((__m256i *)q[3], c3);
+		uint32_t *o = bits + 32 * half;
+		for (int b = 0; b < 2; b++)
+			for (int c = 0; c < 4; c++)
+				memcpy(o + 16 * b + 4 * c, &q[c][4 * b], 4 * sizeof(uint32_t));
+	}
+}
+#endif
+
 static void cpu_dropout_forward(const dropout_desc *d, int n, const uint32_t *samples,
 				const float *in, float *out, float *mask)
 {
@@ -907,6 +996,14 @@ static void cpu_dropout_forward(const dropout_desc *d, int n, const uint32_t *sa
 	const float scale = rate < 1.0f ? 1.0f / (1.0f - rate) : 0.0f;
 	const philox_key key = {{d->seed, d->layer}};
 	const size_t chunk = 4 * PHILOX_LANES;
+	/* the kernels' ISA (kern_current): the same integers on each */
+	void (*bits_fn)(philox_key, uint32_t, uint32_t, uint32_t, uint32_t *) = philox_dropout_bits;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+	if (kern_current() == KERN_ISA_AVX512)
+		bits_fn = philox_dropout_bits_avx512;
+	else if (kern_current() == KERN_ISA_AVX2)
+		bits_fn = philox_dropout_bits_avx2;
+#endif
 
 #pragma omp parallel for schedule(static) num_threads(backend_cpu_threads()) if (total >= PAR_MIN_ELEMS / 4)
 	for (int i = 0; i < n; i++) {
@@ -914,7 +1011,7 @@ static void cpu_dropout_forward(const dropout_desc *d, int n, const uint32_t *sa
 		float *y = out + (size_t)i * ps, *m = mask + (size_t)i * ps;
 		for (size_t e0 = 0; e0 < ps; e0 += chunk) {
 			uint32_t bits[4 * PHILOX_LANES];
-			philox_dropout_bits(key, samples[i], (uint32_t)(e0 >> 2), d->epoch, bits);
+			bits_fn(key, samples[i], (uint32_t)(e0 >> 2), d->epoch, bits);
 			const size_t len = ps - e0 < chunk ? ps - e0 : chunk;
 #pragma omp simd
 			for (size_t e = 0; e < len; e++) {

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/kernels.h"
 #include "ops.h"
 #include "philox.h"
 
@@ -592,12 +593,17 @@ static void test_dropout_mask_is_philox_dropout_keep_per_element(void **state)
 {
 	(void)state;
 	backend_cpu_set_threads(2);
-	const size_t ps_cases[] = {37, 32, 1, 9216}; /* tails of 4 and of the lane batch */
+	const size_t ps_cases[] = {37, 32, 1, 9216, 131}; /* tails of 4 and of the 64-element batch */
 	const float rates[] = {0.25f, 0.5f, 0.9f};
 	const uint32_t samples[] = {0, 17, 59999, 3, 4000000000u};
 	const int n = 5;
-	for (size_t a = 0; a < 4; a++)
+	const kern_isa saved = kern_current();
+	for (int isa = KERN_ISA_PORTABLE; isa < KERN_ISA_N; isa++) /* each ISA's Philox */
+	for (size_t a = 0; a < 5; a++)
 		for (size_t b = 0; b < 3; b++) {
+			if (!kern_isa_supported((kern_isa)isa))
+				continue;
+			kern_force((kern_isa)isa);
 			dropout_desc d = drop_make(rates[b], 3, 7, ps_cases[a]);
 			size_t total = n * d.per_sample;
 			float *in = rand_floats(total, -1, 1), *out = filled_floats(total, NAN), *mask = filled_floats(total, NAN);
@@ -608,11 +614,12 @@ static void test_dropout_mask_is_philox_dropout_keep_per_element(void **state)
 					size_t j = i * d.per_sample + e;
 					int keep = philox_dropout_keep(d.seed, d.layer, d.epoch, samples[i], (uint32_t)e, d.rate);
 					if (mask[j] != (keep ? scale : 0.0f) || out[j] != in[j] * mask[j])
-						fail_msg("dropout sample %d element %zu: mask %g out %g, want keep=%d",
-							 i, e, mask[j], out[j], keep);
+						fail_msg("dropout on %s, sample %d element %zu: mask %g out %g, want keep=%d",
+							 kern_isa_name((kern_isa)isa), i, e, mask[j], out[j], keep);
 				}
 			free(in), free(out), free(mask);
 		}
+	kern_force(saved);
 }
 
 /* A sample's mask depends on its dataset index, not its position in the batch (any world size). */
