@@ -591,10 +591,8 @@ static layer_pass pass_of(const model *m, const backend *be, const float *params
 	};
 	if (ws->relu_of && ws->relu_of[i] >= 0) { /* a relu layer after it is fused */
 		p.relu = true;
-		if (grads && (l->spec.type->flags & LT_RELU_GRAD)) {
+		if (grads && (l->spec.type->flags & LT_RELU_GRAD))
 			p.dout = ws->grad[ws->relu_of[i]]; /* the relu's output gradient, masked by the kernels */
-			p.relu_scratch = ws->grad[i];
-		}
 	}
 	for (int k = 0; k < l->n_in; k++) {
 		const int src = l->in_idx[k], mode = ws->din_tmp[i * LAYER_MAX_IN + k];

@@ -184,29 +184,15 @@ static void conv2d_forward(const layer_pass *p)
 	p->be->conv2d_forward(&d, p->b->n, p->in, p->w[0], p->w[1], p->out, p->scratch);
 }
 
-/* With a fused relu (LT_RELU_GRAD), its backward runs here one sample at a time: the sample's
- * masked gradient goes into this layer's own gradient buffer (relu_scratch) and the conv's
- * backward of that sample follows while it is in cache. The weight and bias gradients add
- * sample after sample either way (ops.h): the same bits as one call over the shard. */
 static void conv2d_backward(const layer_pass *p)
 {
-	const conv_desc *d = LAYER_STATE(const conv_desc, p->l);
-	if (!p->relu_scratch) {
-		p->be->conv2d_backward(d, p->b->n, p->in, p->w[0], p->dout, p->din, p->dw[0], p->dw[1], p->scratch);
-		return;
-	}
-	const size_t in_sz = p->l->in_numel, out_sz = p->l->out_numel;
-	for (int s = 0; s < p->b->n; s++) {
-		float *g = p->relu_scratch + (size_t)s * out_sz;
-		p->be->relu_backward(out_sz, p->out + (size_t)s * out_sz, p->dout + (size_t)s * out_sz, g);
-		p->be->conv2d_backward(d, 1, p->in + (size_t)s * in_sz, p->w[0], g, p->din ? p->din + (size_t)s * in_sz : NULL,
-				       p->dw[0], p->dw[1], p->scratch);
-	}
+	p->be->conv2d_backward(LAYER_STATE(const conv_desc, p->l), p->b->n, p->in, p->w[0], p->dout, p->din,
+			       p->dw[0], p->dw[1], p->scratch);
 }
 
 const layer_type layer_conv2d = {
 	.name = "conv2d",
-	.flags = LT_ACTIVATION | LT_RELU_OUT | LT_RELU_GRAD,
+	.flags = LT_ACTIVATION | LT_RELU_OUT,
 	.set = conv2d_set,
 	.check = conv2d_check,
 	.dump = conv2d_dump,

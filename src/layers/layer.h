@@ -64,8 +64,6 @@ typedef struct layer_pass {
 	int *correct;                /* loss layers: correct predictions */
 	bool relu;                   /* LT_RELU_OUT: forward writes max(y, 0) (a fused relu layer);
 				      * LT_RELU_GRAD backward: dout is the relu's, masked by out > 0 */
-	float *relu_scratch;         /* LT_RELU_GRAD backward with a fused relu: this layer's own
-				      * output-gradient buffer, unused otherwise (NULL: no fused relu) */
 } layer_pass;
 
 typedef struct layer_type {
