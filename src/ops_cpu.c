@@ -133,9 +133,9 @@ static size_t conv_col_floats(const conv_desc *d)
  * padding) wide, the image's row then its zeros: a row's zeros are the right padding of that
  * row and the left padding of the next (pad_left zeros lead the plane for the first row).
  * Forward computes the outputs on that width ("wide" rows, the last wp - out_w of each row
- * thrown away); the weight gradient takes one product per output row (k = out_w), so its
- * chains get exactly the terms and order of the im2col product. Same bits as im2col, no copy
- * of K x P floats.
+ * thrown away); the weight gradient reads the same wide rows against dy laid out on them with
+ * zeros in the thrown-away columns (conv_implicit_dw). Same bits as im2col, no copy of K x P
+ * floats.
  */
 typedef struct conv_geom {
 	int hp, wp;    /* the padded plane: rows, row pitch */
@@ -181,12 +181,18 @@ static bool conv_implicit_fwd(const conv_desc *d, conv_geom *g)
 	return conv_implicit_geom(d, g) && conv_panel_cols(g->wide) * 8 <= conv_panel_cols(conv_out_plane(d)) * 9;
 }
 
-/* The weight gradient row by row when rows are long enough to amortise the calls (each loads
- * and stores the K x oc gradient once): measured a gain at 32 columns (CIFAR's first stage), a
- * loss at 24 and 26 (mnist_cnn's convs). */
+/*
+ * The weight gradient on the wide rows too, when they cost at most a sixteenth more than the
+ * outputs (measured: a gain on CIFAR's 32x32 and 16x16 stages, 3% and 6% more columns; a loss
+ * against im2col at 8% more, mnist_cnn's convs, and none at 11%, the 8x8 stage): one product per sample over the padded plane's rows (the row table) and dy copied
+ * into the wide layout with +0.0 in the thrown-away columns. Those columns add fma(x, +0.0)
+ * terms, which leave a chain as it is (a chain that starts from +0.0 never holds -0.0 in
+ * round-to-nearest, and x is finite wherever the step's gradient is), so the bits are the im2col
+ * product's, without its K x P copy or a product per output row.
+ */
 static bool conv_implicit_dw(const conv_desc *d, conv_geom *g)
 {
-	return conv_implicit_geom(d, g) && d->out_w >= 32;
+	return conv_implicit_geom(d, g) && g->wide * 16 <= conv_out_plane(d) * 17;
 }
 
 /* Floats after the col and gT parts: the padded plane, the wide outputs, the row table. */
@@ -613,14 +619,21 @@ static void conv_bwd_weights(const conv_desc *d, const float *x, const float *dy
 {
 	const int oc = d->out_c, K = (int)conv_k(d), P = (int)conv_out_plane(d);
 	conv_geom g;
-	if (conv_implicit_dw(d, &g)) { /* one product per output row: the im2col product's terms, in order */
+	if (conv_implicit_dw(d, &g)) { /* the wide rows: dy in their layout, zeros where they overhang */
 		const float *xp = conv_padded(d, &g, x, conv_slot_plane(d, col));
+		float *dyw = conv_slot_wide(d, &g, col);
 		ptrdiff_t *arow = conv_slot_table(d, &g, col);
-		conv_row_table(d, &g, arow); /* the same table for every row: A starts at the row's offset */
-		for (int oh = 0; oh < d->out_h; oh++)
-			kern_gemm(&(kern_gemm_args){K, oc, d->out_w, xp + (size_t)oh * g.wp, 0, 1, dy + (size_t)oh * d->out_w,
-						    1, P, gT, oc, 1, 0, arow, NULL},
-				  threads);
+		const size_t W = g.wide;
+		conv_row_table(d, &g, arow);
+		for (int o = 0; o < oc; o++) {
+			float *r = dyw + (size_t)o * W;
+			kern_copy_rows(d->out_h, d->out_w, dy + (size_t)o * P, d->out_w, r, g.wp);
+			for (int oh = 0; oh + 1 < d->out_h; oh++)
+				for (int j = d->out_w; j < g.wp; j++)
+					r[(size_t)oh * g.wp + j] = 0.0f;
+		}
+		kern_gemm(&(kern_gemm_args){K, oc, (int)W, xp, 0, 1, dyw, 1, (ptrdiff_t)W, gT, oc, 1, 0, arow, NULL},
+			  threads);
 		return;
 	}
 	const float *A = x;
