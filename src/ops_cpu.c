@@ -430,6 +430,20 @@ static void im2col(const conv_desc *d, const float *x, float *col)
 {
 	const int ow_n = d->out_w, sw = d->stride_w;
 	const size_t plane = (size_t)d->in_h * d->in_w, opl = conv_out_plane(d);
+	conv_geom g;
+	if (ow_n < 16 && conv_implicit_geom(d, &g)) {
+		/* small planes (8x8): the padded plane once, then each patch row as out_h copies of
+		 * out_w floats from it, no bounds to check (col is the slot's start: conv_slot_plane) */
+		const float *xp = conv_padded(d, &g, x, conv_slot_plane(d, col));
+		float *row = col;
+		for (int c = 0; c < d->in_c; c++)
+			for (int ki = 0; ki < d->k_h; ki++)
+				for (int kj = 0; kj < d->k_w; kj++, row += opl)
+					kern_copy_rows(d->out_h, ow_n,
+						       xp + ((ptrdiff_t)c * g.hp + ki - d->pad_top) * g.wp + kj - d->pad_left,
+						       g.wp, row, ow_n);
+		return;
+	}
 	if (conv_plane_shift(d)) {
 		im2col_shift(d, x, col);
 		return;
