@@ -391,7 +391,7 @@ static bool plan_fused_relus(const model *m, const backend *be, net_workspace *w
 	for (int i = 0; i < m->n_layers; i++) {
 		const layer *l = &m->layers[i];
 		const int j = l->in_idx[0];
-		if (strcmp(l->spec.type->name, "relu") != 0 || l->n_in != 1 || j < 0 || j >= i ||
+		if (!(l->spec.type->flags & LT_RELU) || l->n_in != 1 || j < 0 || j >= i ||
 		    !(m->layers[j].spec.type->flags & LT_RELU_OUT))
 			continue;
 		int readers = 0;

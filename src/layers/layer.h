@@ -36,6 +36,7 @@ enum layer_flags {
 			    * reads its output: a relu layer that alone reads it is fused (model.c) */
 	LT_RELU_GRAD = 128, /* LT_RELU_OUT whose backward also does the fused relu's: with
 			     * layer_pass.relu, dout is the relu's output gradient, used where out > 0 */
+	LT_RELU = 256,      /* max(x, 0) itself: an LT_RELU_OUT producer may do its passes */
 };
 
 /* What one forward or backward call of a layer gets. */

@@ -23,6 +23,7 @@ static void relu_backward(const layer_pass *p)
 
 const layer_type layer_relu = {
 	.name = "relu",
+	.flags = LT_RELU,
 	.runs_on = relu_runs_on,
 	.forward = relu_forward,
 	.backward = relu_backward,
