@@ -362,6 +362,63 @@ def frozen(run):
             "fleet_log": [(round(t - t0, 2), a) for t, a in f.log]}
 
 
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as fh:
+            return fh.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def adopted_hang(run):
+    """(6b) An adopted mpirun ends with an rsh agent hung: nothing of its session may be left behind.
+
+    node2 is frozen from the start, so generation 1's mpirun hangs launching
+    its daemon there (rsh_shim.sh, like ssh to a partitioned host). The
+    launcher is killed (-9) and started again; the new one adopts that mpirun,
+    which is not its child, ends it at --start-timeout, and must then kill
+    what is left of its session (the hung agent is in a process group of its
+    own, so the group kill misses it) as it does for a child. The probe finds
+    node2 hung, it is quarantined, and the run finishes on the other three.
+    """
+    steps = 300
+    f = run.fleet
+    f.add("node0", "node1", "node2", "node3")
+    f.freeze("node2")
+    w = run.worker(steps, 1)
+    opts = ["--kill-grace", "2", "--probe-timeout", "5", "--quarantine", "600"]
+    # the first launcher would wait 600 s for a first step: whatever ends this mpirun is the second one
+    run.start(run.launcher_argv(2, 4, w, opts + ["--start-timeout", "600"]))
+
+    def hung_agents():
+        return [p for p in f.pids() if any(a.endswith(b"rsh_shim.sh") for a in cmdline(p))
+                and b"node2" in cmdline(p)]
+    agents = fl.wait_for(hung_agents, 60, "generation 1's rsh agent hung on node2")
+    mpiruns = f.mpiruns()
+    assert len(mpiruns) == 1, "mpiruns %s" % mpiruns
+    run.proc.kill()
+    run.proc.wait()
+    t0 = time.monotonic()
+    run.start(run.launcher_argv(2, 4, w, opts + ["--start-timeout", "3"]))
+    rc = run.wait(120)
+    assert rc == 0, "launcher exit %d" % rc
+    err = run.stderr(2)
+    assert "adopting mpirun %d of generation 1" % mpiruns[0] in err, err[-2000:]
+    assert "left in the session of mpirun %d" % mpiruns[0] in err, err[-2000:]
+    st = run.status()
+    chain = common_checks(run, st, steps)
+    assert st["generations"] == 2 and "no first step" in st["world"][0]["outcome"], world_sizes(st)
+    assert "node2" not in st["world"][-1]["hosts"].split(","), world_sizes(st)
+    # node2 stays frozen: its agent never ends by itself (nor does the probe's, which the
+    # launcher kills with the probe); nothing of the fleet may outlive the launcher
+    try:
+        fl.wait_for(lambda: not f.pids(), 30, "every process of the fleet to end")
+    except AssertionError:
+        raise AssertionError("processes left behind (the hung agent was %s): %s" % (agents, leftovers(f)))
+    return {"adopted": mpiruns[0], "hung_agent": agents, "chain": chain, "world": world_sizes(st),
+            "incidents": incident_summary(st), "seconds_after_restart": round(time.monotonic() - t0, 2)}
+
+
 def launcher_restart(run):
     """(7) The launcher is killed (-9) mid-run and started again, twice: it adopts the running mpirun.
 
@@ -458,7 +515,7 @@ def worker_usage_error(run):
 
 
 SCENARIOS = {f.__name__: f for f in (notice_replace, kill_no_notice, two_lost, below_min, scale_up, frozen,
-                                     launcher_restart, launcher_sigterm, worker_usage_error)}
+                                     adopted_hang, launcher_restart, launcher_sigterm, worker_usage_error)}
 
 
 def main():
