@@ -13,19 +13,19 @@
 # An integration test that fails keeps its work folder (SPOTTRAIN_IT_KEEP_FAILED; named in the log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-k=20 build=build-flake jobs=$(nproc) labels=() exclude=() names=()
+k=20 build=build-flake jobs=$(nproc) labels=() exclude=() by_name=()
 while getopts "k:L:R:b:j:x:" o; do
   case "$o" in
     k) k=$OPTARG ;;
     L) labels+=("$OPTARG") ;;
-    R) names=(-R "$OPTARG") ;;
+    R) by_name=(-R "$OPTARG") ;;
     b) build=$OPTARG ;;
     j) jobs=$OPTARG ;;
     x) exclude=(-LE "^$OPTARG\$") ;;
     *) sed -n '2,14p' "$0" >&2; exit 64 ;;
   esac
 done
-[ "${#labels[@]}" -gt 0 ] || [ "${#names[@]}" -gt 0 ] || labels=(unit integration)
+[ "${#labels[@]}" -gt 0 ] || [ "${#by_name[@]}" -gt 0 ] || labels=(unit integration)
 case "$k" in '' | *[!0-9]* | 0) echo "flake: -k wants a positive number" >&2; exit 64 ;; esac
 if [ ! -f "$build/CMakeCache.txt" ]; then
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -35,7 +35,7 @@ if [ "$(id -u)" -eq 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 export SPOTTRAIN_IT_KEEP_FAILED=1
-select=("${names[@]}")
+select=("${by_name[@]}")
 [ "${#labels[@]}" -eq 0 ] || select+=(-L "$(IFS='|'; echo "^(${labels[*]})\$")")
 declare -A failed=()
 passes=0 fails=0
@@ -58,7 +58,7 @@ for run in $(seq 1 "$k"); do
   fi
   echo "run $run/$k: $p passed, $f failed${names:+ (${names% })}${names:+; log: $build/flake-logs/run$run.log}"
 done
-echo "tests that failed at least once in $k runs of ${labels[*]:+labels ${labels[*]} }${names[*]:+tests ${names[1]}}:"
+echo "tests that failed at least once in $k runs of ${labels[*]:+labels ${labels[*]} }${by_name[*]:+tests ${by_name[1]}}:"
 if [ "${#failed[@]}" -eq 0 ]; then
   echo "  none"
 else
