@@ -16,6 +16,7 @@ measured figures. Exit status 0: pass; 1: fail.
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -381,6 +382,16 @@ def adopted_hang(run):
     own, so the group kill misses it) as it does for a child. The probe finds
     node2 hung, it is quarantined, and the run finishes on the other three.
     """
+    return hung_agent_of_earlier_mpirun(run, unwatched=False)
+
+
+def unwatched_hang(run):
+    """(6c) As adopted_hang, but the mpirun is killed (-9) while no launcher runs: the launcher started
+    again finds it ended and must still kill what is left of its session (the hung agent)."""
+    return hung_agent_of_earlier_mpirun(run, unwatched=True)
+
+
+def hung_agent_of_earlier_mpirun(run, unwatched):
     steps = 300
     f = run.fleet
     f.add("node0", "node1", "node2", "node3")
@@ -398,16 +409,23 @@ def adopted_hang(run):
     assert len(mpiruns) == 1, "mpiruns %s" % mpiruns
     run.proc.kill()
     run.proc.wait()
+    if unwatched:
+        os.kill(mpiruns[0], signal.SIGKILL)
+        fl.wait_for(lambda: (fl._state(mpiruns[0]) or "Z")[0] in "ZX", 30, "mpirun %d to end" % mpiruns[0])
+        assert set(agents) <= set(f.pids()), "the hung agent ended with its mpirun: nothing to test"
     t0 = time.monotonic()
     run.start(run.launcher_argv(2, 4, w, opts + ["--start-timeout", "3"]))
     rc = run.wait(120)
     assert rc == 0, "launcher exit %d" % rc
     err = run.stderr(2)
-    assert "adopting mpirun %d of generation 1" % mpiruns[0] in err, err[-2000:]
-    assert "left in the session of mpirun %d" % mpiruns[0] in err, err[-2000:]
+    if unwatched:
+        assert "the mpirun of generation 1 ended while no launcher watched it" in err, err[-2000:]
+    else:
+        assert "adopting mpirun %d of generation 1" % mpiruns[0] in err, err[-2000:]
     st = run.status()
     chain = common_checks(run, st, steps)
-    assert st["generations"] == 2 and "no first step" in st["world"][0]["outcome"], world_sizes(st)
+    assert st["generations"] == 2, world_sizes(st)
+    assert unwatched or "no first step" in st["world"][0]["outcome"], world_sizes(st)
     assert "node2" not in st["world"][-1]["hosts"].split(","), world_sizes(st)
     # node2 stays frozen: its agent never ends by itself (nor does the probe's, which the
     # launcher kills with the probe); nothing of the fleet may outlive the launcher
@@ -415,6 +433,7 @@ def adopted_hang(run):
         fl.wait_for(lambda: not f.pids(), 30, "every process of the fleet to end")
     except AssertionError:
         raise AssertionError("processes left behind (the hung agent was %s): %s" % (agents, leftovers(f)))
+    assert "left in the session of mpirun %d" % mpiruns[0] in err, err[-2000:]
     return {"adopted": mpiruns[0], "hung_agent": agents, "chain": chain, "world": world_sizes(st),
             "incidents": incident_summary(st), "seconds_after_restart": round(time.monotonic() - t0, 2)}
 
@@ -515,7 +534,7 @@ def worker_usage_error(run):
 
 
 SCENARIOS = {f.__name__: f for f in (notice_replace, kill_no_notice, two_lost, below_min, scale_up, frozen,
-                                     adopted_hang, launcher_restart, launcher_sigterm, worker_usage_error)}
+                                     adopted_hang, unwatched_hang, launcher_restart, launcher_sigterm, worker_usage_error)}
 
 
 def main():
