@@ -28,8 +28,10 @@ For each fault that loses the node: the launcher's detection within its bound
 re-formed world without n2 that finishes; measured: detection, node loss ->
 first step of the new world, steps lost. For each the world survives (both
 timeouts 30 s there, above TCP's retransmission backoff): one generation, no
-re-forming; measured: steps per second before and under the fault. For all: the exactly-once chain of steps, final parameters bit-identical
-to an uninterrupted run, no process left in any namespace. Needs root and the
+re-forming; measured: steps per second before and under the fault. For all:
+evidence that the fault was in place, the exactly-once chain of steps, final
+parameters bit-identical to an uninterrupted run, no process left in any
+namespace. Needs root and the
 kernel's netns, veth and bridge: otherwise exit 77 with the reason; a scenario
 whose tool or kernel module is missing (nft, nf_tables' numgen, sch_tbf,
 sch_netem) is skipped with the reason. The last line is
