@@ -58,7 +58,7 @@ for run in $(seq 1 "$k"); do
   fi
   echo "run $run/$k: $p passed, $f failed${names:+ (${names% })}${names:+; log: $build/flake-logs/run$run.log}"
 done
-echo "tests that failed at least once in $k runs of ${labels[*]:+labels ${labels[*]} }${by_name[*]:+tests ${by_name[1]}}:"
+echo "tests that failed at least once in $k runs of ${labels[*]:+labels ${labels[*]}}${labels[*]:+${by_name[*]:+ and }}${by_name[*]:+tests ${by_name[1]}}:"
 if [ "${#failed[@]}" -eq 0 ]; then
   echo "  none"
 else
