@@ -291,7 +291,8 @@ int proc_signal_group(pid_t pgid, int sig)
 	return kill(pgid, sig);
 }
 
-int proc_signal_session(pid_t sid, int sig)
+/* Send sig to every live process of session sid (not this one) started at min_ticks or later. */
+static int signal_session_since(pid_t sid, unsigned long long min_ticks, int sig)
 {
 	if (sid <= 1)
 		return 0;
@@ -303,16 +304,63 @@ int proc_signal_session(pid_t sid, int sig)
 	while ((de = readdir(d))) {
 		long v;
 		char buf[1024];
-		char *f[4];
+		char *f[24];
 		if (!parse_long(de->d_name, 1, 1L << 30, &v) || v == (long)getpid())
 			continue;
-		if (read_stat_fields((pid_t)v, buf, sizeof buf, f, 4) < 4 || f[0][0] == 'Z' || f[0][0] == 'X')
+		if (read_stat_fields((pid_t)v, buf, sizeof buf, f, 24) < 20 || f[0][0] == 'Z' || f[0][0] == 'X')
 			continue;
-		if (atol(f[3]) == (long)sid && kill((pid_t)v, sig) == 0)
+		if (atol(f[3]) != (long)sid || strtoull(f[19], NULL, 10) < min_ticks)
+			continue;
+		if (kill((pid_t)v, sig) == 0)
 			n++;
 	}
 	closedir(d);
 	return n;
+}
+
+int proc_signal_session(pid_t sid, int sig)
+{
+	return signal_session_since(sid, 0, sig);
+}
+
+pid_t proc_session(pid_t pid)
+{
+	char buf[1024];
+	char *f[4];
+	if (read_stat_fields(pid, buf, sizeof buf, f, 4) < 4)
+		return 0;
+	return (pid_t)atol(f[3]);
+}
+
+int proc_kill_orphan_session(pid_t leader, unsigned long long leader_ticks)
+{
+	if (leader <= 1 || leader_ticks == 0)
+		return 0;
+	int total = 0;
+	/* a few passes: a member may fork between the scan and its kill (the shim's sleep loop) */
+	for (int pass = 0; pass < 20; pass++) {
+		/*
+		 * Linux frees a pid number only when no process uses it as pid,
+		 * group or session id. So while the leader's number is free or
+		 * still held by the leader (a zombie included: same start time),
+		 * every process of session `leader` is a member of the leader's
+		 * own session. A process with that pid and another start time
+		 * means the number was free once, the old session empty then:
+		 * whatever now carries that session id is somebody else's.
+		 */
+		char buf[1024];
+		char *f[24];
+		if (read_stat_fields(leader, buf, sizeof buf, f, 24) >= 20 &&
+		    strtoull(f[19], NULL, 10) != leader_ticks)
+			break;
+		int n = signal_session_since(leader, leader_ticks, SIGKILL);
+		if (n == 0)
+			break;
+		total += n;
+		struct timespec ts = {0, 20 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	return total;
 }
 
 bool proc_reap_session(pid_t pid, int *status)

@@ -69,6 +69,20 @@ int proc_signal_group(pid_t pgid, int sig);
  */
 int proc_signal_session(pid_t sid, int sig);
 
+/* The session id of a process (0 if unknown). */
+pid_t proc_session(pid_t pid);
+
+/*
+ * SIGKILL what is left of the session led by a process that is not our child
+ * (an mpirun adopted after a launcher restart, spawned with new_group) once
+ * that leader has ended: its members are found by session id in /proc. The
+ * leader is named by pid and start time (proc_start_ticks), so a reused pid
+ * is told apart: when another process holds the number, nothing is touched.
+ * Only processes started no earlier than the leader are signalled. Returns
+ * how many were killed.
+ */
+int proc_kill_orphan_session(pid_t leader, unsigned long long leader_ticks);
+
 /*
  * If child pid (spawned with new_group) has ended: SIGKILL whatever is left of
  * its session (an rsh agent hung on an unreachable host outlives mpirun),

@@ -36,6 +36,9 @@
  *   token in its environment written before it was spawned). A launcher started
  *   again adopts that mpirun when it still runs (supervising it by pid, its
  *   outcome read from the workers' exit event), so exactly one mpirun runs.
+ *   When an adopted mpirun ends (or had ended unwatched), what is left of its
+ *   session (an rsh agent hung on an unreachable host) is killed, as for a
+ *   child.
  */
 #include "supervise.h"
 
@@ -278,6 +281,14 @@ static void start_kill(sup *s, const char *why)
 
 /* ------------------------------------------------------------ one tick of a running generation */
 
+/* The session of an ended mpirun that is not our child: kill what is left of it, and say so. */
+static void kill_orphan_session(pid_t pid, unsigned long long ticks)
+{
+	int n = proc_kill_orphan_session(pid, ticks);
+	if (n > 0)
+		say_info("killed %d process(es) left in the session of mpirun %d (rsh agents, daemons)", n, (int)pid);
+}
+
 /*
  * Returns true when mpirun has ended; *code is its exit code, 128+N for a
  * signal, -1 unknown (not our child); desc says which ("exit 205", "signal 9").
@@ -297,6 +308,8 @@ static bool generation_ended(sup *s, int *code, char *desc, size_t desc_len)
 	}
 	if (proc_alive(g->pid, g->ticks))
 		return false;
+	/* adopted: not ours to reap, but what is left of its session (a hung rsh agent) is ours to end */
+	kill_orphan_session(g->pid, g->ticks);
 	*code = -1;
 	return true;
 }
@@ -803,6 +816,7 @@ static void adopt_previous(sup *s)
 		save_state(s);
 	} else if (st->mpirun_pid > 0 || st->token[0]) {
 		say_info("the mpirun of generation %d ended while no launcher watched it", g->number);
+		kill_orphan_session((pid_t)st->mpirun_pid, st->mpirun_start_ticks);
 		g->pid = 0;
 	} else {
 		g->active = false; /* it ended under the earlier launcher, which recorded it */

@@ -17,10 +17,12 @@ SPOTTRAIN_PACKAGES=(
 )
 
 # Only the test suite needs these (scripts/test.sh installs them): a real one-node
-# SLURM for the batch script's tests (tests/slurm/). They are not for quickstart:
-# on a machine with systemd, installing them also enables the munge service.
+# SLURM for the batch script's tests (tests/slurm/), and nftables for the random
+# packet loss of the network-namespace scenarios (tests/netns/). They are not for
+# quickstart: on a machine with systemd, installing them also enables the munge service.
 SPOTTRAIN_TEST_PACKAGES=(
   slurm-wlm munge
+  nftables
 )
 
 # spottrain_install_deps [PACKAGE...]: apt-get installs those of the packages (default:

@@ -16,6 +16,7 @@ measured figures. Exit status 0: pass; 1: fail.
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -362,6 +363,89 @@ def frozen(run):
             "fleet_log": [(round(t - t0, 2), a) for t, a in f.log]}
 
 
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as fh:
+            return fh.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def adopted_hang(run):
+    """(6b) An adopted mpirun ends with an rsh agent hung: nothing of its session may be left behind.
+
+    node2 is frozen from the start, so generation 1's mpirun hangs launching
+    its daemon there (rsh_shim.sh, like ssh to a partitioned host). The
+    launcher is killed (-9) and started again; the new one adopts that mpirun,
+    which is not its child. SIGTERM to it before any first step: it ends the
+    mpirun (SIGTERM, SIGKILL after --kill-grace) and exits 75, and must have
+    killed what is left of the mpirun's session (the hung agent is in a
+    process group of its own, so the group kill misses it) as it does for a
+    child: no process of the fleet may be left.
+    """
+    return hung_agent_of_earlier_mpirun(run, unwatched=False)
+
+
+def unwatched_hang(run):
+    """(6c) As adopted_hang, but the mpirun is killed (-9) while no launcher runs: the launcher started
+    again finds it ended, must still kill what is left of its session (the hung agent), probes the
+    world (node2 hangs: quarantined) and finishes the run on the other three."""
+    return hung_agent_of_earlier_mpirun(run, unwatched=True)
+
+
+def hung_agent_of_earlier_mpirun(run, unwatched):
+    steps = 300
+    f = run.fleet
+    f.add("node0", "node1", "node2", "node3")
+    f.freeze("node2")
+    # --start-timeout 600: nothing but the test's own actions ends generation 1
+    argv = run.launcher_argv(2, 4, run.worker(steps, 1), ["--kill-grace", "2", "--probe-timeout", "5",
+                                                          "--quarantine", "600", "--start-timeout", "600"])
+    run.start(argv)
+
+    def hung_agents():
+        return [p for p in f.pids() if any(a.endswith(b"rsh_shim.sh") for a in cmdline(p))
+                and b"node2" in cmdline(p)]
+    agents = fl.wait_for(hung_agents, 60, "generation 1's rsh agent hung on node2")
+    mpiruns = f.mpiruns()
+    assert len(mpiruns) == 1, "mpiruns %s" % mpiruns
+    run.proc.kill()
+    run.proc.wait()
+    if unwatched:
+        os.kill(mpiruns[0], signal.SIGKILL)
+        fl.wait_for(lambda: (fl._state(mpiruns[0]) or "Z")[0] in "ZX", 30, "mpirun %d to end" % mpiruns[0])
+        assert set(agents) <= set(f.pids()), "the hung agent ended with its mpirun: nothing to test"
+    t0 = time.monotonic()
+    run.start(argv)
+    result = {"mpirun": mpiruns[0], "hung_agent": agents}
+    if unwatched:
+        rc = run.wait(180)
+        assert rc == 0, "launcher exit %d" % rc
+        err = run.stderr(2)
+        assert "the mpirun of generation 1 ended while no launcher watched it" in err, err[-2000:]
+        st = run.status()
+        result["chain"] = common_checks(run, st, steps)
+        assert st["generations"] == 2, world_sizes(st)
+        assert "node2" not in st["world"][-1]["hosts"].split(","), world_sizes(st)
+        result["world"] = world_sizes(st)
+    else:
+        fl.wait_for(lambda: "adopting mpirun %d of generation 1" % mpiruns[0] in run.stderr(), 30, "the adoption")
+        run.proc.send_signal(signal.SIGTERM)
+        rc = run.wait(60)
+        assert rc == 75, "launcher exit %d, expected 75" % rc
+        assert not f.mpiruns(), "an mpirun outlived the launcher"
+    # node2 stays frozen: its agent never ends by itself (nor does a probe's, which the launcher
+    # kills with the probe); nothing of the fleet may outlive the launcher
+    try:
+        fl.wait_for(lambda: not f.pids(), 30, "every process of the fleet to end")
+    except AssertionError:
+        raise AssertionError("processes left behind (the hung agent was %s): %s" % (agents, leftovers(f)))
+    err = run.stderr(2)
+    assert "left in the session of mpirun %d" % mpiruns[0] in err, err[-2000:]
+    result["seconds_after_restart"] = round(time.monotonic() - t0, 2)
+    return result
+
+
 def launcher_restart(run):
     """(7) The launcher is killed (-9) mid-run and started again, twice: it adopts the running mpirun.
 
@@ -458,7 +542,7 @@ def worker_usage_error(run):
 
 
 SCENARIOS = {f.__name__: f for f in (notice_replace, kill_no_notice, two_lost, below_min, scale_up, frozen,
-                                     launcher_restart, launcher_sigterm, worker_usage_error)}
+                                     adopted_hang, unwatched_hang, launcher_restart, launcher_sigterm, worker_usage_error)}
 
 
 def main():

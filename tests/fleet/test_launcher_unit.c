@@ -597,6 +597,57 @@ static void process_identity_uses_start_time(void **unused)
 	assert_int_equal(proc_ppid(getpid()), getppid());
 }
 
+/*
+ * What is left of the session of a process that is not the caller's child
+ * (an adopted mpirun) is killed once it ended, and only when the pid still
+ * names that process (its start time): never a reused pid's session.
+ */
+static void orphan_session_is_killed_only_for_its_leader(void **unused)
+{
+	(void)unused;
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	pid_t leader = fork();
+	if (leader == 0) {
+		setsid();
+		pid_t member = fork(); /* in the leader's session, as an rsh agent in mpirun's */
+		if (member == 0) {
+			alarm(120); /* never outlives a failed test for long */
+			for (;;)
+				pause();
+		}
+		if (write(p[1], &member, sizeof member) != (ssize_t)sizeof member)
+			_exit(1);
+		alarm(120);
+		for (;;)
+			pause();
+	}
+	pid_t member = 0;
+	assert_int_equal(read(p[0], &member, sizeof member), (ssize_t)sizeof member);
+	close(p[0]);
+	close(p[1]);
+	unsigned long long ticks = proc_start_ticks(leader), mticks = proc_start_ticks(member);
+	assert_true(ticks > 0 && mticks > 0);
+	assert_int_equal(proc_session(member), leader);
+	/*
+	 * The pid names another process than the one recorded (an older one, whose
+	 * number was reused): its session is not ours to touch.
+	 */
+	assert_int_equal(proc_kill_orphan_session(leader, ticks - 1), 0);
+	assert_true(proc_alive(member, mticks));
+	/* the leader ends and is reaped: its member is killed, nothing else */
+	kill(leader, SIGKILL);
+	int st;
+	assert_int_equal(waitpid(leader, &st, 0), leader);
+	assert_true(proc_alive(member, mticks));
+	assert_int_equal(proc_kill_orphan_session(leader, ticks), 1);
+	double t0 = now_mono();
+	while (proc_alive(member, mticks) && now_mono() - t0 < 30)
+		usleep(10000);
+	assert_false(proc_alive(member, mticks));
+	assert_true(proc_alive(getpid(), proc_start_ticks(getpid())));
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -615,6 +666,7 @@ int main(void)
 		cmocka_unit_test(command_runs_without_shell_and_is_killed_at_timeout),
 		cmocka_unit_test(discovery_rereads_a_changed_hostfile_and_runs_commands),
 		cmocka_unit_test(process_identity_uses_start_time),
+		cmocka_unit_test(orphan_session_is_killed_only_for_its_leader),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,7 +11,15 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 PYTHON=/usr/bin/python3
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/spottrain-it.XXXXXX")
-cleanup() { rm -rf "$WORK"; }
+# SPOTTRAIN_IT_KEEP_FAILED=1 keeps a failed test's work folder (its logs) for diagnosis (scripts/flake.sh sets it)
+cleanup() {
+  local rc=$?
+  if [ "$rc" -ne 0 ] && [ -n "${SPOTTRAIN_IT_KEEP_FAILED:-}" ]; then
+    echo "exit $rc: work folder kept: $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+}
 trap cleanup EXIT
 
 # The data set for short tests: the original MNIST when present, else Fashion-MNIST.

@@ -34,7 +34,11 @@ PY
 mpirun -np 3 "${MPIRUN_ARGS[@]}" "$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/one" >"$WORK/one.out" 2>"$WORK/one.err" &
 mp=$!
 wait_step "$WORK/one" 20
-victim=$(pgrep -f "spottrain train .*--run-dir $WORK/one" | tail -n 1)
+# a rank: a child of mpirun named spottrain. Not the newest pid matching the command line:
+# mpirun's own command line matches it too, and once pids wrap around (pid_max 32768 on a busy
+# machine) mpirun can be the newest; SIGTERM to mpirun ends the job with exit 1 (a flake seen).
+victim=$(pgrep -P "$mp" -x spottrain | head -n 1)
+[ -n "$victim" ] || fail "no rank of mpirun $mp found"
 kill -TERM "$victim"
 rc=0; wait "$mp" || rc=$?
 [ "$rc" = 75 ] || { cat "$WORK/one.err"; fail "SIGTERM to one rank: mpirun exit $rc, expected 75"; }

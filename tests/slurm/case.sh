@@ -93,7 +93,8 @@ for i in "${!CASES[@]}"; do
 	timelimit) scancel --signal=TERM --batch "$JOB" ;;
 	preempt) sbatch --parsable -p urgent --nodes=1 --exclusive --output=/dev/null --wrap 'sleep 1' >/dev/null ;;
 	requeue) scontrol requeue "$JOB" ;;
-	sigkill) kill -KILL "$(pgrep -f "spottrain train .*--run-dir $RUN_DIR" | tail -n 1)" ;;
+	# a rank (named spottrain), never srun, whose command line names the same run dir
+	sigkill) kill -KILL "$(pgrep -a -x spottrain | grep -F -- "--run-dir $RUN_DIR" | head -n 1 | cut -d' ' -f1)" ;;
 	*) fail "unknown case $c" ;;
 	esac || fail_job "$c" "could not interrupt the job"
 	echo "$c: sent at step $(cut -d' ' -f1 "$RUN_DIR/heartbeat")" >&2
