@@ -82,3 +82,41 @@ int h5set_load_guarded(const char *path, data_split split, dataset *out)
 	}
 	return 0;
 }
+
+typedef struct probe_job {
+	const char *path;
+	data_split split;
+	uint64_t *bytes; /* shared with the parent */
+} probe_job;
+
+static int probe_child(void *arg)
+{
+	probe_job *j = arg;
+	return h5set_probe(j->path, j->split, j->bytes);
+}
+
+/* The header read that decides whether a split streams opens the split with HDF5 as a load
+ * does, and crashes on the same files: it is guarded the same way. */
+int h5set_probe_guarded(const char *path, data_split split, uint64_t *bytes)
+{
+	*bytes = 0;
+	uint64_t *shared = guard_enabled() ? guard_shared(sizeof *shared) : NULL;
+	if (!shared)
+		return h5set_probe(path, split, bytes);
+	struct stat st;
+	guard_end end;
+	probe_job j = {path, split, shared};
+	int rc = guard_run(probe_child, &j, guard_bound_s(stat(path, &st) == 0 ? (uint64_t)st.st_size : 0), &end);
+	if (rc < 0) {
+		log_warn("%s: cannot fork a guarded read (%s): reading it in this process", path, strerror(errno));
+		guard_shared_free(shared, sizeof *shared);
+		return h5set_probe(path, split, bytes);
+	}
+	if (end.broken)
+		log_error("%s: opening the %s split %s inside HDF5: the file is damaged, or not an image set of "
+			  "README's layout", path, split == DATA_TRAIN ? "train" : "test", end.how);
+	if (rc == 0)
+		*bytes = *shared;
+	guard_shared_free(shared, sizeof *shared);
+	return rc;
+}

@@ -43,6 +43,11 @@ pid_t guard_fork(void)
 		 * that lives as long as the process, or waits for the child itself) */
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
 			_exit(EXIT_OSERR);
+		/* a crash ends the child: the parent's handlers (MPI's backtrace, a test framework's
+		 * longjmp) must not run on in a copy of the parent */
+		static const int fatal[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+		for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
+			signal(fatal[i], SIG_DFL);
 	}
 	return pid;
 }
