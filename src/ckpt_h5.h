@@ -58,9 +58,9 @@ int ckpt_open_input(const char *path, hid_t *file, ckpt_seal_info *seal, char *w
 
 /*
  * Lock held: read(ctx, child, why, len) in a forked child first (ckpt_guard.c), then, when the
- * child finished cleanly, in this process (child false), whose result is returned. A child that
- * crashed or stalled is EXIT_DATAERR naming path; a child's refusal is returned with its reason.
- * In the child, read must make the same HDF5 calls and print nothing.
+ * child ended with a documented code (0 or a refusal), in this process (child false), whose
+ * result is returned. A child that crashed or stalled is EXIT_DATAERR naming path. In the
+ * child, read must make the same HDF5 calls and print nothing.
  */
 int ckpt_guarded(const char *path, int (*read)(void *ctx, bool child, char *why, size_t len), void *ctx, char *why,
 		 size_t len);
