@@ -33,10 +33,12 @@
  *         (tests/fuzz/findings/README.md), so the worker never reads the set
  *         with HDF5 itself: a reader child (guard.h), forked when the stream
  *         opens (under the HDF5 lock, from the thread that opens it), owns the
- *         file and its datasets. It sends the split's shape and labels, then
- *         answers one request at a time (images [first, first + n)) with a
- *         status and the bytes, over a socket pair; the cache and everything
- *         else stay here. Each answer is awaited at most guard_bound_s: a
+ *         file and its datasets. It sends the split's shape and labels over a
+ *         socket pair, then answers one request at a time (images
+ *         [first, first + n) into an offset of a memory file that both map: the
+ *         cache's entries live in it, so a block is decompressed straight into
+ *         its entry) with a status; the cache's bookkeeping and everything else
+ *         stay here. Each answer is awaited at most guard_bound_s: a
  *         reader that died (a crash inside HDF5) or stalls fails the gather
  *         with 65 naming the file and the dataset, like a damaged chunk, so the
  *         world ends (MPI_Abort) instead of crashing or hanging. The reader is
@@ -56,6 +58,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -91,6 +94,9 @@ struct h5stream {
 	const char *split;        /* "train" or "test", for messages */
 	pid_t reader;             /* the reader child (-1: HDF5 in this process, h->s open here) */
 	int sock;                 /* our end of the socket pair to it */
+	int pool_fd;              /* memory file the reader writes blocks into (-1: none) */
+	uint8_t *pool;            /* it mapped: the cache's entries, n_entries blocks */
+	size_t pool_bytes;
 	double bound_s;           /* longest wait for one answer */
 };
 
@@ -103,9 +109,10 @@ typedef struct reader_hello {
 	char img_name[32], lbl_name[32];
 } reader_hello;
 
-/* A request: images [first, first + n); the answer is an int32 status, then the bytes. */
+/* A request: images [first, first + n) into the memory file at offset; the answer is an
+ * int32 status once they are there. */
 typedef struct reader_request {
-	uint64_t first, n;
+	uint64_t first, n, offset;
 } reader_request;
 
 /* ------------------------------------------------------------ the HDF5 side -- */
@@ -209,35 +216,47 @@ static int recv_all(int fd, void *p, size_t n, double deadline)
 
 /* The reader child: the split's hello and labels, then one answer per request, until the
  * worker closes its end. Never returns. */
-static void reader_main(h5stream *h, data_split split, int sock)
+static void reader_main(h5stream *h, data_split split, int sock, int pool_fd)
 {
 	/* nothing of the worker's is used here: its files, sockets and MPI's stay with it */
-	if ((sock > 3 && close_range(3, (unsigned)sock - 1, 0) != 0) || close_range((unsigned)sock + 1, ~0u, 0) != 0)
+	unsigned lo = (unsigned)(sock < pool_fd ? sock : pool_fd), top = (unsigned)(sock < pool_fd ? pool_fd : sock);
+	if ((lo > 3 && close_range(3, lo - 1, 0) != 0) || (top > lo + 1 && close_range(lo + 1, top - 1, 0) != 0) ||
+	    close_range(top + 1, ~0u, 0) != 0)
 		for (int fd = 3; fd < 4096; fd++)
-			if (fd != sock)
+			if (fd != sock && fd != pool_fd)
 				close(fd);
 	(void)H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* failures are answered, not printed */
 	reader_hello hi = {0};
-	uint8_t *labels = NULL, *buf = NULL;
-	size_t cap = 0, px = 0;
+	uint8_t *labels = NULL, *pool = NULL;
+	size_t mapped = 0;
 	hi.rc = h5side_open(&h->s, split, &hi, &labels);
 	if (!send_all(sock, &hi, sizeof hi) || hi.rc || !send_all(sock, labels, (size_t)hi.dims[0]))
 		_exit(0);
 	free(labels);
-	px = (size_t)(hi.dims[1] * hi.dims[2] * hi.dims[3]);
+	size_t px = (size_t)(hi.dims[1] * hi.dims[2] * hi.dims[3]);
 	for (reader_request rq; recv_all(sock, &rq, sizeof rq, -1) == 0;) {
 		int32_t rc = 0;
+		struct stat st;
 		if (rq.n == 0 || rq.first >= hi.dims[0] || rq.n > hi.dims[0] - rq.first)
 			rc = EXIT_SOFTWARE;
-		if (!rc && rq.n * px > cap) {
-			free(buf);
-			cap = rq.n * px;
-			if (!(buf = malloc(cap)))
-				rc = EXIT_OSERR, cap = 0;
+		if (!rc && rq.offset + rq.n * px > mapped) { /* the worker sized the file after the hello */
+			if (pool)
+				munmap(pool, mapped);
+			pool = NULL;
+			mapped = 0;
+			void *p = fstat(pool_fd, &st) == 0 && st.st_size > 0
+					  ? mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, pool_fd, 0)
+					  : MAP_FAILED;
+			if (p != MAP_FAILED) {
+				pool = p;
+				mapped = (size_t)st.st_size;
+			}
+			if (rq.offset + rq.n * px > mapped)
+				rc = EXIT_OSERR;
 		}
 		if (!rc)
-			rc = h5side_read(&h->s, (size_t)rq.first, (size_t)rq.n, buf);
-		if (!send_all(sock, &rc, sizeof rc) || (!rc && !send_all(sock, buf, rq.n * px)))
+			rc = h5side_read(&h->s, (size_t)rq.first, (size_t)rq.n, pool + rq.offset);
+		if (!send_all(sock, &rc, sizeof rc))
 			break;
 	}
 	_exit(0);
@@ -301,15 +320,16 @@ static int open_reader(h5stream *h, data_split split, reader_hello *hi, uint8_t 
 		ckpt_h5_leave();
 		return rc;
 	}
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-		log_error("%s: no socket pair for the HDF5 reader: %s", h->path, strerror(errno));
+	h->pool_fd = memfd_create("spottrain-stream", MFD_CLOEXEC);
+	if (h->pool_fd < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+		log_error("%s: no memory file or socket pair for the HDF5 reader: %s", h->path, strerror(errno));
 		return EXIT_OSERR;
 	}
 	ckpt_h5_enter(); /* no other thread is inside HDF5: the reader inherits a library at rest */
 	h->reader = guard_fork();
 	if (h->reader == 0) {
 		close(sv[0]);
-		reader_main(h, split, sv[1]);
+		reader_main(h, split, sv[1], h->pool_fd);
 	}
 	ckpt_h5_leave();
 	close(sv[1]);
@@ -349,6 +369,18 @@ static int open_split(h5stream *h, data_split split, size_t cache_bytes, dataset
 	h->px = (size_t)(h->s.dims[1] * h->s.dims[2] * h->s.dims[3]);
 	if ((rc = choose_block(h, &hi, cache_bytes)))
 		return rc;
+	if (h->pool_fd >= 0) { /* the entries live in the memory file the reader writes into */
+		h->pool_bytes = (size_t)h->n_entries * h->block_images * h->px;
+		void *p = ftruncate(h->pool_fd, (off_t)h->pool_bytes) == 0
+				  ? mmap(NULL, h->pool_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, h->pool_fd, 0)
+				  : MAP_FAILED;
+		if (p == MAP_FAILED) {
+			log_error("%s: cannot map a cache of %zu bytes shared with the HDF5 reader: %s", h->path,
+				  h->pool_bytes, strerror(errno));
+			return EXIT_OSERR;
+		}
+		h->pool = p;
+	}
 	size_t n = (size_t)h->s.dims[0];
 	h->entries = calloc((size_t)h->n_entries, sizeof *h->entries);
 	h->slot = malloc(h->n_blocks * sizeof *h->slot);
@@ -385,6 +417,7 @@ int h5stream_open(const char *path, data_split split, size_t cache_bytes, datase
 	h->split = split == DATA_TRAIN ? "train" : "test";
 	h->reader = -1;
 	h->sock = -1;
+	h->pool_fd = -1;
 	h->bound_s = guard_bound_s(stat(path, &st) == 0 ? (uint64_t)st.st_size : 0);
 	pthread_mutex_init(&h->mu, NULL);
 	rc = open_split(h, split, cache_bytes, out);
@@ -404,8 +437,12 @@ void h5stream_close(h5stream *h)
 	ckpt_h5_enter();
 	h5set_close(&h->s); /* open here only when guarding is off */
 	ckpt_h5_leave();
-	for (int i = 0; h->entries && i < h->n_entries; i++)
+	for (int i = 0; h->entries && !h->pool && i < h->n_entries; i++)
 		free(h->entries[i].data);
+	if (h->pool)
+		munmap(h->pool, h->pool_bytes);
+	if (h->pool_fd >= 0)
+		close(h->pool_fd);
 	free(h->entries);
 	free(h->slot);
 	pthread_mutex_destroy(&h->mu);
@@ -434,12 +471,9 @@ static int fetch(h5stream *h, size_t first, size_t n, uint8_t *dst)
 		log_error("%s: dataset %s: the HDF5 reader is gone (it failed before)", h->path, h->s.img_name);
 		return -1;
 	}
-	reader_request rq = {first, n};
+	reader_request rq = {first, n, (uint64_t)(dst - h->pool)};
 	int32_t rc = 0;
-	double deadline = now_mono() + h->bound_s;
-	int got = send_all(h->sock, &rq, sizeof rq) ? recv_all(h->sock, &rc, sizeof rc, deadline) : -1;
-	if (!got && !rc)
-		got = recv_all(h->sock, dst, n * h->px, deadline);
+	int got = send_all(h->sock, &rq, sizeof rq) ? recv_all(h->sock, &rc, sizeof rc, now_mono() + h->bound_s) : -1;
 	if (got) {
 		char doing[96];
 		snprintf(doing, sizeof doing, "reading images %zu..%zu", first, first + n - 1);
@@ -455,7 +489,8 @@ static int read_block(h5stream *h, stream_entry *e, size_t b, uint32_t image)
 	size_t first, n;
 	block_span(h, b, &first, &n);
 	if (!e->data) {
-		e->data = malloc(h->block_images * h->px);
+		e->data = h->pool ? h->pool + (size_t)(e - h->entries) * h->block_images * h->px
+				  : malloc(h->block_images * h->px);
 		if (!e->data) {
 			log_error("%s: out of memory for a cache block of %zu bytes", h->path, h->block_images * h->px);
 			return EXIT_OSERR;
