@@ -33,7 +33,7 @@ typedef struct guard_end {
 /* False when SPOTTRAIN_H5_GUARD=0: read in this process. */
 bool guard_enabled(void);
 /* Seconds a child may take over `bytes` of input: generous for a slow volume (2 MB/s) and a
- * loaded machine. */
+ * loaded machine (SPOTTRAIN_GUARD_BOUND_S, test-only, sets it: a test of a stall). */
 double guard_bound_s(uint64_t bytes);
 /* Flush stdio and fork. In the child (0 returned) the child dies with its parent. -1: errno. */
 pid_t guard_fork(void);

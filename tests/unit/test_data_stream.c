@@ -8,7 +8,9 @@
  * reads each block once whatever its order, a damaged chunk fails the gather
  * with 65 naming file, dataset and image, data_open streams exactly when
  * the settings say so, and data.mean/std = auto's figures are the same bits
- * streamed and in memory.
+ * streamed and in memory. The reader child that owns the HDF5 handles: killed
+ * or stopped mid-run, or crashing on a fuzz finding, fails the gather with 65
+ * naming file and dataset (never a crash or hang), and no child is left.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -376,6 +378,36 @@ static void test_reader_lost_mid_run(void **state)
 	free(path);
 }
 
+/* A reader that stalls (stopped: as HDF5 looping on a damaged file would) fails the gather
+ * that waits for it with 65 once the bound passes (SPOTTRAIN_GUARD_BOUND_S, 1 s here), and is
+ * killed and reaped: no hang, no child left. */
+static void test_reader_stall_is_bounded(void **state)
+{
+	dtu *f = *state;
+	spec s = {50, 1, 7, 0, 1};
+	char *path = write_set(f, &s);
+	dataset d;
+	assert_int_equal(setenv("SPOTTRAIN_GUARD_BOUND_S", "1", 1), 0);
+	assert_int_equal(h5stream_open(path, DATA_TRAIN, 7 * PX, &d), 0);
+	uint32_t ok[2] = {3, 4};
+	check_gather(&d, ok, 2);
+	pid_t child = reader_pid();
+	assert_true(child > 0);
+	assert_int_equal(kill(child, SIGSTOP), 0);
+	uint32_t other[1] = {30};
+	uint8_t out[PX];
+	dtu_capture_begin(f);
+	int rc = dataset_gather(&d, other, 1, out);
+	dtu_capture_end(f);
+	unsetenv("SPOTTRAIN_GUARD_BOUND_S");
+	assert_int_equal(rc, EXIT_DATAERR);
+	assert_non_null(strstr(f->err, "set.h5: dataset /train/images: the HDF5 reader did not answer within 1 s"));
+	assert_int_equal(reader_pid(), -1); /* killed and reaped at once */
+	assert_int_equal(dataset_gather(&d, other, 1, out), EXIT_DATAERR); /* and stays failed */
+	dataset_free(&d);
+	free(path);
+}
+
 /* tests/fuzz/findings/h5images/hdf5_select_read_overflow (its mode byte off): it opens, and
  * HDF5 1.10.8 reads out of bounds in H5Dread of its images, which crashed the worker that
  * streamed it. Now the reader child crashes (or ASan ends it) and the gather is 65. */
@@ -489,6 +521,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cache_too_small, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_chunk, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_reader_lost_mid_run, dtu_setup, dtu_teardown),
+		cmocka_unit_test_setup_teardown(test_reader_stall_is_bounded, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_reader_crash_on_finding, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_data_open_decides, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_channel_stats, dtu_setup, dtu_teardown),
