@@ -12,7 +12,8 @@
  * shows as much of a damaged file as before). A child that crashed, stalled or ended with a
  * code that is not ours makes the read EXIT_DATAERR naming the file, like any damaged
  * checkpoint (resume skips it and falls back to the one before).
- * Cost: one fork and the read twice (a resnet20 checkpoint: README, Reliability).
+ * A file refused before HDF5 sees it (missing, not regular, its seal or crc wrong) is refused
+ * here, without a child. Cost otherwise: one fork and the read twice (README, Checkpoints).
  */
 #include "ckpt_h5.h"
 
@@ -41,10 +42,16 @@ int ckpt_guarded(const char *path, int (*read)(void *ctx, bool child, char *why,
 {
 	if (!guard_enabled())
 		return read(ctx, false, why, len);
+	/* a file refused before HDF5 would see it (missing, damaged: the seal) needs no child, and
+	 * its refusal is final (read again, a file changed since could reach HDF5 unguarded) */
+	ckpt_seal_info seal;
+	int rc = ckpt_check_input(path, &seal, why, len);
+	if (rc)
+		return rc;
 	guarded_read g = {read, ctx};
 	struct stat st;
 	guard_end end;
-	int rc = guard_run(child_read, &g, guard_bound_s(stat(path, &st) == 0 ? (uint64_t)st.st_size : 0), &end);
+	rc = guard_run(child_read, &g, guard_bound_s(stat(path, &st) == 0 ? (uint64_t)st.st_size : 0), &end);
 	if (rc < 0)
 		log_warn("checkpoint %s: cannot read it in a child process first (%s): reading it in this process", path,
 			 strerror(errno));
