@@ -24,7 +24,11 @@
  *
  * One gather (a shard, or the prefetch thread's whole window of a step)
  * sorts its samples by block and reads each missing block once, then copies
- * the samples out in the order asked for. A block that cannot be read (a
+ * the samples out in the order asked for. The reads of one gather go to the
+ * reader back to back (it decompresses while the next are decided) and the
+ * answers are taken when the gather ends, or sooner when the entry a block
+ * needs still waits for one: the cache does exactly what one read at a time
+ * would. A block that cannot be read (a
  * damaged chunk) fails the gather with 65 naming the file, the dataset and
  * the image. One mutex serialises gathers (the shard threads and the
  * prefetch thread share a stream).
@@ -76,6 +80,7 @@ typedef struct stream_entry {
 	long long block; /* block index (-1: empty) */
 	int prev, next;  /* the list in order of use: head most recent, tail least (-1: none) */
 	uint8_t *data;   /* block_images * px bytes, stored layout */
+	int pending;     /* asked for in this gather, its answer not yet taken (out of the cache) */
 } stream_entry;
 
 struct h5stream {
@@ -391,7 +396,7 @@ static int open_split(h5stream *h, data_split split, size_t cache_bytes, dataset
 	for (size_t b = 0; b < h->n_blocks; b++)
 		h->slot[b] = -1;
 	for (int i = 0; i < h->n_entries; i++) /* the list: empty entries, in order */
-		h->entries[i] = (stream_entry){-1, i - 1, i + 1 < h->n_entries ? i + 1 : -1, NULL};
+		h->entries[i] = (stream_entry){-1, i - 1, i + 1 < h->n_entries ? i + 1 : -1, NULL, 0};
 	h->head = 0;
 	h->tail = h->n_entries - 1;
 	out->count = n;
@@ -456,69 +461,6 @@ static void block_span(const h5stream *h, size_t b, size_t *first, size_t *n)
 	*n = (size_t)h->s.dims[0] - *first < h->block_images ? (size_t)h->s.dims[0] - *first : h->block_images;
 }
 
-/* Images [first, first + n) in the stored layout into dst, from the reader (mu held): 0, or
- * EXIT_DATAERR (a damaged chunk: the caller says where), -1 (the reader is lost: said here),
- * or the reader's other code. */
-static int fetch(h5stream *h, size_t first, size_t n, uint8_t *dst)
-{
-	if (h->reader < 0 && h->sock < 0) { /* guarding off */
-		ckpt_h5_enter();
-		int rc = h5side_read(&h->s, first, n, dst);
-		ckpt_h5_leave();
-		return rc;
-	}
-	if (h->reader < 0) {
-		log_error("%s: dataset %s: the HDF5 reader is gone (it failed before)", h->path, h->s.img_name);
-		return -1;
-	}
-	reader_request rq = {first, n, (uint64_t)(dst - h->pool)};
-	int32_t rc = 0;
-	int got = send_all(h->sock, &rq, sizeof rq) ? recv_all(h->sock, &rc, sizeof rc, now_mono() + h->bound_s) : -1;
-	if (got) {
-		char doing[96];
-		snprintf(doing, sizeof doing, "reading images %zu..%zu", first, first + n - 1);
-		reader_lost(h, got, doing);
-		return -1;
-	}
-	return rc;
-}
-
-/* Read block b into e (mu held). 0, or 65 naming file, dataset, images and `image` (the one asked for). */
-static int read_block(h5stream *h, stream_entry *e, size_t b, uint32_t image)
-{
-	size_t first, n;
-	block_span(h, b, &first, &n);
-	if (!e->data) {
-		e->data = h->pool ? h->pool + (size_t)(e - h->entries) * h->block_images * h->px
-				  : malloc(h->block_images * h->px);
-		if (!e->data) {
-			log_error("%s: out of memory for a cache block of %zu bytes", h->path, h->block_images * h->px);
-			return EXIT_OSERR;
-		}
-		h->st.held_bytes += h->block_images * h->px;
-		if (h->st.held_bytes > h->st.max_held_bytes)
-			h->st.max_held_bytes = h->st.held_bytes;
-	}
-	if (e->block >= 0)
-		h->slot[e->block] = -1;
-	e->block = -1;
-	double t0 = now_mono();
-	int rc = fetch(h, first, n, e->data);
-	if (rc == EXIT_DATAERR) {
-		log_error("%s: dataset %s: cannot read images %zu..%zu (%s %zu; damaged or truncated file?), "
-			  "needed for image %u", h->path, h->s.img_name, first, first + n - 1,
-			  h->chunked ? "chunk row" : "block", b, image);
-	}
-	if (rc)
-		return rc < 0 ? EXIT_DATAERR : rc;
-	e->block = (long long)b;
-	h->slot[b] = (int32_t)(e - h->entries);
-	h->st.blocks_read++;
-	h->st.bytes_read += n * h->px;
-	h->st.read_s += now_mono() - t0;
-	return 0;
-}
-
 /* Entry i becomes the most recently used (mu held). */
 static void touch(h5stream *h, int i)
 {
@@ -536,22 +478,6 @@ static void touch(h5stream *h, int i)
 	h->head = i;
 }
 
-/* The entry holding block b, read into the least recently used one when absent (mu held). */
-static int find_block(h5stream *h, size_t b, uint32_t image, stream_entry **out)
-{
-	int i = h->slot[b];
-	if (i >= 0) {
-		h->st.hits++;
-	} else {
-		i = h->tail;
-		if (h->entries[i].block >= 0)
-			h->st.evictions++;
-	}
-	touch(h, i);
-	*out = &h->entries[i];
-	return h->entries[i].block == (long long)b ? 0 : read_block(h, *out, b, image);
-}
-
 /* A sample's place in a gather: its block and where it goes. */
 typedef struct gather_item {
 	uint64_t block;
@@ -566,40 +492,170 @@ static int cmp_item(const void *a, const void *b)
 	return (x->pos > y->pos) - (x->pos < y->pos);
 }
 
+/* One gather: its samples sorted by block, and the blocks asked for and not yet answered. */
+typedef struct gather {
+	const uint32_t *idx;
+	uint8_t *dst;
+	gather_item *it;
+	struct pending {
+		stream_entry *e;
+		size_t b;
+		int from, to; /* its samples: it[from, to) */
+		int32_t rc;   /* guarding off: the read's result */
+	} *pend;
+	int n_pend;
+	double t0;        /* when the first of them was asked for */
+} gather;
+
+/* The samples it[from, to) of the block in e, out to their places. */
+static void copy_out(h5stream *h, gather *g, const stream_entry *e, int from, int to)
+{
+	size_t first = (size_t)e->block * h->block_images;
+	for (int i = from; i < to; i++) {
+		const uint8_t *src = e->data + (g->idx[g->it[i].pos] - first) * h->px;
+		h5set_to_nchw(&h->s, src, 1, g->dst + (size_t)g->it[i].pos * h->px);
+	}
+}
+
+/* Ask for block b into entry e, which leaves the cache until the answer (mu held): the request
+ * goes to the reader at once (it reads while the next ones are decided), or, guarding off, the
+ * block is read here. 0, or EXIT_OSERR (no memory for the entry). */
+static int ask_block(h5stream *h, gather *g, stream_entry *e, size_t b, int from, int to)
+{
+	size_t first, n;
+	if (!e->data) {
+		e->data = h->pool ? h->pool + (size_t)(e - h->entries) * h->block_images * h->px
+				  : malloc(h->block_images * h->px);
+		if (!e->data) {
+			log_error("%s: out of memory for a cache block of %zu bytes", h->path, h->block_images * h->px);
+			return EXIT_OSERR;
+		}
+		h->st.held_bytes += h->block_images * h->px;
+		if (h->st.held_bytes > h->st.max_held_bytes)
+			h->st.max_held_bytes = h->st.held_bytes;
+	}
+	if (e->block >= 0)
+		h->slot[e->block] = -1;
+	e->block = -1;
+	e->pending = 1;
+	if (g->n_pend == 0)
+		g->t0 = now_mono();
+	struct pending *p = &g->pend[g->n_pend++];
+	*p = (struct pending){e, b, from, to, 0};
+	block_span(h, b, &first, &n);
+	if (h->reader < 0 && h->sock < 0) { /* guarding off */
+		ckpt_h5_enter();
+		p->rc = h5side_read(&h->s, first, n, e->data);
+		ckpt_h5_leave();
+	} else if (h->reader >= 0) {
+		reader_request rq = {first, n, (uint64_t)(e->data - h->pool)};
+		(void)send_all(h->sock, &rq, sizeof rq); /* a reader gone shows in its answer */
+	}
+	return 0;
+}
+
+/* The answers to the blocks asked for, in order (mu held): each block read goes into the cache
+ * and its samples out. 0, or the first failure: 65 naming file, dataset, the block's images
+ * and the image asked for (a damaged chunk), or the lost reader (said in reader_lost). The
+ * answers after a failure are still taken (the exchange stays in step), their samples not
+ * copied (the gather failed). */
+static int take_answers(h5stream *h, gather *g)
+{
+	int rc = 0;
+	for (int k = 0; k < g->n_pend; k++) {
+		struct pending *p = &g->pend[k];
+		size_t first, n;
+		int32_t r = p->rc;
+		block_span(h, p->b, &first, &n);
+		if (h->reader < 0 && h->sock >= 0) { /* lost */
+			if (!rc)
+				log_error("%s: dataset %s: the HDF5 reader is gone (it failed before)", h->path, h->s.img_name);
+			r = -1;
+		} else if (h->reader >= 0) {
+			int got = recv_all(h->sock, &r, sizeof r, now_mono() + h->bound_s);
+			if (got) {
+				char doing[96];
+				snprintf(doing, sizeof doing, "reading images %zu..%zu", first, first + n - 1);
+				reader_lost(h, got, doing);
+				r = -1;
+			}
+		}
+		p->e->pending = 0;
+		if (r == 0) {
+			p->e->block = (long long)p->b;
+			h->slot[p->b] = (int32_t)(p->e - h->entries);
+			h->st.blocks_read++;
+			h->st.bytes_read += n * h->px;
+			if (!rc)
+				copy_out(h, g, p->e, p->from, p->to);
+		} else if (!rc) {
+			if (r == EXIT_DATAERR)
+				log_error("%s: dataset %s: cannot read images %zu..%zu (%s %zu; damaged or truncated file?), "
+					  "needed for image %u", h->path, h->s.img_name, first, first + n - 1,
+					  h->chunked ? "chunk row" : "block", p->b, g->idx[g->it[p->from].pos]);
+			rc = r < 0 ? EXIT_DATAERR : r;
+		}
+	}
+	if (g->n_pend)
+		h->st.read_s += now_mono() - g->t0;
+	g->n_pend = 0;
+	return rc;
+}
+
 int h5stream_gather(h5stream *h, const uint32_t *idx, int n, uint8_t *dst)
 {
-	gather_item *it = malloc((size_t)(n > 0 ? n : 1) * sizeof *it);
-	if (!it) {
+	gather g = {idx, dst, malloc((size_t)(n > 0 ? n : 1) * sizeof *g.it),
+		    malloc((size_t)(n > 0 ? n : 1) * sizeof *g.pend), 0, 0.0};
+	if (!g.it || !g.pend) {
 		log_error("%s: out of memory for a gather of %d images", h->path, n);
+		free(g.it);
+		free(g.pend);
 		return EXIT_OSERR;
 	}
-	for (int i = 0; i < n; i++) {
+	int rc = 0;
+	for (int i = 0; i < n && !rc; i++) {
 		if (idx[i] >= h->s.dims[0]) {
 			log_error("%s: dataset %s: image %u asked for, the set has %llu", h->path, h->s.img_name,
 				  idx[i], (unsigned long long)h->s.dims[0]);
-			free(it);
-			return EXIT_SOFTWARE;
+			rc = EXIT_SOFTWARE;
 		}
-		it[i] = (gather_item){idx[i] / h->block_images, i};
+		g.it[i] = (gather_item){idx[i] / h->block_images, i};
 	}
-	qsort(it, (size_t)n, sizeof *it, cmp_item);
-	int rc = 0;
+	if (!rc)
+		qsort(g.it, (size_t)n, sizeof *g.it, cmp_item);
 	pthread_mutex_lock(&h->mu);
-	h->st.gathers++;
+	if (!rc)
+		h->st.gathers++;
+	/* each block in turn, as one at a time would: a hit is copied out, a miss takes the least
+	 * recently used entry; only when that entry still waits for its answer are the answers
+	 * taken first, so the cache does exactly what reading one block at a time does */
 	for (int i = 0; i < n && !rc;) {
-		stream_entry *e;
-		rc = find_block(h, (size_t)it[i].block, idx[it[i].pos], &e);
-		if (rc)
-			break;
-		size_t first = (size_t)it[i].block * h->block_images;
-		for (; i < n && it[i].block == (uint64_t)e->block; i++) {
-			const uint8_t *src = e->data + (idx[it[i].pos] - first) * h->px;
-			h5set_to_nchw(&h->s, src, 1, dst + (size_t)it[i].pos * h->px);
+		size_t b = (size_t)g.it[i].block;
+		int to = i;
+		while (to < n && g.it[to].block == (uint64_t)b)
+			to++;
+		int e = h->slot[b];
+		if (e >= 0) {
+			h->st.hits++;
+			touch(h, e);
+			copy_out(h, &g, &h->entries[e], i, to);
+		} else if (h->entries[h->tail].pending) {
+			rc = take_answers(h, &g);
+			continue; /* the same block again, its entry now free to take */
+		} else {
+			e = h->tail;
+			if (h->entries[e].block >= 0)
+				h->st.evictions++;
+			touch(h, e);
+			rc = ask_block(h, &g, &h->entries[e], b, i, to);
 		}
+		i = to;
 	}
+	int r = take_answers(h, &g);
 	pthread_mutex_unlock(&h->mu);
-	free(it);
-	return rc;
+	free(g.it);
+	free(g.pend);
+	return rc ? rc : r;
 }
 
 void h5stream_stats(h5stream *h, data_stream_stats *out)
