@@ -147,13 +147,9 @@ close_fapl:
 	return -1;
 }
 
-/* Open an existing file read-only: EXIT_NOINPUT if it is not there, EXIT_DATAERR if it is
- * not a regular, non-empty, sealed HDF5 file. */
-int ckpt_open_input(const char *path, hid_t *file, ckpt_seal_info *seal, char *why, size_t len)
+int ckpt_check_input(const char *path, ckpt_seal_info *seal, char *why, size_t len)
 {
 	struct stat st;
-	int rc;
-	*file = -1;
 	if (stat(path, &st) != 0)
 		return ckpt_fail(why, len, EXIT_NOINPUT, "checkpoint %s: cannot open: %s", path, strerror(errno));
 	if (S_ISDIR(st.st_mode))
@@ -162,7 +158,16 @@ int ckpt_open_input(const char *path, hid_t *file, ckpt_seal_info *seal, char *w
 		return ckpt_fail(why, len, EXIT_DATAERR, "checkpoint %s: is not a regular file", path);
 	if (st.st_size == 0)
 		return ckpt_fail(why, len, EXIT_DATAERR, "checkpoint %s: is empty (a write that never finished?)", path);
-	if ((rc = ckpt_check_seal(path, (uint64_t)st.st_size, seal, why, len)))
+	return ckpt_check_seal(path, (uint64_t)st.st_size, seal, why, len);
+}
+
+/* Open an existing file read-only: EXIT_NOINPUT if it is not there, EXIT_DATAERR if it is
+ * not a regular, non-empty, sealed HDF5 file. */
+int ckpt_open_input(const char *path, hid_t *file, ckpt_seal_info *seal, char *why, size_t len)
+{
+	int rc;
+	*file = -1;
+	if ((rc = ckpt_check_input(path, seal, why, len)))
 		return rc;
 	hid_t fapl = ckpt_make_fapl(false, 0, path, EXIT_DATAERR, why, len, &rc);
 	if (fapl < 0)

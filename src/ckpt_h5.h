@@ -52,9 +52,21 @@ herr_t ckpt_h5_close(hid_t id);
 /* File access properties: close strongly, no file locking; writing: in memory (the core
  * driver, growing by image_hint bytes, no backing store). -1 with *rc and why on failure. */
 hid_t ckpt_make_fapl(bool for_write, size_t image_hint, const char *path, int code, char *why, size_t len, int *rc);
+/* What ckpt_open_input checks before HDF5 sees the file (no HDF5 here): there, a regular
+ * non-empty file, its seal intact and its crc right. 0 with seal filled, or the code. */
+int ckpt_check_input(const char *path, ckpt_seal_info *seal, char *why, size_t len);
 /* Open an existing file read-only: EXIT_NOINPUT if it is not there, EXIT_DATAERR if it is
  * not a regular, non-empty, sealed HDF5 file. The seal's content goes to seal. */
 int ckpt_open_input(const char *path, hid_t *file, ckpt_seal_info *seal, char *why, size_t len);
+
+/*
+ * Lock held: read(ctx, child, why, len) in a forked child first (ckpt_guard.c), then, when the
+ * child ended with a documented code (0 or a refusal), in this process (child false), whose
+ * result is returned. A child that crashed or stalled is EXIT_DATAERR naming path. In the
+ * child, read must make the same HDF5 calls and print nothing.
+ */
+int ckpt_guarded(const char *path, int (*read)(void *ctx, bool child, char *why, size_t len), void *ctx, char *why,
+		 size_t len);
 
 /* ------------------------------------------------------------ attributes -- */
 

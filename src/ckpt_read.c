@@ -141,6 +141,21 @@ free_walker:
 	return rc;
 }
 
+/* A model-based read, as ckpt_guarded runs it (the child fills no meta: the same calls). */
+typedef struct read_job {
+	const char *path;
+	const model *m;
+	bool weights_only;
+	ckpt_meta *meta;
+	ckpt_buffers *b;
+} read_job;
+
+static int read_job_run(void *ctx, bool child, char *why, size_t len)
+{
+	read_job *j = ctx;
+	return read_locked(j->path, j->m, j->weights_only, child ? NULL : j->meta, j->b, why, len);
+}
+
 int ckpt_read_quiet(const char *path, const model *m, bool weights_only, ckpt_meta *meta, ckpt_buffers *b,
 		    char *why, size_t len)
 {
@@ -152,8 +167,9 @@ int ckpt_read_quiet(const char *path, const model *m, bool weights_only, ckpt_me
 		rc = ckpt_check_states(b, why, len);
 	if (rc)
 		return rc;
+	read_job j = {path, m, weights_only, meta, b};
 	ckpt_h5_enter();
-	rc = read_locked(path, m, weights_only, meta, b, why, len);
+	rc = ckpt_guarded(path, read_job_run, &j, why, len);
 	ckpt_h5_leave();
 	return rc;
 }
@@ -189,12 +205,24 @@ static int read_meta_locked(const char *path, ckpt_meta *meta, char *why, size_t
 	return rc;
 }
 
+typedef struct meta_job {
+	const char *path;
+	ckpt_meta *meta;
+} meta_job;
+
+static int meta_job_run(void *ctx, bool child, char *why, size_t len)
+{
+	meta_job *j = ctx;
+	return read_meta_locked(j->path, child ? NULL : j->meta, why, len);
+}
+
 int ckpt_read_meta_quiet(const char *path, ckpt_meta *meta, char *why, size_t len)
 {
 	if (!path)
 		return ckpt_fail(why, len, EXIT_SOFTWARE, "cannot read checkpoint: no path given");
+	meta_job j = {path, meta};
 	ckpt_h5_enter();
-	int rc = read_meta_locked(path, meta, why, len);
+	int rc = ckpt_guarded(path, meta_job_run, &j, why, len);
 	ckpt_h5_leave();
 	return rc;
 }
@@ -354,12 +382,47 @@ free_walker:
 	return rc;
 }
 
+typedef struct scan_job {
+	const char *path;
+	const ckpt_scan_visitor *vis;
+	ckpt_meta *meta;
+} scan_job;
+
+static void quiet_attr(void *ctx, const char *object, const char *name, const ckpt_attr_value *v)
+{
+	(void)ctx, (void)object, (void)name, (void)v;
+}
+
+static void quiet_group(void *ctx, const char *group, int n_tensors)
+{
+	(void)ctx, (void)group, (void)n_tensors;
+}
+
+static void quiet_tensor(void *ctx, const char *group, const char *name, int ndim, const int *dims,
+			 const float *data, size_t numel)
+{
+	(void)ctx, (void)group, (void)name, (void)ndim, (void)dims, (void)data, (void)numel;
+}
+
+/* In the child the visitor shows nothing (its output would be lost or doubled), but the same
+ * callbacks are there, so the walk makes the same HDF5 calls. */
+static int scan_job_run(void *ctx, bool child, char *why, size_t len)
+{
+	scan_job *j = ctx;
+	if (!child || !j->vis)
+		return scan_locked(j->path, j->vis, j->meta, why, len);
+	ckpt_scan_visitor quiet = {NULL, j->vis->attr ? quiet_attr : NULL, j->vis->group ? quiet_group : NULL,
+				   j->vis->tensor ? quiet_tensor : NULL};
+	return scan_locked(j->path, &quiet, NULL, why, len);
+}
+
 int ckpt_scan(const char *path, const ckpt_scan_visitor *v, ckpt_meta *meta, char *why, size_t why_len)
 {
 	if (!path)
 		return ckpt_fail(why, why_len, EXIT_SOFTWARE, "cannot read checkpoint: no path given");
+	scan_job j = {path, v, meta};
 	ckpt_h5_enter();
-	int rc = scan_locked(path, v, meta, why, why_len);
+	int rc = ckpt_guarded(path, scan_job_run, &j, why, why_len);
 	ckpt_h5_leave();
 	return rc;
 }

@@ -126,6 +126,10 @@ int h5set_load(const char *path, data_split split, dataset *out);
  * the memory file it wrote, or its reader's exit code).
  */
 int h5set_load_guarded(const char *path, data_split split, dataset *out);
+/* Open and check split of the set at path (no lock held) and give its pixel bytes (data_hdf5.c);
+ * guarded: the same in a forked child, as h5set_load_guarded (data_guard.c). */
+int h5set_probe(const char *path, data_split split, uint64_t *bytes);
+int h5set_probe_guarded(const char *path, data_split split, uint64_t *bytes);
 
 /*
  * data_shared.c: one copy per node. publish (the node's first rank) moves ds into the

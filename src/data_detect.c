@@ -151,7 +151,7 @@ int data_will_stream(const char *path, data_format fmt, data_split split, const 
 	uint64_t bytes = 0;
 	rc = h5_file_of(path, h5, sizeof h5, true);
 	if (!rc)
-		rc = h5set_probe(h5, split, &bytes);
+		rc = h5set_probe_guarded(h5, split, &bytes); /* HDF5 is not safe on damaged files */
 	*yes = !rc && (o->force || bytes > o->cache_bytes);
 	return rc;
 }

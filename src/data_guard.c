@@ -8,8 +8,9 @@
  * with h5set_load and writes the checked set into an anonymous memory file (the layout of
  * data_shared.c's node copy), then exits; the parent maps that file. A child killed by a
  * signal, ending with a code that is not one of ours (a sanitizer's report), or not done
- * within a bound, is exit 65 naming the file: the worker never crashes or hangs on it.
- * The child calls no MPI and leaves with _exit (no atexit handlers of MPI or HDF5 run).
+ * within a bound, is exit 65 naming the file: the worker never crashes or hangs on it
+ * (guard.c: the fork, the bound and the classification, shared with the checkpoint reads and
+ * the streamed sets' reader).
  * The set is read once, by the child; the parent's memory holds it once. SPOTTRAIN_H5_GUARD=0
  * reads in the worker itself (the fuzz targets do, to fuzz HDF5 in-process; debuggers).
  */
@@ -18,107 +19,104 @@
 #endif
 
 #include <errno.h>
-#include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "contract.h"
 #include "data.h"
+#include "guard.h"
 #include "log.h"
 
-/* Seconds a child may take: generous for a slow volume (2 MB/s) and a loaded machine. */
-static double guard_bound_s(const char *path)
-{
-	struct stat st;
-	double mb = stat(path, &st) == 0 ? (double)st.st_size / 1e6 : 0.0;
-	return 120.0 + mb / 2.0;
-}
+typedef struct load_job {
+	const char *path;
+	data_split split;
+	int fd; /* the memory file the set goes into */
+} load_job;
 
-static double mono_s(void)
+/* The child: read, hand over. */
+static int load_child(void *arg)
 {
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+	load_job *j = arg;
+	dataset d;
+	int rc = h5set_load(j->path, j->split, &d);
+	if (rc == 0 && data_share_write_fd(&d, j->fd) != 0)
+		rc = EXIT_OSERR;
+	return rc;
 }
 
 int h5set_load_guarded(const char *path, data_split split, dataset *out)
 {
 	const char *what = split == DATA_TRAIN ? "train" : "test";
 	memset(out, 0, sizeof *out);
-	const char *off = getenv("SPOTTRAIN_H5_GUARD"); /* "0": in this process (fuzz targets, debuggers) */
-	if (off && !strcmp(off, "0"))
+	if (!guard_enabled())
 		return h5set_load(path, split, out);
-	int fd = memfd_create("spottrain-h5set", MFD_CLOEXEC);
-	if (fd < 0) {
+	load_job j = {path, split, memfd_create("spottrain-h5set", MFD_CLOEXEC)};
+	if (j.fd < 0) {
 		log_warn("%s: no memory file for a guarded read (%s): reading it in this process", path,
 			 strerror(errno));
 		return h5set_load(path, split, out);
 	}
-	fflush(stdout);
-	fflush(stderr);
-	pid_t pid = fork();
-	if (pid < 0) {
+	struct stat st;
+	guard_end end;
+	int rc = guard_run(load_child, &j, guard_bound_s(stat(path, &st) == 0 ? (uint64_t)st.st_size : 0), &end);
+	if (rc < 0) {
 		log_warn("%s: cannot fork a guarded read (%s): reading it in this process", path, strerror(errno));
-		close(fd);
+		close(j.fd);
 		return h5set_load(path, split, out);
 	}
-	if (pid == 0) { /* the child: read, hand over, leave without atexit handlers */
-		dataset d;
-		int rc = h5set_load(path, split, &d);
-		if (rc == 0 && data_share_write_fd(&d, fd) != 0)
-			rc = EXIT_OSERR;
-		fflush(stderr);
-		_exit(rc);
-	}
-	const double bound = guard_bound_s(path), t0 = mono_s();
-	int status = 0;
-	pid_t got;
-	while ((got = waitpid(pid, &status, WNOHANG)) == 0 && mono_s() - t0 < bound) {
-		struct timespec ms = {0, 20 * 1000 * 1000};
-		nanosleep(&ms, NULL);
-	}
-	if (got == 0) {
-		kill(pid, SIGKILL);
-		waitpid(pid, &status, 0);
-		close(fd);
-		log_error("%s: reading the %s split did not finish within %.0f s: HDF5 stalls on this file "
-			  "(damaged, or not an image set of README's layout)",
-			  path, what, bound);
-		return EXIT_DATAERR;
-	}
-	if (got < 0) {
-		close(fd);
-		log_error("%s: waiting for the guarded read failed (%s)", path, strerror(errno));
-		return EXIT_OSERR;
-	}
-	if (WIFSIGNALED(status)) {
-		close(fd);
-		log_error("%s: HDF5 crashed reading the %s split (signal %d, %s): the file is damaged, or not an "
-			  "image set of README's layout",
-			  path, what, WTERMSIG(status), strsignal(WTERMSIG(status)));
-		return EXIT_DATAERR;
-	}
-	const int rc = WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_SOFTWARE;
+	if (end.broken)
+		log_error("%s: reading the %s split %s inside HDF5: the file is damaged, or not an image set of "
+			  "README's layout", path, what, end.how);
 	if (rc != 0) {
-		close(fd);
-		if (exit_code_find(rc))
-			return rc; /* a documented code: the child said what and where */
-		log_error("%s: reading the %s split failed inside HDF5 (the reader ended with %d): the file is "
-			  "damaged, or not an image set of README's layout",
-			  path, what, rc);
-		return EXIT_DATAERR;
+		close(j.fd);
+		return rc; /* broken: 65; else a documented code, and the child said what and where */
 	}
-	int m = data_share_map_fd(fd, out);
-	close(fd);
+	int m = data_share_map_fd(j.fd, out);
+	close(j.fd);
 	if (m != 0) {
 		log_error("%s: the guarded read of the %s split handed over no valid set", path, what);
 		return EXIT_SOFTWARE;
 	}
 	return 0;
+}
+
+typedef struct probe_job {
+	const char *path;
+	data_split split;
+	uint64_t *bytes; /* shared with the parent */
+} probe_job;
+
+static int probe_child(void *arg)
+{
+	probe_job *j = arg;
+	return h5set_probe(j->path, j->split, j->bytes);
+}
+
+/* The header read that decides whether a split streams opens the split with HDF5 as a load
+ * does, and crashes on the same files: it is guarded the same way. */
+int h5set_probe_guarded(const char *path, data_split split, uint64_t *bytes)
+{
+	*bytes = 0;
+	uint64_t *shared = guard_enabled() ? guard_shared(sizeof *shared) : NULL;
+	if (!shared)
+		return h5set_probe(path, split, bytes);
+	struct stat st;
+	guard_end end;
+	probe_job j = {path, split, shared};
+	int rc = guard_run(probe_child, &j, guard_bound_s(stat(path, &st) == 0 ? (uint64_t)st.st_size : 0), &end);
+	if (rc < 0) {
+		log_warn("%s: cannot fork a guarded read (%s): reading it in this process", path, strerror(errno));
+		guard_shared_free(shared, sizeof *shared);
+		return h5set_probe(path, split, bytes);
+	}
+	if (end.broken)
+		log_error("%s: opening the %s split %s inside HDF5: the file is damaged, or not an image set of "
+			  "README's layout", path, split == DATA_TRAIN ? "train" : "test", end.how);
+	if (rc == 0)
+		*bytes = *shared;
+	guard_shared_free(shared, sizeof *shared);
+	return rc;
 }

@@ -38,8 +38,6 @@ void h5set_close(h5set *s);
 int h5set_read_labels(const h5set *s, uint8_t *out);
 /* n images in the stored layout at blk into out, NCHW. */
 void h5set_to_nchw(const h5set *s, const uint8_t *blk, size_t n, uint8_t *out);
-/* Open and check split of the set at path (no lock held) and give its pixel bytes. */
-int h5set_probe(const char *path, data_split split, uint64_t *bytes);
 /* C, H, W of the images whatever the layout. */
 void h5set_shape(const h5set *s, int *c, int *h, int *w);
 

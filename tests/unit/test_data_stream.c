@@ -8,7 +8,9 @@
  * reads each block once whatever its order, a damaged chunk fails the gather
  * with 65 naming file, dataset and image, data_open streams exactly when
  * the settings say so, and data.mean/std = auto's figures are the same bits
- * streamed and in memory.
+ * streamed and in memory. The reader child that owns the HDF5 handles: killed
+ * or stopped mid-run, or crashing on a fuzz finding, fails the gather with 65
+ * naming file and dataset (never a crash or hang), and no child is left.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +20,7 @@
 
 #include <hdf5.h>
 #include <math.h>
+#include <signal.h>
 
 #include "contract.h"
 #include "data.h"
@@ -313,6 +316,135 @@ static void test_damaged_chunk(void **state)
 	free(path);
 }
 
+/* The reader child of a stream (the one child of this process that is alive), or -1. */
+static pid_t reader_pid(void)
+{
+	pid_t found = -1;
+	DIR *d = opendir("/proc");
+	assert_non_null(d);
+	for (struct dirent *e; (e = readdir(d)) != NULL;) {
+		char p[300], buf[512];
+		int pid = atoi(e->d_name), ppid = -1;
+		if (pid <= 0)
+			continue;
+		snprintf(p, sizeof p, "/proc/%d/stat", pid);
+		FILE *fp = fopen(p, "r");
+		if (!fp)
+			continue;
+		size_t n = fread(buf, 1, sizeof buf - 1, fp);
+		fclose(fp);
+		buf[n] = '\0';
+		char *q = strrchr(buf, ')'); /* pid (comm) state ppid ... */
+		char st;
+		if (q && sscanf(q + 1, " %c %d", &st, &ppid) == 2 && ppid == getpid() && st != 'Z')
+			found = pid;
+	}
+	closedir(d);
+	return found;
+}
+
+/* HDF5 reads a streamed set in a reader child (data_stream.c): when it dies mid-run (as HDF5
+ * crashing on a damaged file would), the gather that needs it is 65 naming file and dataset,
+ * not a crash or a hang, and closing the stream leaves no child behind. */
+static void test_reader_lost_mid_run(void **state)
+{
+	dtu *f = *state;
+	spec s = {50, 1, 7, 0, 1};
+	char *path = write_set(f, &s);
+	dataset d;
+	assert_int_equal(h5stream_open(path, DATA_TRAIN, 7 * PX, &d), 0);
+	uint32_t ok[2] = {3, 4};
+	check_gather(&d, ok, 2);
+	pid_t child = reader_pid();
+	assert_true(child > 0);
+	assert_int_equal(kill(child, SIGSEGV), 0);
+	uint32_t other[1] = {30};
+	uint8_t out[PX];
+	dtu_capture_begin(f);
+	int rc = dataset_gather(&d, other, 1, out);
+	dtu_capture_end(f);
+	assert_int_equal(rc, EXIT_DATAERR);
+	assert_non_null(strstr(f->err, "set.h5"));
+	assert_non_null(strstr(f->err, "/train/images"));
+	assert_non_null(strstr(f->err, "HDF5 reader crashed (signal 11"));
+	dataset_free(&d);
+	assert_int_equal(reader_pid(), -1);
+	/* a stream that closes normally leaves none either */
+	assert_int_equal(h5stream_open(path, DATA_TRAIN, 7 * PX, &d), 0);
+	check_gather(&d, ok, 2);
+	assert_true(reader_pid() > 0);
+	dataset_free(&d);
+	assert_int_equal(reader_pid(), -1);
+	free(path);
+}
+
+/* A reader that stalls (stopped: as HDF5 looping on a damaged file would) fails the gather
+ * that waits for it with 65 once the bound passes (SPOTTRAIN_GUARD_BOUND_S, 1 s here), and is
+ * killed and reaped: no hang, no child left. */
+static void test_reader_stall_is_bounded(void **state)
+{
+	dtu *f = *state;
+	spec s = {50, 1, 7, 0, 1};
+	char *path = write_set(f, &s);
+	dataset d;
+	assert_int_equal(setenv("SPOTTRAIN_GUARD_BOUND_S", "1", 1), 0);
+	assert_int_equal(h5stream_open(path, DATA_TRAIN, 7 * PX, &d), 0);
+	uint32_t ok[2] = {3, 4};
+	check_gather(&d, ok, 2);
+	pid_t child = reader_pid();
+	assert_true(child > 0);
+	assert_int_equal(kill(child, SIGSTOP), 0);
+	uint32_t other[1] = {30};
+	uint8_t out[PX];
+	dtu_capture_begin(f);
+	int rc = dataset_gather(&d, other, 1, out);
+	dtu_capture_end(f);
+	unsetenv("SPOTTRAIN_GUARD_BOUND_S");
+	assert_int_equal(rc, EXIT_DATAERR);
+	assert_non_null(strstr(f->err, "set.h5: dataset /train/images: the HDF5 reader did not answer within 1 s"));
+	assert_int_equal(reader_pid(), -1); /* killed and reaped at once */
+	assert_int_equal(dataset_gather(&d, other, 1, out), EXIT_DATAERR); /* and stays failed */
+	dataset_free(&d);
+	free(path);
+}
+
+/* tests/fuzz/findings/h5images/hdf5_select_read_overflow (its mode byte off): it opens, and
+ * HDF5 1.10.8 reads out of bounds in H5Dread of its images, which crashed the worker that
+ * streamed it. Now the reader child crashes (or ASan ends it) and the gather is 65. */
+static void test_reader_crash_on_finding(void **state)
+{
+	dtu *f = *state;
+	const char *tests = getenv("TESTS_DIR");
+	char src[1024];
+	assert_non_null(tests);
+	snprintf(src, sizeof src, "%s/fuzz/findings/h5images/hdf5_select_read_overflow", tests);
+	FILE *fp = fopen(src, "rb");
+	assert_non_null(fp);
+	static uint8_t buf[1 << 20];
+	size_t n = fread(buf, 1, sizeof buf, fp);
+	fclose(fp);
+	assert_true(n > 1);
+	assert_int_equal(dtu_write(f, "set.h5", buf + 1, n - 1), 0);
+	char path[1100];
+	snprintf(path, sizeof path, "%s", dtu_path(f, "set.h5"));
+	dataset d;
+	assert_int_equal(h5stream_open(path, DATA_TRAIN, 1 << 20, &d), 0);
+	uint32_t idx[64];
+	int m = d.count < 64 ? (int)d.count : 64;
+	for (int i = 0; i < m; i++)
+		idx[i] = (uint32_t)i;
+	uint8_t *out = malloc((size_t)m * dataset_image_bytes(&d));
+	assert_non_null(out);
+	dtu_capture_begin(f);
+	int rc = dataset_gather(&d, idx, m, out);
+	dtu_capture_end(f);
+	assert_int_equal(rc, EXIT_DATAERR);
+	assert_non_null(strstr(f->err, "set.h5: dataset /train/images: the HDF5 reader "));
+	free(out);
+	dataset_free(&d);
+	assert_int_equal(reader_pid(), -1);
+}
+
 static void test_data_open_decides(void **state)
 {
 	dtu *f = *state;
@@ -388,6 +520,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_gather_reads_each_block_once, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_cache_too_small, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_chunk, dtu_setup, dtu_teardown),
+		cmocka_unit_test_setup_teardown(test_reader_lost_mid_run, dtu_setup, dtu_teardown),
+		cmocka_unit_test_setup_teardown(test_reader_stall_is_bounded, dtu_setup, dtu_teardown),
+		cmocka_unit_test_setup_teardown(test_reader_crash_on_finding, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_data_open_decides, dtu_setup, dtu_teardown),
 		cmocka_unit_test_setup_teardown(test_channel_stats, dtu_setup, dtu_teardown),
 	};
