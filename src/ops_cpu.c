@@ -896,8 +896,8 @@ static void philox_dropout_bits(philox_key k, uint32_t sample, uint32_t g0, uint
 	for (int r = 0; r < 10; r++) {
 #pragma omp simd
 		for (int l = 0; l < PHILOX_LANES; l++) {
-			uint64_t p0 = (uint64_t)0xD2511F53u * v0[l];
-			uint64_t p1 = (uint64_t)0xCD9E8D57u * v2[l];
+			uint64_t p0 = (uint64_t)PHILOX_M0 * v0[l];
+			uint64_t p1 = (uint64_t)PHILOX_M1 * v2[l];
 			uint32_t n0 = (uint32_t)(p1 >> 32) ^ v1[l] ^ k0;
 			uint32_t n2 = (uint32_t)(p0 >> 32) ^ v3[l] ^ k1;
 			v1[l] = (uint32_t)p1;
@@ -905,8 +905,8 @@ static void philox_dropout_bits(philox_key k, uint32_t sample, uint32_t g0, uint
 			v0[l] = n0;
 			v2[l] = n2;
 		}
-		k0 += 0x9E3779B9u;
-		k1 += 0xBB67AE85u;
+		k0 += PHILOX_W0;
+		k1 += PHILOX_W1;
 	}
 	for (int l = 0; l < PHILOX_LANES; l++) {
 		bits[4 * l + 0] = v0[l];
@@ -929,7 +929,7 @@ __attribute__((target("avx512f"))) static inline void philox_mulhilo16(__m512i v
 __attribute__((target("avx512f"))) static void philox_dropout_bits_avx512(philox_key k, uint32_t sample, uint32_t g0,
 									  uint32_t epoch, uint32_t bits[4 * PHILOX_LANES])
 {
-	const __m512i m0 = _mm512_set1_epi32((int)0xD2511F53u), m1 = _mm512_set1_epi32((int)0xCD9E8D57u);
+	const __m512i m0 = _mm512_set1_epi32((int)PHILOX_M0), m1 = _mm512_set1_epi32((int)PHILOX_M1);
 	__m512i v0 = _mm512_set1_epi32((int)sample), v2 = _mm512_set1_epi32((int)epoch);
 	__m512i v3 = _mm512_set1_epi32(PHILOX_DROPOUT);
 	__m512i v1 = _mm512_add_epi32(_mm512_set1_epi32((int)g0),
@@ -943,8 +943,8 @@ __attribute__((target("avx512f"))) static void philox_dropout_bits_avx512(philox
 		v2 = _mm512_xor_si512(_mm512_xor_si512(hi0, v3), _mm512_set1_epi32((int)k1));
 		v1 = lo1;
 		v3 = lo0;
-		k0 += 0x9E3779B9u;
-		k1 += 0xBB67AE85u;
+		k0 += PHILOX_W0;
+		k1 += PHILOX_W1;
 	}
 	/* to bits[4*l + w]: a 4x4 transpose in each 128-bit block (counters 4b .. 4b+3), then the blocks */
 	const __m512i t0 = _mm512_unpacklo_epi32(v0, v1), t1 = _mm512_unpacklo_epi32(v2, v3);
@@ -972,7 +972,7 @@ __attribute__((target("avx2"))) static inline void philox_mulhilo8(__m256i v, __
 __attribute__((target("avx2"))) static void philox_dropout_bits_avx2(philox_key k, uint32_t sample, uint32_t g0,
 								     uint32_t epoch, uint32_t bits[4 * PHILOX_LANES])
 {
-	const __m256i m0 = _mm256_set1_epi32((int)0xD2511F53u), m1 = _mm256_set1_epi32((int)0xCD9E8D57u);
+	const __m256i m0 = _mm256_set1_epi32((int)PHILOX_M0), m1 = _mm256_set1_epi32((int)PHILOX_M1);
 	for (int half = 0; half < 2; half++) {
 		__m256i v0 = _mm256_set1_epi32((int)sample), v2 = _mm256_set1_epi32((int)epoch);
 		__m256i v3 = _mm256_set1_epi32(PHILOX_DROPOUT);
@@ -987,8 +987,8 @@ __attribute__((target("avx2"))) static void philox_dropout_bits_avx2(philox_key 
 			v2 = _mm256_xor_si256(_mm256_xor_si256(hi0, v3), _mm256_set1_epi32((int)k1));
 			v1 = lo1;
 			v3 = lo0;
-			k0 += 0x9E3779B9u;
-			k1 += 0xBB67AE85u;
+			k0 += PHILOX_W0;
+			k1 += PHILOX_W1;
 		}
 		const __m256i t0 = _mm256_unpacklo_epi32(v0, v1), t1 = _mm256_unpacklo_epi32(v2, v3);
 		const __m256i t2 = _mm256_unpackhi_epi32(v0, v1), t3 = _mm256_unpackhi_epi32(v2, v3);

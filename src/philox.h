@@ -23,6 +23,13 @@
 
 enum { PHILOX_DROPOUT = 1, PHILOX_PERMUTE = 2, PHILOX_INIT = 3, PHILOX_AUGMENT = 4 };
 
+/* Philox4x32's round multipliers and key increments (Salmon et al.): every version of the
+ * rounds (here, and ops_cpu.c's lane-parallel and vector ones) uses these. */
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+
 typedef struct {
 	uint32_t v[4];
 } philox_ctr;
@@ -43,16 +50,16 @@ PHILOX_FN philox_ctr philox4x32(philox_ctr c, philox_key k)
 {
 	for (int r = 0; r < 10; r++) {
 		uint32_t hi0, lo0, hi1, lo1;
-		philox_mulhilo(0xD2511F53u, c.v[0], &hi0, &lo0);
-		philox_mulhilo(0xCD9E8D57u, c.v[2], &hi1, &lo1);
+		philox_mulhilo(PHILOX_M0, c.v[0], &hi0, &lo0);
+		philox_mulhilo(PHILOX_M1, c.v[2], &hi1, &lo1);
 		philox_ctr n;
 		n.v[0] = hi1 ^ c.v[1] ^ k.k[0];
 		n.v[1] = lo1;
 		n.v[2] = hi0 ^ c.v[3] ^ k.k[1];
 		n.v[3] = lo0;
 		c = n;
-		k.k[0] += 0x9E3779B9u;
-		k.k[1] += 0xBB67AE85u;
+		k.k[0] += PHILOX_W0;
+		k.k[1] += PHILOX_W1;
 	}
 	return c;
 }
