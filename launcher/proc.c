@@ -203,13 +203,19 @@ bool proc_alive(pid_t pid, unsigned long long start_ticks)
 	return start_ticks != 0 && proc_start_ticks(pid) == start_ticks;
 }
 
-pid_t proc_ppid(pid_t pid)
+/* Field i (0: the state) of /proc/PID/stat after the command name, as a number; 0 if unreadable. */
+static long stat_field(pid_t pid, int i)
 {
 	char buf[1024];
 	char *f[4];
-	if (read_stat_fields(pid, buf, sizeof buf, f, 4) < 2)
+	if (i >= 4 || read_stat_fields(pid, buf, sizeof buf, f, 4) < i + 1)
 		return 0;
-	return (pid_t)atoi(f[1]);
+	return atol(f[i]);
+}
+
+pid_t proc_ppid(pid_t pid)
+{
+	return (pid_t)stat_field(pid, 1);
 }
 
 static bool environ_has(pid_t pid, const char *name_value)
@@ -325,11 +331,7 @@ int proc_signal_session(pid_t sid, int sig)
 
 pid_t proc_session(pid_t pid)
 {
-	char buf[1024];
-	char *f[4];
-	if (read_stat_fields(pid, buf, sizeof buf, f, 4) < 4)
-		return 0;
-	return (pid_t)atol(f[3]);
+	return (pid_t)stat_field(pid, 3);
 }
 
 int proc_kill_orphan_session(pid_t leader, unsigned long long leader_ticks)
