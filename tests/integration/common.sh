@@ -55,6 +55,32 @@ expect_err() {
   grep -Eq -- "$1" "$WORK/last.err" || { cat "$WORK/last.err" >&2; fail "stderr lacks /$1/"; }
 }
 
+# ckpt_run_20: trains configs/tiny.ini for 20 steps in $WORK/run with checkpoints at steps 10
+# and 20; sets common (the train arguments) and newest (step 20's file), for tests that damage it.
+ckpt_run_20() {
+  common=(train --config "$CONFIGS/tiny.ini" --data-dir "$DATA" --threads 1 --set checkpoint.every_steps=10
+          --set checkpoint.keep=3)
+  "$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/run" --max-steps 20 >"$WORK/first.out" 2>"$WORK/first.err" ||
+    { cat "$WORK/first.err"; fail "first training failed"; }
+  newest="$WORK/run/checkpoints/ckpt-00000020.h5"
+  [ -f "$newest" ] && [ -f "$WORK/run/checkpoints/ckpt-00000010.h5" ] ||
+    { ls -R "$WORK/run"; fail "no checkpoints of steps 10 and 20"; }
+}
+
+# refused_then_resumed EVAL_RE INIT_RE SKIP_RE: after ckpt_run_20 and damage to $newest, eval
+# --ckpt and train --init-from of it exit 65 with stderr matching EVAL_RE and INIT_RE; a resume
+# skips it (stderr matching SKIP_RE), goes on from step 10 and reaches step 30.
+refused_then_resumed() {
+  expect_exit 65 "$SPOTTRAIN" eval --ckpt "$newest" --data-dir "$DATA" --threads 1
+  expect_err "$1"
+  expect_exit 65 "$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/init" --max-steps 5 --init-from "$newest"
+  expect_err "$2"
+  expect_exit 0 "$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/run" --max-steps 30
+  expect_err "$3"
+  expect_err "resuming from .*ckpt-00000010.h5: step 10"
+  [ "$(last_json "$WORK/last.out" steps)" = 30 ] || fail "the resumed run did not reach step 30"
+}
+
 # last_json FILE KEY: a key of the JSON object on the last line of FILE
 last_json() {
   tail -n 1 "$1" | "$PYTHON" -c "import json,sys; print(json.loads(sys.stdin.read())['$2'])"

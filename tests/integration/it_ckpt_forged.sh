@@ -9,13 +9,7 @@
 #  - the fuzz finding itself (its seal stamped again, as fuzz_ckpt does): inspect exits 65.
 # A crash of the worker would show as an exit code above 128 (or ASan's report).
 . "$(dirname "$0")/common.sh"
-common=(train --config "$CONFIGS/tiny.ini" --data-dir "$DATA" --threads 1 --set checkpoint.every_steps=10
-        --set checkpoint.keep=3)
-
-"$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/run" --max-steps 20 >"$WORK/first.out" 2>"$WORK/first.err" ||
-  { cat "$WORK/first.err"; fail "first training failed"; }
-newest="$WORK/run/checkpoints/ckpt-00000020.h5"
-[ -f "$newest" ] && [ -f "$WORK/run/checkpoints/ckpt-00000010.h5" ] || { ls -R "$WORK/run"; fail "no checkpoints"; }
+ckpt_run_20
 "$PYTHON" "$TESTS_DIR/integration/ckpt_forge_shared.py" "$newest" || fail "could not forge the checkpoint"
 
 crashed="ckpt-00000020.h5: HDF5 (crashed \\(signal|failed \\(the reader ended with)"
@@ -23,16 +17,8 @@ crashed="ckpt-00000020.h5: HDF5 (crashed \\(signal|failed \\(the reader ended wi
 expect_out() { grep -Eq -- "$1" "$WORK/last.out" || { cat "$WORK/last.out" "$WORK/last.err"; fail "stdout lacks /$1/"; }; }
 expect_exit 65 "$SPOTTRAIN" inspect "$newest"
 expect_out "valid: no: checkpoint .*$crashed"
-expect_exit 65 "$SPOTTRAIN" eval --ckpt "$newest" --data-dir "$DATA" --threads 1
-expect_err "$crashed"
-expect_exit 65 "$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/init" --max-steps 5 --init-from "$newest"
-expect_err "$crashed"
-
-# resume: the forged newest file is skipped, the run continues from step 10 and finishes
-expect_exit 0 "$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/run" --max-steps 30
-expect_err "skipping checkpoint .*$crashed"
-expect_err "resuming from .*ckpt-00000010.h5: step 10"
-[ "$(last_json "$WORK/last.out" steps)" = 30 ] || fail "the resumed run did not reach step 30"
+# eval, --init-from: 65; resume: the forged newest file is skipped, the run continues from step 10
+refused_then_resumed "$crashed" "$crashed" "skipping checkpoint .*$crashed"
 
 # the fuzz finding: its flag byte off, the seal stamped again over its bytes as fuzz_ckpt does
 "$PYTHON" - "$TESTS_DIR/fuzz/findings/ckpt/hdf5_shared_message_segv" "$WORK/finding.h5" <<'PY'

@@ -10,30 +10,14 @@
 #    scripts/ckpt_upgrade.py converts it.
 # A crash would show as an exit code above 128 (or ASan's report).
 . "$(dirname "$0")/common.sh"
-common=(train --config "$CONFIGS/tiny.ini" --data-dir "$DATA" --threads 1 --set checkpoint.every_steps=10
-        --set checkpoint.keep=3)
-
-"$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/run" --max-steps 20 >"$WORK/first.out" 2>"$WORK/first.err" ||
-  { cat "$WORK/first.err"; fail "first training failed"; }
-newest="$WORK/run/checkpoints/ckpt-00000020.h5"
-if [ ! -f "$newest" ] || [ ! -f "$WORK/run/checkpoints/ckpt-00000010.h5" ]; then
-  ls -R "$WORK/run"
-  fail "no checkpoints of steps 10 and 20"
-fi
+ckpt_run_20
 "$PYTHON" "$TESTS_DIR/integration/ckpt_heap_damage.py" "$newest" || fail "could not make the damaged checkpoint"
 
 expect_exit 65 "$SPOTTRAIN" inspect "$newest"
 grep -q "variable-length string" "$WORK/last.out" "$WORK/last.err" || fail "inspect does not say why"
-expect_exit 65 "$SPOTTRAIN" eval --ckpt "$newest" --data-dir "$DATA" --threads 1
-expect_err "attribute config of / is a variable-length string"
-expect_exit 65 "$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/init" --max-steps 5 --init-from "$newest"
-expect_err "variable-length string"
-
-# resume: the damaged newest file is skipped, the run continues from step 10 and finishes
-expect_exit 0 "$SPOTTRAIN" "${common[@]}" --run-dir "$WORK/run" --max-steps 30
-expect_err "skipping .*ckpt-00000020.h5: .*variable-length string"
-expect_err "resuming from .*ckpt-00000010.h5: step 10"
-[ "$(last_json "$WORK/last.out" steps)" = 30 ] || fail "the resumed run did not reach step 30"
+# eval, --init-from: 65; resume: the damaged newest file is skipped, the run continues from step 10
+refused_then_resumed "attribute config of / is a variable-length string" "variable-length string" \
+  "skipping .*ckpt-00000020.h5: .*variable-length string"
 
 # a run of format 1 (an older build): resume refuses to start it again from step 0 (exit 65);
 # scripts/ckpt_upgrade.py converts its checkpoints, and the run goes on from the newest
