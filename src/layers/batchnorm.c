@@ -200,9 +200,6 @@ static void bn_backward(const layer_pass *p)
  * instead of one chain with an add's latency per element.
  */
 #define BN_LANES 8
-typedef double bn_v8d __attribute__((vector_size(BN_LANES * sizeof(double))));
-typedef float bn_v8f __attribute__((vector_size(BN_LANES * sizeof(float))));
-typedef int32_t bn_v8si __attribute__((vector_size(BN_LANES * sizeof(int32_t))));
 
 /* The per-channel loops, once per instruction set (batchnorm_cpu.h): the same float and
  * double operations in the same order in every copy, so every ISA gives the same bits. */
@@ -223,14 +220,17 @@ typedef struct bn_loops {
 #endif
 #define BN_FN(name) name##_base
 #define BN_TARGET
+#define BN_VW 2
 #include "batchnorm_cpu.h"
 static const bn_loops bn_loops_base = {bn_sum_base, bn_apply_base, bn_grad_sums_base, bn_grad_apply_base};
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define BN_FN(name) name##_avx2
 #define BN_TARGET __attribute__((target("avx2")))
+#define BN_VW 4
 #include "batchnorm_cpu.h"
 #define BN_FN(name) name##_avx512
 #define BN_TARGET __attribute__((target("avx512f")))
+#define BN_VW 8
 #include "batchnorm_cpu.h"
 static const bn_loops bn_loops_avx2 = {bn_sum_avx2, bn_apply_avx2, bn_grad_sums_avx2, bn_grad_apply_avx2};
 static const bn_loops bn_loops_avx512 = {bn_sum_avx512, bn_apply_avx512, bn_grad_sums_avx512, bn_grad_apply_avx512};

@@ -1,53 +1,84 @@
 /*
  * batchnorm_cpu.h - the batchnorm CPU kernels' per-channel loops, included by batchnorm.c
  * once per instruction set: BN_FN(name) names this copy's functions, BN_TARGET is its
- * target attribute (empty for the baseline). Sums run in BN_LANES fixed double lanes
- * (batchnorm.c), written as one vector of them (GCC's vector extension: a zmm, two ymm or four
- * xmm registers, lane for lane the same operations); every copy does the same operations in the same order, so the bits do
- * not depend on which one runs (and -ffp-contract=off keeps a*b+c two roundings).
+ * target attribute (empty for the baseline), BN_VW its vector width in doubles. Sums run in
+ * BN_LANES fixed double lanes (batchnorm.c), held as BN_LANES / BN_VW vectors of the copy's
+ * width (GCC's vector extension: a zmm, two ymm or four xmm registers, lane for lane the same
+ * operations); every copy does the same operations in the same order, so the bits do not
+ * depend on which one runs (and -ffp-contract=off keeps a*b+c two roundings).
  */
 
-/* BN_LANES floats from x (any alignment), as floats or as doubles. */
-BN_TARGET static inline bn_v8f BN_FN(bn_load_f)(const float *x)
+/* This copy's vectors: BN_VW doubles (its register width) and as many floats and ints. The
+ * BN_LANES lanes of a sum are BN_NV of them, lane l in vector l / BN_VW, element l % BN_VW,
+ * each held in a register of its own (a vector of all the lanes is wider than the register
+ * and GCC keeps it in memory, one store and reload per step). */
+#define BN_NV (BN_LANES / BN_VW)
+typedef double BN_FN(bn_vd) __attribute__((vector_size(BN_VW * sizeof(double))));
+typedef float BN_FN(bn_vf) __attribute__((vector_size(BN_VW * sizeof(float))));
+typedef int32_t BN_FN(bn_vi) __attribute__((vector_size(BN_VW * sizeof(int32_t))));
+
+/* BN_VW floats from x (any alignment), as floats or as doubles. */
+BN_TARGET static inline BN_FN(bn_vf) BN_FN(bn_load_f)(const float *x)
 {
-	bn_v8f v;
+	BN_FN(bn_vf) v;
 	memcpy(&v, x, sizeof v);
 	return v;
 }
 
-BN_TARGET static inline bn_v8d BN_FN(bn_load_d)(const float *x)
+BN_TARGET static inline BN_FN(bn_vd) BN_FN(bn_load_d)(const float *x)
 {
-	return __builtin_convertvector(BN_FN(bn_load_f)(x), bn_v8d);
+	return __builtin_convertvector(BN_FN(bn_load_f)(x), BN_FN(bn_vd));
 }
 
 /* The lanes' total: lanes 0, 1, ..., BN_LANES - 1 added in order. */
-BN_TARGET static inline double BN_FN(bn_lanes_total)(bn_v8d acc)
+BN_TARGET static inline double BN_FN(bn_lanes_total)(const BN_FN(bn_vd) * acc)
 {
 	double t = 0.0;
 	for (int l = 0; l < BN_LANES; l++)
-		t += acc[l];
+		t += acc[l / BN_VW][l % BN_VW];
 	return t;
 }
 
+/* A plane's tail, element l (< BN_LANES) of it into lane l: through memory, once per plane. */
+BN_TARGET static inline void BN_FN(bn_tail)(BN_FN(bn_vd) * acc, const double *d, int count)
+{
+	double lanes[BN_LANES];
+	memcpy(lanes, acc, sizeof lanes);
+	for (int l = 0; l < count; l++)
+		lanes[l] += d[l];
+	memcpy(acc, lanes, sizeof lanes);
+}
+
 /* sum over the channel's n planes (stride apart, hw each) of x - shift (sq = 0) or its square:
- * lane l of the vector is lane l of BN_LANES; a plane's tail element l goes into it too. */
+ * element j of a plane into lane j % BN_LANES (a plane's tail element l into lane l). */
 BN_TARGET static double BN_FN(bn_sum)(const float *in, int n, size_t stride, size_t hw, double shift, int sq)
 {
-	bn_v8d acc = {0};
+	BN_FN(bn_vd) acc[BN_NV] = {{0}};
 	for (int i = 0; i < n; i++) {
 		const float *x = in + (size_t)i * stride;
 		size_t j = 0;
 		if (sq)
 			for (; j + BN_LANES <= hw; j += BN_LANES) {
-				const bn_v8d d = BN_FN(bn_load_d)(x + j) - shift;
-				acc += d * d;
+#pragma GCC unroll 8
+				for (int v = 0; v < BN_NV; v++) {
+					const BN_FN(bn_vd) d = BN_FN(bn_load_d)(x + j + v * BN_VW) - shift;
+					acc[v] += d * d;
+				}
 			}
 		else
-			for (; j + BN_LANES <= hw; j += BN_LANES)
-				acc += BN_FN(bn_load_d)(x + j) - shift;
-		for (int l = 0; j < hw; j++, l++) {
-			const double d = (double)x[j] - shift;
-			acc[l] += sq ? d * d : d;
+			for (; j + BN_LANES <= hw; j += BN_LANES) {
+#pragma GCC unroll 8
+				for (int v = 0; v < BN_NV; v++)
+					acc[v] += BN_FN(bn_load_d)(x + j + v * BN_VW) - shift;
+			}
+		if (j < hw) {
+			double t[BN_LANES];
+			int l = 0;
+			for (; j < hw; j++, l++) {
+				const double d = (double)x[j] - shift;
+				t[l] = sq ? d * d : d;
+			}
+			BN_FN(bn_tail)(acc, t, l);
 		}
 	}
 	return BN_FN(bn_lanes_total)(acc);
@@ -73,12 +104,12 @@ BN_TARGET static void BN_FN(bn_apply)(const float *in, float *y, int n, size_t s
 
 /* dy[j] where out[j] > 0, else +0.0 (a fused relu's gradient; out NULL: dy as it is): what the
  * relu layer's backward would have written. */
-BN_TARGET static inline bn_v8f BN_FN(bn_masked_f)(const float *dy, const float *out, size_t j)
+BN_TARGET static inline BN_FN(bn_vf) BN_FN(bn_masked_f)(const float *dy, const float *out, size_t j)
 {
-	bn_v8f d = BN_FN(bn_load_f)(dy + j);
+	BN_FN(bn_vf) d = BN_FN(bn_load_f)(dy + j);
 	if (out) {
-		const bn_v8si keep = BN_FN(bn_load_f)(out + j) > 0.0f;
-		d = (bn_v8f)((bn_v8si)d & keep);
+		const BN_FN(bn_vi) keep = BN_FN(bn_load_f)(out + j) > 0.0f;
+		d = (BN_FN(bn_vf))((BN_FN(bn_vi))d & keep);
 	}
 	return d;
 }
@@ -93,21 +124,31 @@ static inline float BN_FN(bn_masked)(const float *dy, const float *out, size_t j
 BN_TARGET static void BN_FN(bn_grad_sums)(const float *in, const float *dyc, const float *outc, int n,
 					  size_t stride, size_t hw, float mu, float is, double *sdy, double *sdyx)
 {
-	bn_v8d ady = {0}, adyx = {0};
+	BN_FN(bn_vd) ady[BN_NV] = {{0}}, adyx[BN_NV] = {{0}};
 	for (int i = 0; i < n; i++) {
 		const float *x = in + (size_t)i * stride, *dy = dyc + (size_t)i * stride;
 		const float *out = outc ? outc + (size_t)i * stride : NULL;
 		size_t j = 0;
 		for (; j + BN_LANES <= hw; j += BN_LANES) {
-			const bn_v8f xh = (BN_FN(bn_load_f)(x + j) - mu) * is;
-			const bn_v8d d = __builtin_convertvector(BN_FN(bn_masked_f)(dy, out, j), bn_v8d);
-			ady += d;
-			adyx += d * __builtin_convertvector(xh, bn_v8d);
+#pragma GCC unroll 8
+			for (int v = 0; v < BN_NV; v++) {
+				const size_t jv = j + (size_t)v * BN_VW;
+				const BN_FN(bn_vf) xh = (BN_FN(bn_load_f)(x + jv) - mu) * is;
+				const BN_FN(bn_vd) d = __builtin_convertvector(BN_FN(bn_masked_f)(dy, out, jv), BN_FN(bn_vd));
+				ady[v] += d;
+				adyx[v] += d * __builtin_convertvector(xh, BN_FN(bn_vd));
+			}
 		}
-		for (int l = 0; j < hw; j++, l++) {
-			const float xh = (x[j] - mu) * is, g = BN_FN(bn_masked)(dy, out, j);
-			ady[l] += g;
-			adyx[l] += (double)g * xh;
+		if (j < hw) {
+			double t[BN_LANES], tx[BN_LANES];
+			int l = 0;
+			for (; j < hw; j++, l++) {
+				const float xh = (x[j] - mu) * is, g = BN_FN(bn_masked)(dy, out, j);
+				t[l] = g;
+				tx[l] = (double)g * xh;
+			}
+			BN_FN(bn_tail)(ady, t, l);
+			BN_FN(bn_tail)(adyx, tx, l);
 		}
 	}
 	*sdy = BN_FN(bn_lanes_total)(ady);
@@ -135,5 +176,7 @@ BN_TARGET static void BN_FN(bn_grad_apply)(const float *in, const float *dyc, co
 	}
 }
 
+#undef BN_NV
+#undef BN_VW
 #undef BN_FN
 #undef BN_TARGET
