@@ -18,7 +18,8 @@
 # itself trains on synthetic data (no data set). PYTHON defaults to /work/venv-torch/bin/python
 # (PyPI PyTorch) when present, else python3. -i runs spottrain once per ISA forced with
 # SPOTTRAIN_CPU_ISA (avx512, avx2, portable; default: the best ISA only). Prints one line per run
-# and a summary: images/s ranges, ratios against PyTorch and the other build, the fraction of
+# and a summary: images/s ranges, ratios against PyTorch and the other build (run right after
+# spottrain on each ISA of -i, so the ratio is per ISA), the fraction of
 # the measured peak (spottrain's peak-FMA loop; PyTorch's with spottrain's FLOP count), the CPU
 # model and ISA, PyTorch's version and CPU capability.
 set -euo pipefail
@@ -101,11 +102,12 @@ for _ in $(seq "$rounds"); do
     run_json "$out/spottrain-$isa" env SPOTTRAIN_CPU_ISA="$([ "$isa" = auto ] || echo "$isa")" \
       "$st" bench --config "$cfg" "${set_input[@]}" --threads "$threads" --steps "$steps" --warmup 3
     tail -n 1 "$out/spottrain-$isa" | "$py" -c 'import json,sys; j=json.load(sys.stdin); print("spottrain %-8s %7.1f img/s  %.1f GFLOP/s, peak %.1f (%.0f%%)" % (j.get("cpu_isa","?"), j["images_per_s"], j["gflops"], j.get("peak_gflops",0), 100*j.get("fraction_of_peak",0)))'
+    if [ -n "$other" ]; then # the other build right after, on the same ISA: a pair per round
+      run_json "$out/other-$isa" env SPOTTRAIN_CPU_ISA="$([ "$isa" = auto ] || echo "$isa")" \
+        "$other" bench --config "$cfg" "${set_input[@]}" --threads "$threads" --steps "$steps" --warmup 3
+      tail -n 1 "$out/other-$isa" | "$py" -c 'import json,sys; j=json.load(sys.stdin); print("other    %-8s %7.1f img/s  %.1f GFLOP/s" % (j.get("cpu_isa","?"), j["images_per_s"], j["gflops"]))'
+    fi
   done
-  if [ -n "$other" ]; then
-    run_json "$out/other" "$other" bench --config "$cfg" "${set_input[@]}" --threads "$threads" --steps "$steps" --warmup 3
-    tail -n 1 "$out/other" | "$py" -c 'import json,sys; j=json.load(sys.stdin); print("other build        %7.1f img/s  %.1f GFLOP/s" % (j["images_per_s"], j["gflops"]))'
-  fi
   if [ ${#torch[@]} -gt 0 ]; then
     run_json "$out/torch" "${torch[@]}"
     tail -n 1 "$out/torch" | "$py" -c 'import json,sys; j=json.load(sys.stdin); print("pytorch eager      %7.1f img/s" % j["images_per_s"])'
@@ -119,7 +121,6 @@ def load(name):
     return [json.loads(l) for l in open(p)] if os.path.exists(p) else []
 torch_runs = load("torch")
 torch = [j["images_per_s"] for j in torch_runs]
-other = [j["images_per_s"] for j in load("other")]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 flags = open("/proc/cpuinfo").read()
 isa = "avx512f" if " avx512f" in flags else ("avx2+fma" if " avx2" in flags and " fma" in flags else "sse2")
@@ -141,9 +142,10 @@ for f in sorted(os.listdir(d)):
     if torch:
         r = [a / b for a, b in zip(v, torch)]
         line += f"; vs PyTorch {min(torch):.0f}-{max(torch):.0f} img/s: {min(r):.2f}-{max(r):.2f}x"
+    other = [j["images_per_s"] for j in load("other-" + f[len("spottrain-"):])]
     if other:
         r = [a / b for a, b in zip(v, other)]
-        line += f"; vs other build {min(other):.0f}-{max(other):.0f} img/s: {min(r):.2f}-{max(r):.2f}x"
+        line += f"; vs other build on it {min(other):.0f}-{max(other):.0f} img/s: {min(r):.2f}-{max(r):.2f}x"
     print(line)
 if torch and best:
     fr = [t * best[k][1] / 1e9 / best[k][0] for k, t in enumerate(torch) if k in best]
