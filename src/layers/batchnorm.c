@@ -207,10 +207,10 @@ typedef struct bn_loops {
 	double (*sum)(const float *in, int n, size_t stride, size_t hw, double shift, int sq);
 	void (*apply)(const float *in, float *y, int n, size_t stride, size_t hw, float mu, float is, float g,
 		      float b, int relu);
-	void (*grad_sums)(const float *in, const float *dy, const float *out, int n, size_t stride, size_t hw,
-			  float mu, float is, double *sdy, double *sdyx);
-	void (*grad_apply)(const float *in, const float *dy, const float *out, float *dx, int n, size_t stride,
-			   size_t hw, float mu, float is, float k, float mdy, float mdyx, int training);
+	void (*grad_sums)(const float *in, const float *dy, int relu, float g, float b, int n, size_t stride,
+			  size_t hw, float mu, float is, double *sdy, double *sdyx);
+	void (*grad_apply)(const float *in, const float *dy, int relu, float g, float b, float *dx, int n,
+			   size_t stride, size_t hw, float mu, float is, float k, float mdy, float mdyx, int training);
 } bn_loops;
 
 /* The template's helpers take and return vectors wider than the baseline's registers; they
@@ -320,18 +320,19 @@ static void cpu_bn_backward(const backend *be, const layer_call *c)
 	for (int ch = 0; ch < C; ch++) {
 		const float mu = saved[ch], is = saved[C + ch];
 		const float *x = c->in + (size_t)ch * hw, *dy = c->dout + (size_t)ch * hw;
-		const float *out = c->relu ? c->out + (size_t)ch * hw : NULL; /* a fused relu's mask */
+		/* a fused relu's mask: from x, g and b as the forward computed its output (batchnorm_cpu.h) */
+		const float g = affine ? c->w[0][ch] : 1.0f, b = affine ? c->w[1][ch] : 0.0f;
 		double sdy, sdyx;
-		L->grad_sums(x, dy, out, c->n, stride, hw, mu, is, &sdy, &sdyx);
+		L->grad_sums(x, dy, c->relu, g, b, c->n, stride, hw, mu, is, &sdy, &sdyx);
 		if (affine) {
 			c->dw[0][ch] += (float)sdyx;
 			c->dw[1][ch] += (float)sdy;
 		}
 		if (!c->din)
 			continue;
-		const float g = affine ? c->w[0][ch] : 1.0f;
 		const float k = g * is, mdy = (float)(sdy / count), mdyx = (float)(sdyx / count);
-		L->grad_apply(x, dy, out, c->din + (size_t)ch * hw, c->n, stride, hw, mu, is, k, mdy, mdyx, c->training);
+		L->grad_apply(x, dy, c->relu, g, b, c->din + (size_t)ch * hw, c->n, stride, hw, mu, is, k, mdy, mdyx,
+			      c->training);
 	}
 }
 

@@ -102,39 +102,41 @@ BN_TARGET static void BN_FN(bn_apply)(const float *in, float *y, int n, size_t s
 	}
 }
 
-/* dy[j] where out[j] > 0, else +0.0 (a fused relu's gradient; out NULL: dy as it is): what the
- * relu layer's backward would have written. */
-BN_TARGET static inline BN_FN(bn_vf) BN_FN(bn_masked_f)(const float *dy, const float *out, size_t j)
+/*
+ * A fused relu's gradient (relu set): dy where the forward's output was above 0, else +0.0, what
+ * the relu layer's backward would have written. That output is not read back: it is
+ * xh * g + b with xh = (x - mu) * is, the operations of bn_apply in its order, so the same
+ * value and the same decision, from x, which the sums read anyway.
+ */
+BN_TARGET static inline BN_FN(bn_vf) BN_FN(bn_masked_f)(BN_FN(bn_vf) dy, BN_FN(bn_vf) xh, int relu, float g, float b)
 {
-	BN_FN(bn_vf) d = BN_FN(bn_load_f)(dy + j);
-	if (out) {
-		const BN_FN(bn_vi) keep = BN_FN(bn_load_f)(out + j) > 0.0f;
-		d = (BN_FN(bn_vf))((BN_FN(bn_vi))d & keep);
+	if (relu) {
+		const BN_FN(bn_vi) keep = xh * g + b > 0.0f;
+		dy = (BN_FN(bn_vf))((BN_FN(bn_vi))dy & keep);
 	}
-	return d;
+	return dy;
 }
 
-static inline float BN_FN(bn_masked)(const float *dy, const float *out, size_t j)
+static inline float BN_FN(bn_masked)(float dy, float xh, int relu, float g, float b)
 {
-	const float g = dy[j];
-	return !out || out[j] > 0.0f ? g : 0.0f;
+	return !relu || xh * g + b > 0.0f ? dy : 0.0f;
 }
 
-/* sum dy and sum dy * xhat, in lanes as bn_sum (dy masked by outc > 0 when outc is given). */
-BN_TARGET static void BN_FN(bn_grad_sums)(const float *in, const float *dyc, const float *outc, int n,
+/* sum dy and sum dy * xhat, in lanes as bn_sum (dy masked by the fused relu when relu is set). */
+BN_TARGET static void BN_FN(bn_grad_sums)(const float *in, const float *dyc, int relu, float g, float b, int n,
 					  size_t stride, size_t hw, float mu, float is, double *sdy, double *sdyx)
 {
 	BN_FN(bn_vd) ady[BN_NV] = {{0}}, adyx[BN_NV] = {{0}};
 	for (int i = 0; i < n; i++) {
 		const float *x = in + (size_t)i * stride, *dy = dyc + (size_t)i * stride;
-		const float *out = outc ? outc + (size_t)i * stride : NULL;
 		size_t j = 0;
 		for (; j + BN_LANES <= hw; j += BN_LANES) {
 #pragma GCC unroll 8
 			for (int v = 0; v < BN_NV; v++) {
 				const size_t jv = j + (size_t)v * BN_VW;
 				const BN_FN(bn_vf) xh = (BN_FN(bn_load_f)(x + jv) - mu) * is;
-				const BN_FN(bn_vd) d = __builtin_convertvector(BN_FN(bn_masked_f)(dy, out, jv), BN_FN(bn_vd));
+				const BN_FN(bn_vd) d = __builtin_convertvector(
+					BN_FN(bn_masked_f)(BN_FN(bn_load_f)(dy + jv), xh, relu, g, b), BN_FN(bn_vd));
 				ady[v] += d;
 				adyx[v] += d * __builtin_convertvector(xh, BN_FN(bn_vd));
 			}
@@ -143,9 +145,9 @@ BN_TARGET static void BN_FN(bn_grad_sums)(const float *in, const float *dyc, con
 			double t[BN_LANES], tx[BN_LANES];
 			int l = 0;
 			for (; j < hw; j++, l++) {
-				const float xh = (x[j] - mu) * is, g = BN_FN(bn_masked)(dy, out, j);
-				t[l] = g;
-				tx[l] = (double)g * xh;
+				const float xh = (x[j] - mu) * is, d = BN_FN(bn_masked)(dy[j], xh, relu, g, b);
+				t[l] = d;
+				tx[l] = (double)d * xh;
 			}
 			BN_FN(bn_tail)(ady, t, l);
 			BN_FN(bn_tail)(adyx, tx, l);
@@ -156,22 +158,21 @@ BN_TARGET static void BN_FN(bn_grad_sums)(const float *in, const float *dyc, con
 }
 
 /* dx = k * (dy - mdy - xhat * mdyx) (training) or dy * k (evaluation); dy masked as above. */
-BN_TARGET static void BN_FN(bn_grad_apply)(const float *in, const float *dyc, const float *outc, float *dxc, int n,
-					   size_t stride, size_t hw, float mu, float is, float k, float mdy,
+BN_TARGET static void BN_FN(bn_grad_apply)(const float *in, const float *dyc, int relu, float g, float b, float *dxc,
+					   int n, size_t stride, size_t hw, float mu, float is, float k, float mdy,
 					   float mdyx, int training)
 {
 	for (int i = 0; i < n; i++) {
 		const float *x = in + (size_t)i * stride, *dy = dyc + (size_t)i * stride;
-		const float *out = outc ? outc + (size_t)i * stride : NULL;
 		float *dx = dxc + (size_t)i * stride;
 		if (!training) {
 			for (size_t j = 0; j < hw; j++)
-				dx[j] = BN_FN(bn_masked)(dy, out, j) * k;
+				dx[j] = BN_FN(bn_masked)(dy[j], (x[j] - mu) * is, relu, g, b) * k;
 			continue;
 		}
 		for (size_t j = 0; j < hw; j++) {
 			const float xh = (x[j] - mu) * is;
-			dx[j] = k * (BN_FN(bn_masked)(dy, out, j) - mdy - xh * mdyx);
+			dx[j] = k * (BN_FN(bn_masked)(dy[j], xh, relu, g, b) - mdy - xh * mdyx);
 		}
 	}
 }
