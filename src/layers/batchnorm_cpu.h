@@ -65,8 +65,11 @@ BN_TARGET static double BN_FN(bn_sum)(const float *in, int n, size_t stride, siz
 					acc[v] += d * d;
 				}
 			}
-		else
+		else /* the first pass over x, from memory: its next plane asked for ahead (the channel's
+		      * planes lie stride apart, where the hardware's stream prefetch starts over) */
 			for (; j + BN_LANES <= hw; j += BN_LANES) {
+				if (i + 1 < n)
+					__builtin_prefetch(x + stride + j, 0, 3);
 #pragma GCC unroll 8
 				for (int v = 0; v < BN_NV; v++)
 					acc[v] += BN_FN(bn_load_d)(x + j + v * BN_VW) - shift;
@@ -131,6 +134,10 @@ BN_TARGET static void BN_FN(bn_grad_sums)(const float *in, const float *dyc, int
 		const float *x = in + (size_t)i * stride, *dy = dyc + (size_t)i * stride;
 		size_t j = 0;
 		for (; j + BN_LANES <= hw; j += BN_LANES) {
+			if (i + 1 < n) { /* x from memory: as bn_sum's first pass */
+				__builtin_prefetch(x + stride + j, 0, 3);
+				__builtin_prefetch(dy + stride + j, 0, 3);
+			}
 #pragma GCC unroll 8
 			for (int v = 0; v < BN_NV; v++) {
 				const size_t jv = j + (size_t)v * BN_VW;
