@@ -281,12 +281,11 @@ static const float *conv_padded(const conv_desc *d, const conv_geom *g, const fl
 		float *pc = p0 + (size_t)c * g->hp * wp;
 		const float *xc = x + (size_t)c * d->in_h * d->in_w;
 		memset(pc, 0, sizeof(float) * pt * wp);
-		for (int ih = 0; ih < d->in_h; ih++) {
-			float *r = pc + (pt + (size_t)ih) * wp;
-			memcpy(r, xc + (size_t)ih * d->in_w, sizeof(float) * (size_t)d->in_w);
+		float *r0 = pc + pt * wp;
+		kern_copy_rows(d->in_h, d->in_w, xc, d->in_w, r0, (ptrdiff_t)wp); /* one call, not a memcpy a row */
+		for (int ih = 0; ih < d->in_h; ih++)
 			for (size_t j = 0; j < zeros; j++)
-				r[d->in_w + j] = 0.0f;
-		}
+				r0[(size_t)ih * wp + (size_t)d->in_w + j] = 0.0f;
 		memset(pc + (pt + (size_t)d->in_h) * wp, 0, sizeof(float) * (size_t)(g->hp - (int)pt - d->in_h) * wp);
 	}
 	memset(p0 + (size_t)d->in_c * g->hp * wp, 0, sizeof(float) * wp);
