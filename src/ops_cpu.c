@@ -456,13 +456,15 @@ static void im2col(const conv_desc *d, const float *x, float *col)
 				conv_valid_cols(d, kj, &lo, &hi);
 				const int off = kj - d->pad_left;
 				int oh0, oh1;
-				if (sw == 1 && lo < hi && conv_valid_rows(d, ki, &oh0, &oh1)) {
-					/* the rows inside the image in one call of the ISA's row copy */
+				if ((sw == 1 || sw == 2) && lo < hi && conv_valid_rows(d, ki, &oh0, &oh1)) {
+					/* the rows inside the image in one call of the ISA's row copy (stride 2:
+					 * of every other float) */
 					zero_floats(row, (size_t)oh0 * ow_n);
 					zero_floats(row + (size_t)oh1 * ow_n, (size_t)(d->out_h - oh1) * ow_n);
 					const int ih0 = oh0 * d->stride_h - d->pad_top + ki;
-					kern_copy_rows(oh1 - oh0, hi - lo, xc + (ptrdiff_t)ih0 * d->in_w + off + lo,
-						       (ptrdiff_t)d->stride_h * d->in_w, row + (size_t)oh0 * ow_n + lo, ow_n);
+					(sw == 1 ? kern_copy_rows : kern_copy_rows_s2)(
+						oh1 - oh0, hi - lo, xc + (ptrdiff_t)ih0 * d->in_w + off + sw * lo,
+						(ptrdiff_t)d->stride_h * d->in_w, row + (size_t)oh0 * ow_n + lo, ow_n);
 					for (int oh = oh0; oh < oh1 && (lo > 0 || hi < ow_n); oh++) {
 						float *r = row + (size_t)oh * ow_n;
 						for (int ow = 0; ow < lo; ow++)

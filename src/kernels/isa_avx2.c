@@ -39,6 +39,14 @@ static inline __m256i lane_mask(int lo, int hi)
 #define COL2IM_FN col2im_s1_avx2
 #define ROWS_COPY_FN copy_rows_avx2
 #define ROWS_ADD_FN add_rows_avx2
+/* the even floats of lo then hi: [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], its 64-bit pairs reordered */
+static inline __m256 even_avx2(__m256 lo, __m256 hi)
+{
+	const __m256 t = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+	return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+#define VEVEN(lo, hi) even_avx2((lo), (hi))
+#define ROWS_COPY_S2_FN copy_rows_s2_avx2
 #include "rows_body.h"
 
 #define UKR_MR 6
@@ -47,4 +55,4 @@ static inline __m256i lane_mask(int lo, int hi)
 #include "ukr_body.h"
 
 const kern_impl kern_impl_avx2 = {"avx2", {4, 24, ukr_avx2_4x24, ukr_avx2_4x24_ix}, {6, 16, ukr_avx2_6x16, ukr_avx2_6x16_ix}, peak_avx2, pack_t_avx2, copy_rows_avx2, add_rows_avx2,
-				    col2im_s1_avx2};
+				    col2im_s1_avx2, copy_rows_s2_avx2};

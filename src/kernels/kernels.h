@@ -87,6 +87,9 @@ typedef struct kern_col2im_args {
 } kern_col2im_args;
 void kern_col2im_s1(const kern_col2im_args *a);
 void kern_copy_rows(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch);
+/* For r < rows, i < len: dst[r * dpitch + i] = src[r * spitch + 2 * i] (a stride-2 conv's im2col);
+ * reads nothing of a row past src[r * spitch + 2 * (len - 1)]. */
+void kern_copy_rows_s2(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch);
 void kern_add_rows(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch);
 
 double kern_peak_gflops(kern_isa isa, int threads, double seconds_each, int tries);

@@ -48,6 +48,35 @@ static void ROWS_ADD_FN(int rows, int len, const float *src, ptrdiff_t spitch, f
 	}
 }
 
+#ifdef ROWS_COPY_S2_FN
+/*
+ * dst[r * dpitch + i] = src[r * spitch + 2 * i]: the even floats, VW at a time from two vectors
+ * (VEVEN). A row's last piece (its last VW outputs or fewer) loads only the 2n - 1 floats its n
+ * outputs need, masked, and stores n: nothing past src[2 * (len - 1)] is read and short rows
+ * (8x8 planes) take one piece. A copy: the same bits on every ISA.
+ */
+static void ROWS_COPY_S2_FN(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch)
+{
+	for (int r = 0; r < rows; r++) {
+		const float *s = src + (ptrdiff_t)r * spitch;
+		float *d = dst + (ptrdiff_t)r * dpitch;
+		int i = 0;
+		for (; i + VW < len; i += VW)
+			VSTOREU(d + i, VEVEN(VLOADU(s + 2 * i), VLOADU(s + 2 * i + VW)));
+		if (i < len) {
+			const int n = len - i, need = 2 * n - 1; /* need <= 2 VW - 1 */
+			const VT lo = need >= VW ? VLOADU(s + 2 * i) : VMASKLOAD(s + 2 * i, 0, need);
+			const VT hi = need > VW ? VMASKLOAD(s + 2 * i + VW, 0, need - VW) : VSET1(0.0f);
+			const VT v = VEVEN(lo, hi);
+			if (n == VW)
+				VSTOREU(d + i, v);
+			else
+				VMASKSTORE(d + i, n, v);
+		}
+	}
+}
+#endif
+
 #ifdef COL2IM_FN
 /*
  * col2im of a stride-1 conv as a gather (kernels.h's kern_col2im_s1): each VW-wide piece of a
@@ -92,3 +121,5 @@ static void COL2IM_FN(const kern_col2im_args *a)
 
 #undef ROWS_COPY_FN
 #undef ROWS_ADD_FN
+#undef ROWS_COPY_S2_FN
+#undef VEVEN
