@@ -108,26 +108,38 @@ static void cpu_add_backward(const backend *be, const layer_call *c)
 	(void)be;
 	const size_t count = (size_t)(c->n > 0 ? c->n : 0) * c->out_numel, bytes = count * sizeof(float);
 	const float *g = c->dout, *out = c->out;
-	int first = -1;
-	for (int k = 0; k < c->n_in; k++) {
+	int first = -1, second = -1; /* with relu the second is written in the masking pass too */
+	for (int k = 0; k < c->n_in && (first < 0 || (second < 0 && c->relu)); k++) {
 		if (!c->dins[k] || (c->dins[k] == c->dout && !c->relu))
 			continue;
-		if (first >= 0) {
-			memcpy(c->dins[k], c->dins[first], bytes);
-			continue;
-		}
-		float *d = c->dins[k];
-		if (c->relu) {
-#pragma omp parallel for simd schedule(static) num_threads(backend_cpu_threads()) if (count >= PAR_MIN_ELEMS)
-			for (size_t i = 0; i < count; i++) {
-				const float v = g[i]; /* read unconditionally: a select, vectorised */
-				d[i] = out[i] > 0.0f ? v : 0.0f;
-			}
-		} else {
-			memcpy(d, g, bytes);
-		}
-		first = k;
+		if (first < 0)
+			first = k;
+		else
+			second = k;
 	}
+	if (first < 0)
+		return;
+	float *d = c->dins[first], *d2 = second >= 0 ? c->dins[second] : NULL;
+	if (c->relu && d2) {
+#pragma omp parallel for simd schedule(static) num_threads(backend_cpu_threads()) if (count >= PAR_MIN_ELEMS)
+		for (size_t i = 0; i < count; i++) {
+			const float gv = g[i]; /* read unconditionally: a select, vectorised */
+			const float v = out[i] > 0.0f ? gv : 0.0f;
+			d[i] = v;
+			d2[i] = v;
+		}
+	} else if (c->relu) {
+#pragma omp parallel for simd schedule(static) num_threads(backend_cpu_threads()) if (count >= PAR_MIN_ELEMS)
+		for (size_t i = 0; i < count; i++) {
+			const float v = g[i]; /* read unconditionally: a select, vectorised */
+			d[i] = out[i] > 0.0f ? v : 0.0f;
+		}
+	} else {
+		memcpy(d, g, bytes);
+	}
+	for (int k = (second >= 0 ? second : first) + 1; k < c->n_in; k++) /* the rest: copies of the first */
+		if (c->dins[k] && !(c->dins[k] == c->dout && !c->relu))
+			memcpy(c->dins[k], d, bytes);
 }
 
 static const layer_kernels cpu_kernels = {cpu_add_forward, cpu_add_backward};
