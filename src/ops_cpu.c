@@ -481,23 +481,12 @@ static void im2col(const conv_desc *d, const float *x, float *col)
 						memset(r, 0, sizeof(float) * (size_t)ow_n);
 						continue;
 					}
+					/* strides 1 and 2 never get here with an in-image row: the row copy above */
 					const float *xr = xc + (size_t)ih * d->in_w;
 					for (int ow = 0; ow < lo; ow++)
 						r[ow] = 0.0f;
-					if (sw == 1) {
-						const float *xo = xr + off;
-#pragma omp simd
-						for (int ow = lo; ow < hi; ow++)
-							r[ow] = xo[ow];
-					} else if (sw == 2) { /* a constant stride: even-element shuffles, vectorised */
-						const float *xo = xr + off;
-#pragma omp simd
-						for (int ow = lo; ow < hi; ow++)
-							r[ow] = xo[2 * ow];
-					} else {
-						for (int ow = lo; ow < hi; ow++)
-							r[ow] = xr[ow * sw + off];
-					}
+					for (int ow = lo; ow < hi; ow++)
+						r[ow] = xr[ow * sw + off];
 					for (int ow = hi; ow < ow_n; ow++)
 						r[ow] = 0.0f;
 				}
