@@ -108,19 +108,17 @@ static void cpu_add_backward(const backend *be, const layer_call *c)
 	(void)be;
 	const size_t count = (size_t)(c->n > 0 ? c->n : 0) * c->out_numel, bytes = count * sizeof(float);
 	const float *g = c->dout, *out = c->out;
-	int first = -1, second = -1; /* with relu the second is written in the masking pass too */
-	for (int k = 0; k < c->n_in && (first < 0 || (second < 0 && c->relu)); k++) {
-		if (!c->dins[k] || (c->dins[k] == c->dout && !c->relu))
-			continue;
-		if (first < 0)
-			first = k;
-		else
-			second = k;
-	}
-	if (first < 0)
+	/* the gradients to write: every input's but an absent one and (without relu) dout itself */
+	float *to[LAYER_CALL_MAX_IN];
+	int nt = 0;
+	for (int k = 0; k < c->n_in; k++)
+		if (c->dins[k] && (c->relu || c->dins[k] != c->dout))
+			to[nt++] = c->dins[k];
+	if (nt == 0)
 		return;
-	float *d = c->dins[first], *d2 = second >= 0 ? c->dins[second] : NULL;
-	if (c->relu && d2) {
+	int done = 1; /* to[0, done) hold the gradient; the rest are copied from to[0] */
+	if (c->relu && nt > 1) { /* two in the masking pass: not one copied from the other after it */
+		float *d = to[0], *d2 = to[1];
 #pragma omp parallel for simd schedule(static) num_threads(backend_cpu_threads()) if (count >= PAR_MIN_ELEMS)
 		for (size_t i = 0; i < count; i++) {
 			const float gv = g[i]; /* read unconditionally: a select, vectorised */
@@ -128,18 +126,19 @@ static void cpu_add_backward(const backend *be, const layer_call *c)
 			d[i] = v;
 			d2[i] = v;
 		}
+		done = 2;
 	} else if (c->relu) {
+		float *d = to[0];
 #pragma omp parallel for simd schedule(static) num_threads(backend_cpu_threads()) if (count >= PAR_MIN_ELEMS)
 		for (size_t i = 0; i < count; i++) {
 			const float v = g[i]; /* read unconditionally: a select, vectorised */
 			d[i] = out[i] > 0.0f ? v : 0.0f;
 		}
 	} else {
-		memcpy(d, g, bytes);
+		memcpy(to[0], g, bytes);
 	}
-	for (int k = (second >= 0 ? second : first) + 1; k < c->n_in; k++) /* the rest: copies of the first */
-		if (c->dins[k] && !(c->dins[k] == c->dout && !c->relu))
-			memcpy(c->dins[k], d, bytes);
+	for (int t = done; t < nt; t++)
+		memcpy(to[t], to[0], bytes);
 }
 
 static const layer_kernels cpu_kernels = {cpu_add_forward, cpu_add_backward};
