@@ -330,6 +330,7 @@ static const conv_desc convs[] = {
 	{3, 11, 9, 5, 6, 5, 3, 3, 2, 2, 1, 1, 0}, /* stride 2, padding 1, odd sizes */
 	{2, 7, 8, 7, 7, 8, 1, 1, 1, 1, 0, 0, 0},  /* pointwise */
 	{4, 9, 7, 3, 5, 3, 3, 5, 2, 1, 2, 0, 0},  /* 3x5 kernel, strides 2x1, padding 2 on top */
+	{2, 11, 13, 3, 4, 5, 3, 3, 3, 3, 1, 1, 0}, /* stride 3: im2col's element-by-element rows */
 	{1, 28, 28, 6, 26, 26, 3, 3, 1, 1, 0, 0, 0},
 };
 
