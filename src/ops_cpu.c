@@ -125,23 +125,43 @@ static size_t conv_col_floats(const conv_desc *d)
 	return round_line(conv_k(d) * conv_out_plane(d));
 }
 
+/* Outputs [lo, hi) (of n_out) whose input o*stride + off lies in [0, n_in); lo <= hi. */
+static void conv_valid_range(int n_in, int n_out, int stride, int off, int *lo, int *hi)
+{
+	int l = off >= 0 ? 0 : (-off + stride - 1) / stride;
+	int h = n_in - off <= 0 ? 0 : (n_in - off - 1) / stride + 1;
+	if (h > n_out)
+		h = n_out;
+	if (l > h)
+		l = h;
+	*lo = l;
+	*hi = h;
+}
+
+/* Output columns [lo, hi) whose input column for kernel column kj lies inside the image. */
+static void conv_valid_cols(const conv_desc *d, int kj, int *lo, int *hi)
+{
+	conv_valid_range(d->in_w, d->out_w, d->stride_w, kj - d->pad_left, lo, hi);
+}
+
 /*
- * Implicit GEMM (stride 1, padding at most kernel - 1 on each side): the input is copied
- * once into a zero-padded plane (or read in place when there is no padding), and row
- * (c, ki, kj) of the patch matrix is that plane read from one offset: a row table instead of
- * an im2col copy (kernels.h's brow/arow). The plane's rows are wp = in_w + max(left, right
- * padding) wide, the image's row then its zeros: a row's zeros are the right padding of that
- * row and the left padding of the next (pad_left zeros lead the plane for the first row).
- * Forward computes the outputs on that width ("wide" rows, the last wp - out_w of each row
- * thrown away); the weight gradient reads the same wide rows against dy laid out on them with
- * zeros in the thrown-away columns (conv_implicit_dw). Same bits as im2col, no copy of K x P
- * floats.
+ * Implicit GEMM on column-shifted planes (stride 1, padding at most kernel - 1 on each side):
+ * for each kernel column kj, S_kj[c][r][ow] = x[c][r - pad_top][ow + kj - pad_left] (zero
+ * outside the image), hp = out_h + k_h - 1 rows of out_w floats. Patch row (c, ki, kj) of the
+ * patch matrix is then S_kj from one offset, ((kj * in_c + c) * hp + ki) * out_w, read over the
+ * P = out_h * out_w output positions in order: the values im2col would copy, at a copy of k_w
+ * times the input instead of k_h * k_w times (kernels.h's row table: brow/arow), and no column
+ * computed and thrown away (a 32-column panel runs on from one output row into the next), so
+ * the forward writes y in place and the weight gradient reads dy as it is. The same B (or A)
+ * values as im2col's, hence the same bits. When out_w == in_w ('same' convs) a channel's
+ * shifted plane is one contiguous copy of its image moved by kj - pad_left floats, then the
+ * columns that wrapped in from the neighbouring row are zeroed; otherwise one row copy call.
+ * The zero rows above and below the image (and, for the row copy, the zero columns beside it)
+ * are the same for every sample: written with a call's first sample only.
  */
 typedef struct conv_geom {
-	int hp, wp;    /* the padded plane: rows, row pitch */
-	int lead;      /* zeros before the plane (pad_left) */
-	bool pad;      /* any padding: the plane is a copy */
-	size_t wide;   /* forward's columns: (out_h - 1) * wp + out_w */
+	int hp;       /* rows of a shifted plane */
+	size_t plane; /* floats of one channel's shifted plane: hp * out_w */
 } conv_geom;
 
 static bool conv_implicit_geom(const conv_desc *d, conv_geom *g)
@@ -152,57 +172,24 @@ static bool conv_implicit_geom(const conv_desc *d, conv_geom *g)
 	if (d->pad_top < 0 || d->pad_left < 0 || pb < 0 || pr < 0 || d->pad_top >= d->k_h || d->pad_left >= d->k_w ||
 	    pb >= d->k_h || pr >= d->k_w)
 		return false;
-	g->hp = d->in_h + d->pad_top + pb;
-	g->wp = d->in_w + (d->pad_left > pr ? d->pad_left : pr);
-	g->lead = d->pad_left;
-	g->pad = g->hp != d->in_h || g->wp != d->in_w;
-	g->wide = (size_t)(d->out_h - 1) * g->wp + d->out_w;
+	g->hp = d->out_h + d->k_h - 1;
+	g->plane = (size_t)g->hp * (size_t)d->out_w;
 	return true;
 }
 
-/* Floats of the padded plane: the lead, the channels' planes, and one row of zeros after them
- * (the last channel's last wide row reads up to min(left, right padding) floats past it). */
-static size_t conv_plane_floats(const conv_desc *d, const conv_geom *g)
+/* Floats of the shifted planes: k_w sets of in_c planes. */
+static size_t conv_planes_floats(const conv_desc *d, const conv_geom *g)
 {
-	return (size_t)g->lead + (size_t)d->in_c * g->hp * g->wp + (size_t)g->wp;
+	return (size_t)d->k_w * (size_t)d->in_c * g->plane;
 }
 
-/* Columns rounded up to whole panels of the widest tile (32): what a product over them costs. */
-static size_t conv_panel_cols(size_t cols)
-{
-	return (cols + 31) / 32 * 32;
-}
-
-/* Forward on the wide rows when, in whole panels, they cost at most an eighth more than the
- * outputs (im2col's product): 32x32 and 16x16 planes yes; 8x8 ones (71 wide columns, three
- * panels for two) measured a third slower than im2col. */
-static bool conv_implicit_fwd(const conv_desc *d, conv_geom *g)
-{
-	return conv_implicit_geom(d, g) && conv_panel_cols(g->wide) * 8 <= conv_panel_cols(conv_out_plane(d)) * 9;
-}
-
-/*
- * The weight gradient on the wide rows too, when they cost at most a sixteenth more than the
- * outputs (measured: a gain on CIFAR's 32x32 and 16x16 stages, 3% and 6% more columns; a loss
- * against im2col at 8% more, mnist_cnn's convs, and none at 11%, the 8x8 stage): one product per sample over the padded plane's rows (the row table) and dy copied
- * into the wide layout with +0.0 in the thrown-away columns. Those columns add fma(x, +0.0)
- * terms, which leave a chain as it is (a chain that starts from +0.0 never holds -0.0 in
- * round-to-nearest, and x is finite wherever the step's gradient is), so the bits are the im2col
- * product's, without its K x P copy or a product per output row.
- */
-static bool conv_implicit_dw(const conv_desc *d, conv_geom *g)
-{
-	return conv_implicit_geom(d, g) && g->wide * 16 <= conv_out_plane(d) * 17;
-}
-
-/* Floats after the col and gT parts: the padded plane, the wide outputs, the row table. */
+/* Floats after the col and gT parts: the shifted planes and the row table. */
 static size_t conv_implicit_floats(const conv_desc *d)
 {
 	conv_geom g;
 	if (!conv_implicit_geom(d, &g))
 		return 0;
-	return round_line(conv_plane_floats(d, &g)) + round_line((size_t)d->out_c * g.wide) +
-	       round_line(2 * conv_k(d) * (sizeof(ptrdiff_t) / sizeof(float)));
+	return round_line(conv_planes_floats(d, &g)) + round_line(conv_k(d) * (sizeof(ptrdiff_t) / sizeof(float)));
 }
 
 /* The im2col buffer (reused for the column gradient), then the transposed weight gradient
@@ -218,9 +205,10 @@ static size_t conv_slot_base_floats(const conv_desc *d)
  * over dy padded by k-1-pad. Each dx element is then one fma chain over (o, ki, kj) of the
  * flipped kernel from +0.0 (a tap in the padding adds fma(w, 0): the chain's value stays as
  * it is), run by the forward's implicit GEMM with K = oc*k_h*k_w, instead of a product with
- * K = oc and a col2im pass. Taken when the correlation computes at most 9/8 of the conv's
- * output columns in whole panels (its wide rows or its plane): 'same' convs, not mnist_cnn's 'valid' ones
- * whose full correlation would multiply the zero border too. *t is the correlation.
+ * K = oc and a col2im pass. Taken when the correlation's outputs (the conv's input plane) are
+ * at most 9/8 of the conv's outputs in whole 32-column panels: 'same' convs, not mnist_cnn's
+ * 'valid' ones, whose full correlation would multiply the zero border too. *t is the
+ * correlation.
  */
 static bool conv_dx_by_correlation(const conv_desc *d, conv_desc *t)
 {
@@ -231,8 +219,8 @@ static bool conv_dx_by_correlation(const conv_desc *d, conv_desc *t)
 			 d->k_h - 1 - d->pad_top, d->k_w - 1 - d->pad_left, 0};
 	if (!conv_implicit_geom(t, &tg))
 		return false;
-	const size_t cols = conv_implicit_fwd(t, &tg) ? tg.wide : conv_out_plane(t);
-	return conv_panel_cols(cols) * 8 <= conv_panel_cols(conv_out_plane(d)) * 9;
+	const size_t cols = (conv_out_plane(t) + 31) / 32 * 32, outs = (conv_out_plane(d) + 31) / 32 * 32;
+	return cols * 8 <= outs * 9;
 }
 
 bool cpu_conv2d_dx_by_correlation(const conv_desc *d)
@@ -252,55 +240,75 @@ static size_t conv_slot_floats(const conv_desc *d)
 	return f;
 }
 
-/* The implicit parts of a slot. */
-static float *conv_slot_plane(const conv_desc *d, float *slot)
+/* The implicit parts of a slot: the shifted planes, then the row table. */
+static float *conv_slot_planes(const conv_desc *d, float *slot)
 {
 	return slot + conv_col_floats(d) + round_line(conv_k(d) * (size_t)d->out_c);
 }
 
-static float *conv_slot_wide(const conv_desc *d, const conv_geom *g, float *slot)
-{
-	return conv_slot_plane(d, slot) + round_line(conv_plane_floats(d, g));
-}
-
 static ptrdiff_t *conv_slot_table(const conv_desc *d, const conv_geom *g, float *slot)
 {
-	return (ptrdiff_t *)(void *)(conv_slot_wide(d, g, slot) + round_line((size_t)d->out_c * g->wide));
+	return (ptrdiff_t *)(void *)(conv_slot_planes(d, slot) + round_line(conv_planes_floats(d, g)));
 }
 
-/* The padded plane of x (x itself when there is no padding), pointing at its first image
- * row's first value (conv_geom's layout). */
-static const float *conv_padded(const conv_desc *d, const conv_geom *g, const float *x, float *plane)
+/* Column j of rows rows of w floats = 0. */
+static void zero_column(float *p, int rows, int w, int j)
 {
-	if (!g->pad)
-		return x;
-	const size_t wp = (size_t)g->wp, zeros = wp - (size_t)d->in_w, pt = (size_t)d->pad_top;
-	float *p0 = plane + g->lead;
-	memset(plane, 0, sizeof(float) * (size_t)g->lead);
-	for (int c = 0; c < d->in_c; c++) {
-		float *pc = p0 + (size_t)c * g->hp * wp;
-		const float *xc = x + (size_t)c * d->in_h * d->in_w;
-		memset(pc, 0, sizeof(float) * pt * wp);
-		float *r0 = pc + pt * wp;
-		kern_copy_rows(d->in_h, d->in_w, xc, d->in_w, r0, (ptrdiff_t)wp); /* one call, not a memcpy a row */
-		for (int ih = 0; ih < d->in_h; ih++)
-			for (size_t j = 0; j < zeros; j++)
-				r0[(size_t)ih * wp + (size_t)d->in_w + j] = 0.0f;
-		memset(pc + (pt + (size_t)d->in_h) * wp, 0, sizeof(float) * (size_t)(g->hp - (int)pt - d->in_h) * wp);
-	}
-	memset(p0 + (size_t)d->in_c * g->hp * wp, 0, sizeof(float) * wp);
-	return p0 + pt * wp;
+	for (int r = 0; r < rows; r++)
+		p[(size_t)r * w + j] = 0.0f;
 }
 
-/* tab[k] = the offset of patch row k = (c, ki, kj) from the padded plane's first image value:
- * the input under output (0, 0) for that tap. */
+/* Columns [0, lo) and [hi, w) = 0, a column at a time (usually one float a row: as a loop per
+ * row, GCC made each a memset call). */
+static void zero_row_ends(float *p, int rows, int w, int lo, int hi)
+{
+	for (int j = 0; j < lo; j++)
+		zero_column(p, rows, w, j);
+	for (int j = hi; j < w; j++)
+		zero_column(p, rows, w, j);
+}
+
+/* The shifted planes of x (conv_geom) in s; borders: also the zeros around the image. */
+static void conv_shift_planes(const conv_desc *d, const conv_geom *g, const float *x, float *s, bool borders)
+{
+	const int W = d->out_w, H = d->in_h, pt = d->pad_top;
+	const size_t in_plane = (size_t)H * d->in_w;
+	for (int kj = 0; kj < d->k_w; kj++) {
+		int lo, hi;
+		conv_valid_cols(d, kj, &lo, &hi);
+		const ptrdiff_t sh = kj - d->pad_left;
+		for (int c = 0; c < d->in_c; c++) {
+			float *p = s + ((size_t)kj * d->in_c + c) * g->plane, *r0 = p + (size_t)pt * W;
+			const float *xc = x + (size_t)c * in_plane;
+			if (borders) {
+				memset(p, 0, sizeof(float) * (size_t)pt * W);
+				memset(r0 + (size_t)H * W, 0, sizeof(float) * (size_t)(g->hp - pt - H) * W);
+			}
+			if (lo >= hi) {
+				if (borders)
+					memset(r0, 0, sizeof(float) * (size_t)H * W);
+			} else if (W == d->in_w) {
+				/* |sh| < W here: the floats the copy leaves out at either end are wrapped columns */
+				const size_t a = sh < 0 ? (size_t)-sh : 0, b = sh > 0 ? in_plane - (size_t)sh : in_plane;
+				memcpy(r0 + a, xc + (ptrdiff_t)a + sh, sizeof(float) * (b - a));
+				zero_row_ends(r0, H, W, lo, hi);
+			} else {
+				kern_copy_rows(H, hi - lo, xc + lo + sh, d->in_w, r0 + lo, W);
+				if (borders)
+					zero_row_ends(r0, H, W, lo, hi);
+			}
+		}
+	}
+}
+
+/* tab[k] = the offset in the shifted planes of patch row k = (c, ki, kj). */
 static void conv_row_table(const conv_desc *d, const conv_geom *g, ptrdiff_t *tab)
 {
 	ptrdiff_t *t = tab;
 	for (int c = 0; c < d->in_c; c++)
 		for (int ki = 0; ki < d->k_h; ki++)
 			for (int kj = 0; kj < d->k_w; kj++)
-				*t++ = ((ptrdiff_t)c * g->hp + ki - d->pad_top) * g->wp + kj - d->pad_left;
+				*t++ = (ptrdiff_t)(((size_t)kj * d->in_c + c) * g->plane) + (ptrdiff_t)ki * d->out_w;
 }
 
 /* Row o of y (n floats each) = b[o], the value every output's chain starts from. */
@@ -318,25 +326,6 @@ static int conv_team(int n)
 {
 	int t = nested_serial() ? 1 : backend_cpu_threads();
 	return n < t ? (n < 1 ? 1 : n) : t;
-}
-
-/* Valid output columns [lo, hi) for kernel column kj: those whose input column lies inside the image. */
-/* Outputs [lo, hi) (of n_out) whose input o*stride + off lies in [0, n_in); lo <= hi. */
-static void conv_valid_range(int n_in, int n_out, int stride, int off, int *lo, int *hi)
-{
-	int l = off >= 0 ? 0 : (-off + stride - 1) / stride;
-	int h = n_in - off <= 0 ? 0 : (n_in - off - 1) / stride + 1;
-	if (h > n_out)
-		h = n_out;
-	if (l > h)
-		l = h;
-	*lo = l;
-	*hi = h;
-}
-
-static void conv_valid_cols(const conv_desc *d, int kj, int *lo, int *hi)
-{
-	conv_valid_range(d->in_w, d->out_w, d->stride_w, kj - d->pad_left, lo, hi);
 }
 
 /* x[0, n) = 0: short runs inline (im2col has many of one or two floats), long ones by memset. */
@@ -429,20 +418,6 @@ static void im2col(const conv_desc *d, const float *x, float *col)
 {
 	const int ow_n = d->out_w, sw = d->stride_w;
 	const size_t plane = (size_t)d->in_h * d->in_w, opl = conv_out_plane(d);
-	conv_geom g;
-	if (ow_n < 16 && conv_implicit_geom(d, &g)) {
-		/* small planes (8x8): the padded plane once, then each patch row as out_h copies of
-		 * out_w floats from it, no bounds to check (col is the slot's start: conv_slot_plane) */
-		const float *xp = conv_padded(d, &g, x, conv_slot_plane(d, col));
-		float *row = col;
-		for (int c = 0; c < d->in_c; c++)
-			for (int ki = 0; ki < d->k_h; ki++)
-				for (int kj = 0; kj < d->k_w; kj++, row += opl)
-					kern_copy_rows(d->out_h, ow_n,
-						       xp + ((ptrdiff_t)c * g.hp + ki - d->pad_top) * g.wp + kj - d->pad_left,
-						       g.wp, row, ow_n);
-		return;
-	}
 	if (conv_plane_shift(d)) {
 		im2col_shift(d, x, col);
 		return;
@@ -555,34 +530,31 @@ static size_t cpu_conv2d_workspace(const conv_desc *d, int n)
 	return sizeof(float) * conv_slot_floats(d) * (size_t)conv_team(n);
 }
 
-/* y[oc, P] = b (or 0) + w[oc, K] . col[K, P], one sample (kernels.h's order). */
+/* y[oc, P] = b (or 0) + w[oc, K] . col[K, P], one sample (kernels.h's order); first: the
+ * first sample of the call on this slot (the shifted planes' borders are written then). */
 static void conv_fwd_sample(const conv_desc *d, const float *x, const float *w, const float *b, float *y,
-			    float *col)
+			    float *col, bool first)
 {
 	const int oc = d->out_c, K = (int)conv_k(d), P = (int)conv_out_plane(d);
-	conv_geom g;
-	if (conv_implicit_fwd(d, &g)) { /* the wide rows from the padded plane, then compacted */
-		const float *xp = conv_padded(d, &g, x, conv_slot_plane(d, col));
-		float *yw = conv_slot_wide(d, &g, col);
-		ptrdiff_t *brow = conv_slot_table(d, &g, col);
-		const int N = (int)g.wide;
-		conv_row_table(d, &g, brow);
-		if (b)
-			fill_bias_rows(yw, oc, (size_t)N, b);
-		kern_gemm(&(kern_gemm_args){oc, N, K, w, K, 1, xp, 0, 1, yw, N, 1, b == NULL, NULL, brow}, 1);
-		for (int o = 0; o < oc; o++)
-			kern_copy_rows(d->out_h, d->out_w, yw + (size_t)o * N, g.wp, y + (size_t)o * P, d->out_w);
-		return;
-	}
 	const float *B = x;
-	if (!conv_is_pointwise(d)) {
+	const ptrdiff_t *brow = NULL;
+	conv_geom g;
+	if (conv_implicit_geom(d, &g)) { /* patch rows from the shifted planes */
+		float *s = conv_slot_planes(d, col);
+		ptrdiff_t *tab = conv_slot_table(d, &g, col);
+		conv_shift_planes(d, &g, x, s, first);
+		if (first)
+			conv_row_table(d, &g, tab);
+		B = s;
+		brow = tab;
+	} else if (!conv_is_pointwise(d)) {
 		im2col(d, x, col);
 		B = col;
 	}
 	if (b)
 		fill_bias_rows(y, oc, (size_t)P, b);
 	/* without a bias every chain starts from +0.0, as if y had been zeroed */
-	kern_gemm(&(kern_gemm_args){oc, P, K, w, K, 1, B, P, 1, y, P, 1, b == NULL, NULL, NULL}, 1);
+	kern_gemm(&(kern_gemm_args){oc, P, K, w, K, 1, B, brow ? 0 : P, 1, y, P, 1, b == NULL, NULL, brow}, 1);
 }
 
 /* y = max(y, 0) over one sample's output, while it is in cache (a fused relu layer). */
@@ -606,7 +578,8 @@ static void cpu_conv2d_forward(const conv_desc *d, int n, const float *in, const
 	{
 		const int t = omp_get_thread_num(), nt = omp_get_num_threads();
 		for (size_t i = part_lo((size_t)n, t, nt); i < part_lo((size_t)n, t + 1, nt); i++) {
-			conv_fwd_sample(d, in + i * in_sz, w, b, out + i * out_sz, ws + (size_t)t * slot);
+			conv_fwd_sample(d, in + i * in_sz, w, b, out + i * out_sz, ws + (size_t)t * slot,
+					i == part_lo((size_t)n, t, nt));
 			if (d->relu)
 				conv_relu_sample(d, out + i * out_sz);
 		}
@@ -616,36 +589,29 @@ static void cpu_conv2d_forward(const conv_desc *d, int n, const float *in, const
 /*
  * gT[K][oc] += col[K, P] . dy[oc, P]^T for one sample: the weight gradient (transposed),
  * each element a chain of one fma per term in p order. col holds the sample's patches
- * (x itself is read when pointwise).
+ * (the shifted planes' rows when implicit; x itself is read when pointwise); first as in
+ * conv_fwd_sample.
  */
 static void conv_bwd_weights(const conv_desc *d, const float *x, const float *dy, float *col, float *gT,
-			     int threads)
+			     int threads, bool first)
 {
 	const int oc = d->out_c, K = (int)conv_k(d), P = (int)conv_out_plane(d);
-	conv_geom g;
-	if (conv_implicit_dw(d, &g)) { /* the wide rows: dy in their layout, zeros where they overhang */
-		const float *xp = conv_padded(d, &g, x, conv_slot_plane(d, col));
-		float *dyw = conv_slot_wide(d, &g, col);
-		ptrdiff_t *arow = conv_slot_table(d, &g, col);
-		const size_t W = g.wide;
-		conv_row_table(d, &g, arow);
-		for (int o = 0; o < oc; o++) {
-			float *r = dyw + (size_t)o * W;
-			kern_copy_rows(d->out_h, d->out_w, dy + (size_t)o * P, d->out_w, r, g.wp);
-			for (int oh = 0; oh + 1 < d->out_h; oh++)
-				for (int j = d->out_w; j < g.wp; j++)
-					r[(size_t)oh * g.wp + j] = 0.0f;
-		}
-		kern_gemm(&(kern_gemm_args){K, oc, (int)W, xp, 0, 1, dyw, 1, (ptrdiff_t)W, gT, oc, 1, 0, arow, NULL},
-			  threads);
-		return;
-	}
 	const float *A = x;
-	if (!conv_is_pointwise(d)) {
+	const ptrdiff_t *arow = NULL;
+	conv_geom g;
+	if (conv_implicit_geom(d, &g)) {
+		float *s = conv_slot_planes(d, col);
+		ptrdiff_t *tab = conv_slot_table(d, &g, col);
+		conv_shift_planes(d, &g, x, s, first);
+		if (first)
+			conv_row_table(d, &g, tab);
+		A = s;
+		arow = tab;
+	} else if (!conv_is_pointwise(d)) {
 		im2col(d, x, col);
 		A = col;
 	}
-	kern_gemm(&(kern_gemm_args){K, oc, P, A, P, 1, dy, 1, P, gT, oc, 1, 0, NULL, NULL}, threads);
+	kern_gemm(&(kern_gemm_args){K, oc, P, A, arow ? 0 : P, 1, dy, 1, P, gT, oc, 1, 0, arow, NULL}, threads);
 }
 
 /*
@@ -712,15 +678,16 @@ static const float *conv_flip_weights(const conv_desc *d, const float *w, float 
 }
 
 /* dx for one sample: the correlation with wf when given, else col2im(w[oc, K]^T . dy[oc, P]);
- * slot is the thread's slice (col is its start, scratch; unused when pointwise). */
+ * slot is the thread's slice (col is its start, scratch; unused when pointwise); first as in
+ * conv_fwd_sample. */
 static void conv_bwd_input(const conv_desc *d, const float *w, const float *wf, const float *dy, float *dx,
-			   float *slot)
+			   float *slot, bool first)
 {
 	const int oc = d->out_c, K = (int)conv_k(d), P = (int)conv_out_plane(d);
 	if (wf) {
 		conv_desc t;
 		conv_dx_by_correlation(d, &t);
-		conv_fwd_sample(&t, dy, wf, NULL, dx, slot + conv_slot_base_floats(d));
+		conv_fwd_sample(&t, dy, wf, NULL, dx, slot + conv_slot_base_floats(d), first);
 		return;
 	}
 	float *col = slot;
@@ -753,9 +720,9 @@ static void cpu_conv2d_backward(const conv_desc *d, int n, const float *in, cons
 	for (size_t i = 0; i < (size_t)n; i++) {
 		if (db)
 			conv_bias_grad(d, dout + i * out_sz, db);
-		conv_bwd_weights(d, in + i * in_sz, dout + i * out_sz, col, gT, team);
+		conv_bwd_weights(d, in + i * in_sz, dout + i * out_sz, col, gT, team, i == 0);
 		if (din && team == 1) /* the training path: one shard per thread, col is free again */
-			conv_bwd_input(d, w, wf, dout + i * out_sz, din + i * in_sz, ws);
+			conv_bwd_input(d, w, wf, dout + i * out_sz, din + i * in_sz, ws, i == 0);
 	}
 	conv_grad_transpose(d, dw, gT, 0);
 	if (!din || team == 1)
@@ -764,7 +731,8 @@ static void cpu_conv2d_backward(const conv_desc *d, int n, const float *in, cons
 	{
 		const int t = omp_get_thread_num(), nt = omp_get_num_threads();
 		for (size_t i = part_lo((size_t)n, t, nt); i < part_lo((size_t)n, t + 1, nt); i++)
-			conv_bwd_input(d, w, wf, dout + i * out_sz, din + i * in_sz, ws + (size_t)t * slot);
+			conv_bwd_input(d, w, wf, dout + i * out_sz, din + i * in_sz, ws + (size_t)t * slot,
+				       i == part_lo((size_t)n, t, nt));
 	}
 }
 

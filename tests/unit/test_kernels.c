@@ -353,7 +353,9 @@ static void test_conv_reference_and_identity_across_isas(void **state)
 				backend_cpu_set_threads(threads);
 				const backend *be = backend_cpu();
 				kern_test_use_impl(im[i]);
-				float *ws = be->alloc(be->conv2d_workspace(d, n));
+				const size_t wsb = be->conv2d_workspace(d, n);
+				float *ws = be->alloc(wsb);
+				memset(ws, 0xff, wsb); /* NaNs: no path may count on a zeroed workspace */
 				float *y = calloc(out, sizeof(float)), *dx = calloc(in, sizeof(float));
 				float *dw = calloc(wn, sizeof(float)), *db = calloc(d->out_c, sizeof(float));
 				dw[0] = 0.5f; /* gradients are added to */
@@ -419,6 +421,8 @@ static const conv_desc shift_convs[] = {
 	/* padding only on the right, only on the left, 5x5 'same': the plane's shared zero columns */
 	{3, 12, 20, 4, 12, 19, 3, 3, 1, 1, 1, 0, 0}, {2, 10, 20, 3, 10, 20, 3, 3, 1, 1, 1, 2, 0},
 	{2, 12, 30, 3, 12, 30, 5, 5, 1, 1, 2, 2, 0},
+	/* one column: the outer kernel columns see only padding (their shifted planes all zero) */
+	{2, 5, 1, 3, 5, 1, 3, 3, 1, 1, 1, 1, 0},
 };
 
 /* The input gradient of a stride-1 conv the CPU backend computes as a correlation
@@ -469,7 +473,8 @@ static void col2im_dx(const conv_desc *d, const float *w, const float *dy, float
 }
 
 /*
- * Every conv path (plane shift, row loops, pointwise, strided) is exactly the rule's arithmetic:
+ * Every conv path (shifted planes, plane shift, row loops, pointwise, strided) is exactly the
+ * rule's arithmetic (with two samples: the second reuses the shifted planes' zero borders):
  * y = fma chain over (c, ki, kj) from the bias; dx = correlation_dx or col2im_dx (which one the
  * backend says); dw = the fma chain over samples and positions from dw's value; db = the rounded sums in sample and position order. Bit for bit.
  */
@@ -525,7 +530,9 @@ static void test_conv_paths_are_the_plain_loops_bit_for_bit(void **state)
 		}
 		backend_cpu_set_threads(1);
 		const backend *be = backend_cpu();
-		float *ws = be->alloc(be->conv2d_workspace(d, n));
+		const size_t wsb = be->conv2d_workspace(d, n);
+		float *ws = be->alloc(wsb);
+		memset(ws, 0xff, wsb); /* NaNs: no path may count on a zeroed workspace */
 		const kern_isa saved = kern_current();
 		for (int isa = 0; isa < KERN_ISA_N; isa++) { /* every ISA this CPU runs, for everything */
 			if (!kern_isa_supported((kern_isa)isa))
@@ -550,7 +557,7 @@ static void test_conv_paths_are_the_plain_loops_bit_for_bit(void **state)
 		free(x), free(w), free(b), free(dy), free(y), free(dx), free(dw), free(db);
 		free(ry), free(rdx), free(rdw), free(rdb), free(dcol);
 	}
-	/* both input-gradient rules stay covered: 'same' convs on wide rows and on im2col, the rest */
+	/* both input-gradient rules stay covered: 'same' convs as correlations, the rest by col2im */
 	assert_true(correlations >= 4 && others >= 4);
 	backend_cpu_set_threads(0);
 }
