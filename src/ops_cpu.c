@@ -490,11 +490,13 @@ static void col2im(const conv_desc *d, const float *col, float *dx)
 				conv_valid_cols(d, kj, &lo, &hi);
 				const int off = kj - d->pad_left;
 				int oh0, oh1;
-				if (sw == 1 && lo < hi && conv_valid_rows(d, ki, &oh0, &oh1)) {
-					/* one input row per output row: one call of the ISA's row add */
+				if ((sw == 1 || sw == 2) && lo < hi && conv_valid_rows(d, ki, &oh0, &oh1)) {
+					/* one input row per output row: one call of the ISA's row add (stride 2: to
+					 * every other float) */
 					const int ih0 = oh0 * d->stride_h - d->pad_top + ki;
-					kern_add_rows(oh1 - oh0, hi - lo, row + (size_t)oh0 * ow_n + lo, ow_n,
-						      xc + (ptrdiff_t)ih0 * d->in_w + off + lo, (ptrdiff_t)d->stride_h * d->in_w);
+					(sw == 1 ? kern_add_rows : kern_add_rows_s2)(
+						oh1 - oh0, hi - lo, row + (size_t)oh0 * ow_n + lo, ow_n,
+						xc + (ptrdiff_t)ih0 * d->in_w + off + sw * lo, (ptrdiff_t)d->stride_h * d->in_w);
 					continue;
 				}
 				for (int oh = 0; oh < d->out_h; oh++) {

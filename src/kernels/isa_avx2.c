@@ -47,6 +47,16 @@ static inline __m256 even_avx2(__m256 lo, __m256 hi)
 }
 #define VEVEN(lo, hi) even_avx2((lo), (hi))
 #define ROWS_COPY_S2_FN copy_rows_s2_avx2
+/* p[j] for j < n (n <= 4) into lane 2j, +0.0 elsewhere */
+static inline __m256 expand_even_avx2(const float *p, int n)
+{
+	const __m128i m = _mm_cmpgt_epi32(_mm_set1_epi32(n), _mm_setr_epi32(0, 1, 2, 3));
+	const __m256 e = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_maskload_ps(p, m)),
+						  _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+	return _mm256_blend_ps(_mm256_setzero_ps(), e, 0x55);
+}
+#define VEXPAND_EVEN(p, n) expand_even_avx2((p), (n))
+#define ROWS_ADD_S2_FN add_rows_s2_avx2
 #include "rows_body.h"
 
 #define UKR_MR 6
@@ -55,4 +65,4 @@ static inline __m256 even_avx2(__m256 lo, __m256 hi)
 #include "ukr_body.h"
 
 const kern_impl kern_impl_avx2 = {"avx2", {4, 24, ukr_avx2_4x24, ukr_avx2_4x24_ix}, {6, 16, ukr_avx2_6x16, ukr_avx2_6x16_ix}, peak_avx2, pack_t_avx2, copy_rows_avx2, add_rows_avx2,
-				    col2im_s1_avx2, copy_rows_s2_avx2};
+				    col2im_s1_avx2, copy_rows_s2_avx2, add_rows_s2_avx2};

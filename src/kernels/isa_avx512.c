@@ -38,6 +38,9 @@
 #define VEVEN(lo, hi) \
 	_mm512_permutex2var_ps((lo), _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), (hi))
 #define ROWS_COPY_S2_FN copy_rows_s2_avx512
+/* p[j] for j < n (n <= 8) into lane 2j, +0.0 elsewhere */
+#define VEXPAND_EVEN(p, n) _mm512_maskz_expand_ps((__mmask16)0x5555, VMASKLOAD((p), 0, (n)))
+#define ROWS_ADD_S2_FN add_rows_s2_avx512
 #include "rows_body.h"
 
 #define UKR_MR 12
@@ -46,4 +49,4 @@
 #include "ukr_body.h"
 
 const kern_impl kern_impl_avx512 = {"avx512", {8, 32, ukr_avx512_8x32, ukr_avx512_8x32_ix}, {12, 16, ukr_avx512_12x16, ukr_avx512_12x16_ix}, peak_avx512, pack_t_avx512, copy_rows_avx512, add_rows_avx512,
-				    col2im_s1_avx512, copy_rows_s2_avx512};
+				    col2im_s1_avx512, copy_rows_s2_avx512, add_rows_s2_avx512};

@@ -90,6 +90,14 @@ static void add_rows_portable(int rows, int len, const float *src, ptrdiff_t spi
 			dst[(ptrdiff_t)r * dpitch + i] += src[(ptrdiff_t)r * spitch + i];
 }
 
+static void add_rows_s2_portable(int rows, int len, const float *src, ptrdiff_t spitch, float *dst,
+				 ptrdiff_t dpitch)
+{
+	for (int r = 0; r < rows; r++)
+		for (int i = 0; i < len; i++)
+			dst[(ptrdiff_t)r * dpitch + 2 * i] += src[(ptrdiff_t)r * spitch + i];
+}
+
 /* kern_col2im_s1 one float at a time: each element summed over its in-image taps in order from +0.0. */
 static void col2im_s1_portable(const kern_col2im_args *a)
 {
@@ -115,7 +123,7 @@ static void col2im_s1_portable(const kern_col2im_args *a)
 
 const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8, ukr_portable_4x8_ix}, {6, 4, ukr_portable_6x4, ukr_portable_6x4_ix}, peak_portable,
 				      NULL, copy_rows_portable, add_rows_portable,
-				      col2im_s1_portable, copy_rows_s2_portable};
+				      col2im_s1_portable, copy_rows_s2_portable, add_rows_s2_portable};
 
 #undef VT
 #undef VW
@@ -147,4 +155,4 @@ const kern_impl kern_impl_portable = {"portable", {4, 8, ukr_portable_4x8, ukr_p
 
 const kern_impl kern_impl_avx512_shape = {"avx512-shape", {8, 32, ukr_shape_8x32, ukr_shape_8x32_ix}, {12, 16, ukr_shape_12x16, ukr_shape_12x16_ix},
 					  peak_shape, NULL, copy_rows_portable, add_rows_portable,
-				      col2im_s1_portable, copy_rows_s2_portable};
+				      col2im_s1_portable, copy_rows_s2_portable, add_rows_s2_portable};

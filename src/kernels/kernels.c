@@ -165,6 +165,11 @@ void kern_copy_rows_s2(int rows, int len, const float *src, ptrdiff_t spitch, fl
 	kern_impl_of(kern_current())->copy_rows_s2(rows, len, src, spitch, dst, dpitch);
 }
 
+void kern_add_rows_s2(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch)
+{
+	kern_impl_of(kern_current())->add_rows_s2(rows, len, src, spitch, dst, dpitch);
+}
+
 void kern_add_rows(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch)
 {
 	kern_impl_of(kern_current())->add_rows(rows, len, src, spitch, dst, dpitch);

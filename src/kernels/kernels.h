@@ -91,6 +91,10 @@ void kern_copy_rows(int rows, int len, const float *src, ptrdiff_t spitch, float
  * reads nothing of a row past src[r * spitch + 2 * (len - 1)]. */
 void kern_copy_rows_s2(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch);
 void kern_add_rows(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch);
+/* For r < rows, i < len: dst[r * dpitch + 2 * i] += src[r * spitch + i] (a stride-2 conv's
+ * col2im; dst's values must not be -0.0, as in a sum that started from +0.0: its odd floats
+ * may be added +0.0); touches nothing of a row past dst[r * dpitch + 2 * (len - 1)]. */
+void kern_add_rows_s2(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch);
 
 double kern_peak_gflops(kern_isa isa, int threads, double seconds_each, int tries);
 

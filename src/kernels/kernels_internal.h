@@ -58,6 +58,8 @@ typedef struct kern_impl {
 	void (*col2im_s1)(const struct kern_col2im_args *a); /* kernels.h's kern_col2im_s1 */
 	/* rows of len floats: dst = the even floats of src (kernels.h's kern_copy_rows_s2) */
 	void (*copy_rows_s2)(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch);
+	/* rows of len floats: the even floats of dst += src (kernels.h's kern_add_rows_s2) */
+	void (*add_rows_s2)(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch);
 } kern_impl;
 
 extern const kern_impl kern_impl_portable;

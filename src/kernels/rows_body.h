@@ -77,6 +77,31 @@ static void ROWS_COPY_S2_FN(int rows, int len, const float *src, ptrdiff_t spitc
 }
 #endif
 
+#ifdef ROWS_ADD_S2_FN
+/*
+ * dst[r * dpitch + 2 * i] += src[r * spitch + i] (the adjoint of ROWS_COPY_S2_FN: a stride-2
+ * conv's col2im), VW / 2 sources at a time spread over the even lanes of a vector (VEXPAND_EVEN)
+ * and added to VW floats of dst: the odd lanes add +0.0, which leaves a sum that started from
+ * +0.0 as it is (it is never -0.0 in round-to-nearest). A row's last piece adds to the 2n - 1
+ * floats its n sources reach, masked: nothing past dst[2 * (len - 1)] is read or written. One
+ * IEEE add per element in the caller's order: the same bits on every ISA.
+ */
+static void ROWS_ADD_S2_FN(int rows, int len, const float *src, ptrdiff_t spitch, float *dst, ptrdiff_t dpitch)
+{
+	for (int r = 0; r < rows; r++) {
+		const float *s = src + (ptrdiff_t)r * spitch;
+		float *d = dst + (ptrdiff_t)r * dpitch;
+		int i = 0;
+		for (; i + VW / 2 < len; i += VW / 2)
+			VSTOREU(d + 2 * i, VADD(VLOADU(d + 2 * i), VEXPAND_EVEN(s + i, VW / 2)));
+		if (i < len) {
+			const int n = 2 * (len - i) - 1;
+			VMASKSTORE(d + 2 * i, n, VADD(VMASKLOAD(d + 2 * i, 0, n), VEXPAND_EVEN(s + i, len - i)));
+		}
+	}
+}
+#endif
+
 #ifdef COL2IM_FN
 /*
  * col2im of a stride-1 conv as a gather (kernels.h's kern_col2im_s1): each VW-wide piece of a
@@ -123,3 +148,5 @@ static void COL2IM_FN(const kern_col2im_args *a)
 #undef ROWS_ADD_FN
 #undef ROWS_COPY_S2_FN
 #undef VEVEN
+#undef VEXPAND_EVEN
+#undef ROWS_ADD_S2_FN

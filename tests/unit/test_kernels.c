@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "grad.h"
@@ -48,6 +50,33 @@ static float *rnd_buf(size_t n)
 	for (size_t i = 0; i < n; i++)
 		p[i] = rnd();
 	return p;
+}
+
+/* n random floats that end where an inaccessible page starts: a kernel that reads or writes
+ * one float past them faults (masked vector loads and stores are not seen by ASan). */
+typedef struct guarded {
+	void *map;
+	size_t bytes;
+	float *p;
+} guarded;
+
+static guarded guarded_buf(size_t n)
+{
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE), data = n * sizeof(float);
+	guarded g = {NULL, ((data + page - 1) / page + 1) * page, NULL};
+	g.map = mmap(NULL, g.bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(g.map != MAP_FAILED);
+	char *guard = (char *)g.map + g.bytes - page;
+	assert_int_equal(mprotect(guard, page, PROT_NONE), 0);
+	g.p = (float *)(void *)(guard - data);
+	for (size_t i = 0; i < n; i++)
+		g.p[i] = rnd();
+	return g;
+}
+
+static void guarded_free(guarded *g)
+{
+	munmap(g->map, g->bytes);
 }
 
 /* The kernels under test: each ISA this CPU runs, and the AVX-512 shapes on fmaf. */
@@ -331,6 +360,8 @@ static const conv_desc convs[] = {
 	{2, 7, 8, 7, 7, 8, 1, 1, 1, 1, 0, 0, 0},  /* pointwise */
 	{4, 9, 7, 3, 5, 3, 3, 5, 2, 1, 2, 0, 0},  /* 3x5 kernel, strides 2x1, padding 2 on top */
 	{2, 11, 13, 3, 4, 5, 3, 3, 3, 3, 1, 1, 0}, /* stride 3: im2col's element-by-element rows */
+	{2, 9, 37, 3, 5, 19, 3, 3, 2, 2, 1, 1, 0}, /* stride 2, rows of several vectors: col2im's gather */
+	{2, 6, 21, 3, 6, 10, 3, 4, 1, 2, 1, 1, 0}, /* strides 1x2, an even kernel width */
 	{1, 28, 28, 6, 26, 26, 3, 3, 1, 1, 0, 0, 0},
 };
 
@@ -654,8 +685,8 @@ static void test_network_forward_and_backward_identical_on_every_isa(void **stat
 }
 
 /* The stride-2 row copy (a stride-2 conv's im2col): every length up to three vectors, on each ISA,
- * from a source that ends at the last float a row needs (ASan sees a read past it), into rows
- * whose floats past len stay as they were. */
+ * from a source that ends at the last float a row needs, where a guard page starts (a read past it
+ * faults), into rows whose floats past len stay as they were. */
 static void test_copy_rows_s2_every_length_on_every_isa(void **state)
 {
 	(void)state;
@@ -668,7 +699,8 @@ static void test_copy_rows_s2_every_length_on_every_isa(void **state)
 			for (int rows = 1; rows <= 3; rows++) {
 				const ptrdiff_t spitch = 2 * len + 3, dpitch = len + 2;
 				const size_t sn = (size_t)(rows - 1) * (size_t)spitch + 2 * (size_t)len - 1;
-				float *src = rnd_buf(sn), *dst = rnd_buf((size_t)rows * (size_t)dpitch);
+				guarded gs = guarded_buf(sn);
+				float *src = gs.p, *dst = rnd_buf((size_t)rows * (size_t)dpitch);
 				float *keep = malloc((size_t)rows * (size_t)dpitch * sizeof(float));
 				memcpy(keep, dst, (size_t)rows * (size_t)dpitch * sizeof(float));
 				kern_copy_rows_s2(rows, len, src, spitch, dst, dpitch);
@@ -680,7 +712,42 @@ static void test_copy_rows_s2_every_length_on_every_isa(void **state)
 								 kern_isa_name((kern_isa)isa), len, r, i,
 								 (double)dst[r * dpitch + i], (double)want);
 					}
-				free(src), free(dst), free(keep);
+				guarded_free(&gs);
+				free(dst), free(keep);
+			}
+	}
+	kern_force(saved);
+}
+
+/* kern_add_rows_s2 on every ISA and every length from 1 to 49: dst's even floats get src added
+ * (one IEEE add), its odd ones and the floats between rows keep their bits, and a row's last
+ * piece touches nothing past the last even float (the buffer ends there, at a guard page). */
+static void test_add_rows_s2_every_length_on_every_isa(void **state)
+{
+	(void)state;
+	const kern_isa saved = kern_current();
+	for (int isa = KERN_ISA_PORTABLE; isa < KERN_ISA_N; isa++) {
+		if (!kern_isa_supported((kern_isa)isa))
+			continue;
+		kern_force((kern_isa)isa);
+		for (int len = 1; len <= 49; len++)
+			for (int rows = 1; rows <= 3; rows++) {
+				const ptrdiff_t spitch = len + 3, dpitch = 2 * len + 2;
+				const size_t dn = (size_t)(rows - 1) * (size_t)dpitch + 2 * (size_t)len - 1;
+				guarded gd = guarded_buf(dn);
+				float *src = rnd_buf((size_t)rows * (size_t)spitch), *dst = gd.p;
+				float *keep = malloc(dn * sizeof(float));
+				memcpy(keep, dst, dn * sizeof(float));
+				kern_add_rows_s2(rows, len, src, spitch, dst, dpitch);
+				for (size_t e = 0; e < dn; e++) {
+					const ptrdiff_t r = (ptrdiff_t)e / dpitch, i = (ptrdiff_t)e % dpitch;
+					const float want = i % 2 == 0 && i < 2 * len ? keep[e] + src[r * spitch + i / 2] : keep[e];
+					if (memcmp(&dst[e], &want, sizeof want))
+						fail_msg("%s: len %d row %td float %td is %g, not %g", kern_isa_name((kern_isa)isa),
+							 len, r, i, (double)dst[e], (double)want);
+				}
+				guarded_free(&gd);
+				free(src), free(keep);
 			}
 	}
 	kern_force(saved);
@@ -824,6 +891,7 @@ int main(void)
 		cmocka_unit_test(test_conv_reference_and_identity_across_isas),
 		cmocka_unit_test(test_conv_paths_are_the_plain_loops_bit_for_bit),
 		cmocka_unit_test(test_copy_rows_s2_every_length_on_every_isa),
+		cmocka_unit_test(test_add_rows_s2_every_length_on_every_isa),
 		cmocka_unit_test(test_dense_identity_and_reference),
 		cmocka_unit_test(test_network_forward_and_backward_identical_on_every_isa),
 		cmocka_unit_test(test_exp_and_log_are_accurate),
