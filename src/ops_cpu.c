@@ -648,16 +648,21 @@ static void conv_bias_grad(const conv_desc *d, const float *dy, float *db)
 	}
 }
 
-/* gT = dw^T (load = 1) or back (load = 0). */
+/* gT = dw^T (load = 1) or back (load = 0), in 16 x 16 blocks (a whole row of one against a
+ * column of the other walked a cache line per element). */
 static void conv_grad_transpose(const conv_desc *d, float *dw, float *gT, int load)
 {
 	const int oc = d->out_c, K = (int)conv_k(d);
-	for (int o = 0; o < oc; o++)
-		for (int k = 0; k < K; k++) {
-			if (load)
-				gT[(size_t)k * oc + o] = dw[(size_t)o * K + k];
-			else
-				dw[(size_t)o * K + k] = gT[(size_t)k * oc + o];
+	for (int o0 = 0; o0 < oc; o0 += 16)
+		for (int k0 = 0; k0 < K; k0 += 16) {
+			const int o1 = o0 + 16 < oc ? o0 + 16 : oc, k1 = k0 + 16 < K ? k0 + 16 : K;
+			for (int o = o0; o < o1; o++)
+				for (int k = k0; k < k1; k++) {
+					if (load)
+						gT[(size_t)k * oc + o] = dw[(size_t)o * K + k];
+					else
+						dw[(size_t)o * K + k] = gT[(size_t)k * oc + o];
+				}
 		}
 }
 
