@@ -362,6 +362,7 @@ static const conv_desc convs[] = {
 	{2, 11, 13, 3, 4, 5, 3, 3, 3, 3, 1, 1, 0}, /* stride 3: im2col's element-by-element rows */
 	{2, 9, 37, 3, 5, 19, 3, 3, 2, 2, 1, 1, 0}, /* stride 2, rows of several vectors: col2im's gather */
 	{2, 6, 21, 3, 6, 10, 3, 4, 1, 2, 1, 1, 0}, /* strides 1x2, an even kernel width */
+	{2, 3, 20, 2, 3, 3, 1, 18, 1, 1, 0, 0, 0}, /* a kernel wider than col2im's kept columns (16) */
 	{1, 28, 28, 6, 26, 26, 3, 3, 1, 1, 0, 0, 0},
 };
 
