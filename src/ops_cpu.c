@@ -532,27 +532,39 @@ static size_t cpu_conv2d_workspace(const conv_desc *d, int n)
 	return sizeof(float) * conv_slot_floats(d) * (size_t)conv_team(n);
 }
 
-/* y[oc, P] = b (or 0) + w[oc, K] . col[K, P], one sample (kernels.h's order); first: the
- * first sample of the call on this slot (the shifted planes' borders are written then). */
-static void conv_fwd_sample(const conv_desc *d, const float *x, const float *w, const float *b, float *y,
-			    float *col, bool first)
+/*
+ * One sample's patch matrix [K][P], for a product: the shifted planes with *rows their row
+ * table (implicit), else col filled by im2col, else x itself (pointwise), *rows NULL. col is
+ * the thread's slot; first: the call's first sample on it (the planes' borders and the table
+ * are written then and stay for the next samples).
+ */
+static const float *conv_patches(const conv_desc *d, const float *x, float *col, bool first, const ptrdiff_t **rows)
 {
-	const int oc = d->out_c, K = (int)conv_k(d), P = (int)conv_out_plane(d);
-	const float *B = x;
-	const ptrdiff_t *brow = NULL;
+	*rows = NULL;
 	conv_geom g;
-	if (conv_implicit_geom(d, &g)) { /* patch rows from the shifted planes */
+	if (conv_implicit_geom(d, &g)) {
 		float *s = conv_slot_planes(d, col);
 		ptrdiff_t *tab = conv_slot_table(d, &g, col);
 		conv_shift_planes(d, &g, x, s, first);
 		if (first)
 			conv_row_table(d, &g, tab);
-		B = s;
-		brow = tab;
-	} else if (!conv_is_pointwise(d)) {
-		im2col(d, x, col);
-		B = col;
+		*rows = tab;
+		return s;
 	}
+	if (conv_is_pointwise(d))
+		return x;
+	im2col(d, x, col);
+	return col;
+}
+
+/* y[oc, P] = b (or 0) + w[oc, K] . col[K, P], one sample (kernels.h's order); first as in
+ * conv_patches. */
+static void conv_fwd_sample(const conv_desc *d, const float *x, const float *w, const float *b, float *y,
+			    float *col, bool first)
+{
+	const int oc = d->out_c, K = (int)conv_k(d), P = (int)conv_out_plane(d);
+	const ptrdiff_t *brow;
+	const float *B = conv_patches(d, x, col, first, &brow);
 	if (b)
 		fill_bias_rows(y, oc, (size_t)P, b);
 	/* without a bias every chain starts from +0.0, as if y had been zeroed */
@@ -591,28 +603,14 @@ static void cpu_conv2d_forward(const conv_desc *d, int n, const float *in, const
 /*
  * gT[K][oc] += col[K, P] . dy[oc, P]^T for one sample: the weight gradient (transposed),
  * each element a chain of one fma per term in p order. col holds the sample's patches
- * (the shifted planes' rows when implicit; x itself is read when pointwise); first as in
- * conv_fwd_sample.
+ * (conv_patches; first as there).
  */
 static void conv_bwd_weights(const conv_desc *d, const float *x, const float *dy, float *col, float *gT,
 			     int threads, bool first)
 {
 	const int oc = d->out_c, K = (int)conv_k(d), P = (int)conv_out_plane(d);
-	const float *A = x;
-	const ptrdiff_t *arow = NULL;
-	conv_geom g;
-	if (conv_implicit_geom(d, &g)) {
-		float *s = conv_slot_planes(d, col);
-		ptrdiff_t *tab = conv_slot_table(d, &g, col);
-		conv_shift_planes(d, &g, x, s, first);
-		if (first)
-			conv_row_table(d, &g, tab);
-		A = s;
-		arow = tab;
-	} else if (!conv_is_pointwise(d)) {
-		im2col(d, x, col);
-		A = col;
-	}
+	const ptrdiff_t *arow;
+	const float *A = conv_patches(d, x, col, first, &arow);
 	kern_gemm(&(kern_gemm_args){K, oc, P, A, arow ? 0 : P, 1, dy, 1, P, gT, oc, 1, 0, arow, NULL}, threads);
 }
 
