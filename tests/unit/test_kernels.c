@@ -685,45 +685,52 @@ static void test_network_forward_and_backward_identical_on_every_isa(void **stat
 	backend_cpu_set_threads(0);
 }
 
-/* The stride-2 row copy (a stride-2 conv's im2col): every length up to three vectors, on each ISA,
- * from a source that ends at the last float a row needs, where a guard page starts (a read past it
- * faults), into rows whose floats past len stay as they were. */
-static void test_copy_rows_s2_every_length_on_every_isa(void **state)
+/* The stride-2 row copy (a stride-2 conv's im2col), rows of len floats: from a source that ends
+ * at the last float a row needs, where a guard page starts (a read past it faults), into rows
+ * whose floats past len stay as they were. */
+static void check_copy_rows_s2(const char *isa, int len, int rows)
 {
-	(void)state;
-	const kern_isa saved = kern_current();
-	for (int isa = KERN_ISA_PORTABLE; isa < KERN_ISA_N; isa++) {
-		if (!kern_isa_supported((kern_isa)isa))
-			continue;
-		kern_force((kern_isa)isa);
-		for (int len = 1; len <= 49; len++)
-			for (int rows = 1; rows <= 3; rows++) {
-				const ptrdiff_t spitch = 2 * len + 3, dpitch = len + 2;
-				const size_t sn = (size_t)(rows - 1) * (size_t)spitch + 2 * (size_t)len - 1;
-				guarded gs = guarded_buf(sn);
-				float *src = gs.p, *dst = rnd_buf((size_t)rows * (size_t)dpitch);
-				float *keep = malloc((size_t)rows * (size_t)dpitch * sizeof(float));
-				memcpy(keep, dst, (size_t)rows * (size_t)dpitch * sizeof(float));
-				kern_copy_rows_s2(rows, len, src, spitch, dst, dpitch);
-				for (int r = 0; r < rows; r++)
-					for (int i = 0; i < dpitch; i++) {
-						const float want = i < len ? src[r * spitch + 2 * i] : keep[r * dpitch + i];
-						if (memcmp(&dst[r * dpitch + i], &want, sizeof want))
-							fail_msg("%s: len %d row %d float %d is %g, not %g",
-								 kern_isa_name((kern_isa)isa), len, r, i,
-								 (double)dst[r * dpitch + i], (double)want);
-					}
-				guarded_free(&gs);
-				free(dst), free(keep);
-			}
+	const ptrdiff_t spitch = 2 * len + 3, dpitch = len + 2;
+	const size_t sn = (size_t)(rows - 1) * (size_t)spitch + 2 * (size_t)len - 1, dn = (size_t)rows * (size_t)dpitch;
+	guarded gs = guarded_buf(sn);
+	float *src = gs.p, *dst = rnd_buf(dn), *keep = malloc(dn * sizeof(float));
+	memcpy(keep, dst, dn * sizeof(float));
+	kern_copy_rows_s2(rows, len, src, spitch, dst, dpitch);
+	for (size_t e = 0; e < dn; e++) {
+		const ptrdiff_t r = (ptrdiff_t)e / dpitch, i = (ptrdiff_t)e % dpitch;
+		const float want = i < len ? src[r * spitch + 2 * i] : keep[e];
+		if (memcmp(&dst[e], &want, sizeof want))
+			fail_msg("copy_rows_s2 on %s: len %d row %td float %td is %g, not %g", isa, len, r, i,
+				 (double)dst[e], (double)want);
 	}
-	kern_force(saved);
+	guarded_free(&gs);
+	free(dst), free(keep);
 }
 
-/* kern_add_rows_s2 on every ISA and every length from 1 to 49: dst's even floats get src added
- * (one IEEE add), its odd ones and the floats between rows keep their bits, and a row's last
- * piece touches nothing past the last even float (the buffer ends there, at a guard page). */
-static void test_add_rows_s2_every_length_on_every_isa(void **state)
+/* The stride-2 row add (its col2im): dst's even floats get src added (one IEEE add), its odd
+ * ones and the floats between rows keep their bits, and a row's last piece touches nothing
+ * past the last even float (the buffer ends there, at a guard page). */
+static void check_add_rows_s2(const char *isa, int len, int rows)
+{
+	const ptrdiff_t spitch = len + 3, dpitch = 2 * len + 2;
+	const size_t dn = (size_t)(rows - 1) * (size_t)dpitch + 2 * (size_t)len - 1;
+	guarded gd = guarded_buf(dn);
+	float *src = rnd_buf((size_t)rows * (size_t)spitch), *dst = gd.p, *keep = malloc(dn * sizeof(float));
+	memcpy(keep, dst, dn * sizeof(float));
+	kern_add_rows_s2(rows, len, src, spitch, dst, dpitch);
+	for (size_t e = 0; e < dn; e++) {
+		const ptrdiff_t r = (ptrdiff_t)e / dpitch, i = (ptrdiff_t)e % dpitch;
+		const float want = i % 2 == 0 && i < 2 * len ? keep[e] + src[r * spitch + i / 2] : keep[e];
+		if (memcmp(&dst[e], &want, sizeof want))
+			fail_msg("add_rows_s2 on %s: len %d row %td float %td is %g, not %g", isa, len, r, i,
+				 (double)dst[e], (double)want);
+	}
+	guarded_free(&gd);
+	free(src), free(keep);
+}
+
+/* Both stride-2 row kernels on each ISA, every length up to three vectors and 1 to 3 rows. */
+static void test_stride2_row_kernels_every_length_on_every_isa(void **state)
 {
 	(void)state;
 	const kern_isa saved = kern_current();
@@ -733,22 +740,8 @@ static void test_add_rows_s2_every_length_on_every_isa(void **state)
 		kern_force((kern_isa)isa);
 		for (int len = 1; len <= 49; len++)
 			for (int rows = 1; rows <= 3; rows++) {
-				const ptrdiff_t spitch = len + 3, dpitch = 2 * len + 2;
-				const size_t dn = (size_t)(rows - 1) * (size_t)dpitch + 2 * (size_t)len - 1;
-				guarded gd = guarded_buf(dn);
-				float *src = rnd_buf((size_t)rows * (size_t)spitch), *dst = gd.p;
-				float *keep = malloc(dn * sizeof(float));
-				memcpy(keep, dst, dn * sizeof(float));
-				kern_add_rows_s2(rows, len, src, spitch, dst, dpitch);
-				for (size_t e = 0; e < dn; e++) {
-					const ptrdiff_t r = (ptrdiff_t)e / dpitch, i = (ptrdiff_t)e % dpitch;
-					const float want = i % 2 == 0 && i < 2 * len ? keep[e] + src[r * spitch + i / 2] : keep[e];
-					if (memcmp(&dst[e], &want, sizeof want))
-						fail_msg("%s: len %d row %td float %td is %g, not %g", kern_isa_name((kern_isa)isa),
-							 len, r, i, (double)dst[e], (double)want);
-				}
-				guarded_free(&gd);
-				free(src), free(keep);
+				check_copy_rows_s2(kern_isa_name((kern_isa)isa), len, rows);
+				check_add_rows_s2(kern_isa_name((kern_isa)isa), len, rows);
 			}
 	}
 	kern_force(saved);
@@ -891,8 +884,7 @@ int main(void)
 		cmocka_unit_test(test_gemm_matches_a_double_reference),
 		cmocka_unit_test(test_conv_reference_and_identity_across_isas),
 		cmocka_unit_test(test_conv_paths_are_the_plain_loops_bit_for_bit),
-		cmocka_unit_test(test_copy_rows_s2_every_length_on_every_isa),
-		cmocka_unit_test(test_add_rows_s2_every_length_on_every_isa),
+		cmocka_unit_test(test_stride2_row_kernels_every_length_on_every_isa),
 		cmocka_unit_test(test_dense_identity_and_reference),
 		cmocka_unit_test(test_network_forward_and_backward_identical_on_every_isa),
 		cmocka_unit_test(test_exp_and_log_are_accurate),
