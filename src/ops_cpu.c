@@ -230,13 +230,15 @@ bool cpu_conv2d_dx_by_correlation(const conv_desc *d)
 }
 
 /* One thread's slice: the base parts, then (when dx is a correlation) the correlation's base
- * parts and its flipped kernel (read from slice 0 by every thread). */
+ * parts, its flipped kernel (read from slice 0 by every thread) and the weight gradient's row
+ * table into the correlation's planes (conv_bwd_weights_dy). */
 static size_t conv_slot_floats(const conv_desc *d)
 {
 	conv_desc t;
 	size_t f = conv_slot_base_floats(d);
 	if (conv_dx_by_correlation(d, &t))
-		f += conv_slot_base_floats(&t) + round_line(conv_k(d) * (size_t)d->out_c);
+		f += conv_slot_base_floats(&t) + round_line(conv_k(d) * (size_t)d->out_c) +
+		     round_line(conv_k(&t) * (sizeof(ptrdiff_t) / sizeof(float)));
 	return f;
 }
 
@@ -664,6 +666,22 @@ static void conv_grad_transpose(const conv_desc *d, float *dw, float *gT, int lo
 		}
 }
 
+/* g[(o*k_h + ki)*k_w + kj][c] = dw[o][c][ki][kj] (load = 1) or back (load = 0): the layout of
+ * conv_bwd_weights_dy's product. */
+static void conv_grad_regroup(const conv_desc *d, float *dw, float *g, int load)
+{
+	const int taps = d->k_h * d->k_w, C = d->in_c;
+	for (int o = 0; o < d->out_c; o++)
+		for (int c = 0; c < C; c++)
+			for (int k = 0; k < taps; k++) {
+				float *a = &dw[((size_t)o * C + c) * taps + k], *b = &g[((size_t)o * taps + k) * C + c];
+				if (load)
+					*b = *a;
+				else
+					*a = *b;
+			}
+}
+
 /* wf = the correlation's kernel (conv_dx_by_correlation) in slice 0 of ws; NULL when dx is
  * not a correlation. */
 static const float *conv_flip_weights(const conv_desc *d, const float *w, float *ws)
@@ -705,6 +723,39 @@ static void conv_bwd_input(const conv_desc *d, const float *w, const float *wf, 
 }
 
 /*
+ * The weight gradient of a conv whose dx is a correlation, from the correlation's shifted planes
+ * of dy (just built by conv_bwd_input for the same sample) instead of planes of x:
+ * g[(o, ki, kj)][c] += sum over input positions q of T(o, ki, kj)[q] * x[c][q], where T(o, ki, kj)[q]
+ * = dy[o][ih - ki + pad_top][iw - kj + pad_left] (zero outside dy) is the correlation's patch
+ * row (o, k_h-1-ki, k_w-1-kj). The terms with both factors inside the image are the ones of
+ * the product over output positions, in the same order (q and p differ by the tap's shift);
+ * the others are fma(x, +0.0) or fma(+0.0, dy) here and fma(+0.0, dy) there, and none of them
+ * changes a chain that does not hold -0.0, which one started from +0.0 never does. So the
+ * bits are conv_bwd_weights', without building x's planes (a third of the backward's copies).
+ * slot is the thread's (the training path: team 1); first as in conv_patches.
+ */
+static void conv_bwd_weights_dy(const conv_desc *d, const float *x, float *g, float *slot, bool first)
+{
+	conv_desc t;
+	conv_dx_by_correlation(d, &t);
+	conv_geom tg = {0, 0};
+	conv_implicit_geom(&t, &tg); /* true: t is a correlation */
+	float *tslot = slot + conv_slot_base_floats(d);
+	const ptrdiff_t *ttab = conv_slot_table(&t, &tg, tslot);
+	ptrdiff_t *rows = (ptrdiff_t *)(void *)(slot + conv_slot_floats(d) -
+						 round_line(conv_k(&t) * (sizeof(ptrdiff_t) / sizeof(float))));
+	const int kh = d->k_h, kw = d->k_w, M = (int)conv_k(&t), Q = d->in_h * d->in_w;
+	if (first)
+		for (int o = 0; o < d->out_c; o++)
+			for (int ki = 0; ki < kh; ki++)
+				for (int kj = 0; kj < kw; kj++)
+					rows[(o * kh + ki) * kw + kj] = ttab[(o * kh + (kh - 1 - ki)) * kw + (kw - 1 - kj)];
+	kern_gemm(&(kern_gemm_args){M, d->in_c, Q, conv_slot_planes(&t, tslot), 0, 1, x, 1, Q, g, d->in_c, 1, 0,
+				    rows, NULL},
+		  1);
+}
+
+/*
  * Weight and bias gradients accumulate sample after sample, one chain per
  * element (no per-thread partial sums: the same bits for every thread count;
  * a team splits the columns of each product); input gradients are per sample
@@ -721,15 +772,21 @@ static void cpu_conv2d_backward(const conv_desc *d, int n, const float *in, cons
 	float *col = ws, *gT = ws + conv_col_floats(d);
 
 	const float *wf = din ? conv_flip_weights(d, w, ws) : NULL;
-	conv_grad_transpose(d, dw, gT, 1);
+	const bool from_dy = wf && team == 1; /* conv_bwd_weights_dy */
+	(from_dy ? conv_grad_regroup : conv_grad_transpose)(d, dw, gT, 1);
 	for (size_t i = 0; i < (size_t)n; i++) {
 		if (db)
 			conv_bias_grad(d, dout + i * out_sz, db);
+		if (from_dy) {
+			conv_bwd_input(d, w, wf, dout + i * out_sz, din + i * in_sz, ws, i == 0);
+			conv_bwd_weights_dy(d, in + i * in_sz, gT, ws, i == 0);
+			continue;
+		}
 		conv_bwd_weights(d, in + i * in_sz, dout + i * out_sz, col, gT, team, i == 0);
 		if (din && team == 1) /* the training path: one shard per thread, col is free again */
 			conv_bwd_input(d, w, wf, dout + i * out_sz, din + i * in_sz, ws, i == 0);
 	}
-	conv_grad_transpose(d, dw, gT, 0);
+	(from_dy ? conv_grad_regroup : conv_grad_transpose)(d, dw, gT, 0);
 	if (!din || team == 1)
 		return;
 #pragma omp parallel num_threads(team)
