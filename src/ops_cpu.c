@@ -349,70 +349,6 @@ static bool conv_valid_rows(const conv_desc *d, int ki, int *oh0, int *oh1)
 }
 
 /*
- * Stride 1 and out_w == in_w (3x3 'same' convs, 1xN...): a row of col is the input plane
- * shifted by one offset, so it is one contiguous copy of the plane, then the few elements a
- * row wrapped into from its neighbour (and the rows outside the image) are set to zero: the
- * same values as the row-by-row loops below, only faster. (col2im of any stride-1 conv is
- * kern_col2im_s1, a gather.)
- */
-static bool conv_plane_shift(const conv_desc *d)
-{
-	return d->stride_h == 1 && d->stride_w == 1 && d->out_w == d->in_w;
-}
-
-/* Row r = (ki, kj) of the plane-shift path: the shift, the valid output rows and columns. */
-typedef struct shift_row {
-	ptrdiff_t shift;    /* x index = p + shift */
-	size_t p0, p1;      /* [p0, p1): the valid output rows' positions */
-	int lo, hi;         /* valid output columns [lo, hi) */
-} shift_row;
-
-static shift_row conv_shift_row(const conv_desc *d, int ki, int kj)
-{
-	const int W = d->in_w;
-	int oh0, oh1;
-	conv_valid_rows(d, ki, &oh0, &oh1); /* stride 1 */
-	shift_row r = {(ptrdiff_t)(ki - d->pad_top) * W + (kj - d->pad_left), (size_t)oh0 * W, (size_t)oh1 * W, 0, 0};
-	conv_valid_cols(d, kj, &r.lo, &r.hi);
-	return r;
-}
-
-static void im2col_shift(const conv_desc *d, const float *x, float *col)
-{
-	const size_t plane = (size_t)d->in_h * d->in_w, opl = conv_out_plane(d);
-	const int W = d->out_w;
-	for (int c = 0; c < d->in_c; c++) {
-		const float *xc = x + (size_t)c * plane;
-		for (int ki = 0; ki < d->k_h; ki++)
-			for (int kj = 0; kj < d->k_w; kj++) {
-				float *row = col + ((size_t)(c * d->k_h + ki) * d->k_w + kj) * opl;
-				const shift_row r = conv_shift_row(d, ki, kj);
-				if (r.p1 <= r.p0) {
-					zero_floats(row, opl);
-					continue;
-				}
-				/* copy [a, b): the valid rows, less the ends that would read outside x; zero the rest */
-				size_t a = r.p0, b = r.p1;
-				if ((ptrdiff_t)a + r.shift < 0)
-					a = (size_t)(-r.shift);
-				if ((ptrdiff_t)b + r.shift > (ptrdiff_t)plane)
-					b = (size_t)((ptrdiff_t)plane - r.shift);
-				zero_floats(row, a);
-				zero_floats(row + b, opl - b);
-				memcpy(row + a, xc + (ptrdiff_t)a + r.shift, sizeof(float) * (b - a));
-				if (r.lo == 0 && r.hi == W)
-					continue;
-				for (size_t p = r.p0; p < r.p1; p += (size_t)W) { /* the wrapped columns */
-					for (int ow = 0; ow < r.lo; ow++)
-						row[p + ow] = 0.0f;
-					for (int ow = r.hi; ow < W; ow++)
-						row[p + ow] = 0.0f;
-				}
-			}
-	}
-}
-
-/*
  * col[(c*kh + ki)*kw + kj][oh*out_w + ow] = x[c][oh*sh - pad_top + ki][ow*sw - pad_left + kj],
  * zero outside the image. Reads only inside x, whatever the descriptor says.
  */
@@ -420,10 +356,6 @@ static void im2col(const conv_desc *d, const float *x, float *col)
 {
 	const int ow_n = d->out_w, sw = d->stride_w;
 	const size_t plane = (size_t)d->in_h * d->in_w, opl = conv_out_plane(d);
-	if (conv_plane_shift(d)) {
-		im2col_shift(d, x, col);
-		return;
-	}
 	for (int c = 0; c < d->in_c; c++) {
 		const float *xc = x + (size_t)c * plane;
 		for (int ki = 0; ki < d->k_h; ki++) {

@@ -363,6 +363,7 @@ static const conv_desc convs[] = {
 	{2, 9, 37, 3, 5, 19, 3, 3, 2, 2, 1, 1, 0}, /* stride 2, rows of several vectors: col2im's gather */
 	{2, 6, 21, 3, 6, 10, 3, 4, 1, 2, 1, 1, 0}, /* strides 1x2, an even kernel width */
 	{2, 3, 20, 2, 3, 3, 1, 18, 1, 1, 0, 0, 0}, /* a kernel wider than col2im's kept columns (16) */
+	{2, 7, 6, 3, 4, 4, 3, 3, 1, 1, 0, 0, 0},  /* stride 1, outputs short of the input: im2col's row copy */
 	{1, 28, 28, 6, 26, 26, 3, 3, 1, 1, 0, 0, 0},
 };
 
@@ -505,7 +506,7 @@ static void col2im_dx(const conv_desc *d, const float *w, const float *dy, float
 }
 
 /*
- * Every conv path (shifted planes, plane shift, row loops, pointwise, strided) is exactly the
+ * Every conv path (shifted planes, im2col's row copies and element loops, pointwise) is exactly the
  * rule's arithmetic (with two samples: the second reuses the shifted planes' zero borders):
  * y = fma chain over (c, ki, kj) from the bias; dx = correlation_dx or col2im_dx (which one the
  * backend says); dw = the fma chain over samples and positions from dw's value; db = the rounded sums in sample and position order. Bit for bit.
