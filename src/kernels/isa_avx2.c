@@ -34,10 +34,10 @@ static inline __m256i lane_mask(int lo, int hi)
 	const __m256i l = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
 	return _mm256_and_si256(_mm256_cmpgt_epi32(l, _mm256_set1_epi32(lo - 1)), _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), l));
 }
-#define VMASKLOAD(p, lo, hi) _mm256_maskload_ps((p), lane_mask((lo), (hi)))
 #define VMASK_T __m256i
 #define VMASKOF(lo, hi) lane_mask((lo), (hi))
 #define VMASKLOADM(p, m) _mm256_maskload_ps((p), (m))
+#define VMASKLOAD(p, lo, hi) VMASKLOADM((p), VMASKOF((lo), (hi)))
 #define VMASKSTORE(p, n, v) _mm256_maskstore_ps((p), lane_mask(0, (n)), (v))
 #define COL2IM_FN col2im_s1_avx2
 #define ROWS_COPY_FN copy_rows_avx2

@@ -29,11 +29,12 @@
 
 
 #define ROWS_MASKED
-/* lanes [lo, hi) of p (the others read as +0.0 and are not touched: no fault past the ends) */
-#define VMASKLOAD(p, lo, hi) _mm512_maskz_loadu_ps((__mmask16)(((1u << (hi)) - 1u) & ~((1u << (lo)) - 1u)), (p))
+/* the mask of lanes [lo, hi), and a load of those lanes of p (the others read as +0.0 and are
+ * not touched: no fault past the ends) */
 #define VMASK_T __mmask16
 #define VMASKOF(lo, hi) ((__mmask16)(((1u << (hi)) - 1u) & ~((1u << (lo)) - 1u)))
 #define VMASKLOADM(p, m) _mm512_maskz_loadu_ps((m), (p))
+#define VMASKLOAD(p, lo, hi) VMASKLOADM((p), VMASKOF((lo), (hi)))
 #define VMASKSTORE(p, n, v) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (v))
 #define COL2IM_FN col2im_s1_avx512
 #define ROWS_COPY_FN copy_rows_avx512
