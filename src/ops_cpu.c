@@ -199,6 +199,12 @@ static size_t conv_slot_base_floats(const conv_desc *d)
 	return conv_col_floats(d) + round_line(conv_k(d) * (size_t)d->out_c) + conv_implicit_floats(d);
 }
 
+/* Columns rounded up to whole panels of the widest tile (32): what a product over them costs. */
+static size_t conv_panel_cols(size_t cols)
+{
+	return (cols + 31) / 32 * 32;
+}
+
 /*
  * The input gradient of a stride-1 conv as a convolution of its own: dx is dy correlated
  * with the kernel transposed and flipped, wf[c][o][k_h-1-ki][k_w-1-kj] = w[o][c][ki][kj],
@@ -219,8 +225,7 @@ static bool conv_dx_by_correlation(const conv_desc *d, conv_desc *t)
 			 d->k_h - 1 - d->pad_top, d->k_w - 1 - d->pad_left, 0};
 	if (!conv_implicit_geom(t, &tg))
 		return false;
-	const size_t cols = (conv_out_plane(t) + 31) / 32 * 32, outs = (conv_out_plane(d) + 31) / 32 * 32;
-	return cols * 8 <= outs * 9;
+	return conv_panel_cols(conv_out_plane(t)) * 8 <= conv_panel_cols(conv_out_plane(d)) * 9;
 }
 
 bool cpu_conv2d_dx_by_correlation(const conv_desc *d)
